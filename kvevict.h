@@ -1,0 +1,1861 @@
+/* kvevict.h - KV-cache eviction for LLM inference engines, in one C11 header.
+   MIT licence at the end of this file.
+
+   RoPE (interleaved and half layouts), grouped-query attention, and eviction policies
+   (StreamingLLM, SnapKV, PyramidKV, H2O, your own) over K/V buffers the caller owns.
+
+   DO THIS
+   -------
+   In exactly one C or C++ file:
+       #define KVEVICT_IMPLEMENTATION
+       #include "kvevict.h"
+   Everywhere else include it without the define. Link with -lm. Compile with -fopenmp to run
+   attention over heads in parallel (results are bit-identical with and without OpenMP).
+
+   OPTIONS (define before the include that has KVEVICT_IMPLEMENTATION)
+       KVEVICT_STATIC      every function becomes static (private to that file)
+       KVEVICT_NO_OPENMP   ignore OpenMP even when compiling with -fopenmp
+
+   QUICK START: the calls an engine makes
+   --------------------------------------
+       kve_config cfg = { .n_layers = 5, .n_heads = 8, .n_kv_heads = 4, .head_dim = 8,
+                          .capacity = 256,
+                          .policy = { .kind = KVE_POLICY_STREAMINGLLM, .sinks = 4 } };
+       kve_buffers buf = { .k = key_cache, .v = value_cache,        // your float arrays
+                           .k_floats = n, .v_floats = n };           // their lengths
+       size_t bytes; kve_cache_size(&cfg, &bytes);                  // bookkeeping size
+       void *mem = malloc(bytes);                                    // yours, 64-byte aligned is best
+       kve_cache cache; kve_result r = kve_cache_init(&cfg, &buf, mem, bytes, &cache);
+       if (r != KVE_OK) fprintf(stderr, "%s\n", kve_result_string(r));
+       for each token at position pos:
+           for each layer l:
+               ... compute q (n_heads*head_dim), k and v (n_kv_heads*head_dim), all BEFORE RoPE
+               kve_store(&cache, l, pos, k, v, NULL);   // evicts if full, writes k/v into a slot
+               kve_attend(&cache, l, q, att_out);       // applies RoPE to q and keys as needed
+       after a prompt (SnapKV, PyramidKV, H2O): kve_prefill() per layer, then kve_compress_all().
+
+   MEMORY AND LAYOUT
+   -----------------
+   The K and V buffers are the caller's, float32, head_dim contiguous floats per vector. Where the
+   vector of (layer, kv_head, slot) lives is given by three strides in floats (kve_buffers):
+       KVE_LAYOUT_DEFAULT      llama2.c: [layer][slot][kv_head][head_dim]
+       KVE_LAYOUT_HEAD_MAJOR   [layer][kv_head][slot][head_dim]
+       KVE_LAYOUT_STRIDES      your own layer_stride, kv_head_stride, slot_stride
+   The library reads and writes only inside [k, k + k_floats) and [v, v + v_floats); init checks that
+   every vector fits and that no two vectors overlap. Everything else the library needs (a 64-bit
+   position per slot, a length per layer and KV head, recorded queries, scores, scratch) lives in
+   the block `mem` whose size kve_cache_size() reports. The library never allocates.
+
+   Slots: each (layer, KV head) holds its tokens in slots 0 .. len-1, in no particular order (after
+   eviction slot != position); every slot knows its position. KV heads of one layer may keep
+   different tokens, and layers different counts (PyramidKV).
+
+   RoPE
+   ----
+   freq_i = theta^(-2i/rope_dims), angle = (pos / rope_linear_factor) * freq_i, formed in double
+   precision, so a key at position 10^7 rotates as accurately as one at 10.
+       KVE_ROPE_INTERLEAVED  pairs (x[2i], x[2i+1])          llama2.c, Meta, GPT-J, ggml normal
+       KVE_ROPE_HALF         pairs (x[i], x[i + rope_dims/2])  HF rotate_half, GPT-NeoX, ggml neox
+       KVE_ROPE_NONE         no rotation (vectors already rotated by the engine, or no RoPE)
+   Keys are stored KVE_KEYS_POST_ROPE (rotated once when stored, llama2.c style) or
+   KVE_KEYS_PRE_ROPE (rotated while attending, at their effective position). Either way you pass
+   kve_store() and kve_attend() vectors BEFORE RoPE; the library rotates.
+
+   POLICIES (kve_policy_config; zero fields take the defaults shown)
+   ---------------------------------------------------------------
+   budget: tokens kept per (layer, KV head) including window or sinks; default = capacity.
+       KVE_POLICY_FULL         no eviction; kve_store() returns KVE_ERROR_CACHE_FULL when full.
+       KVE_POLICY_STREAMINGLLM sinks (4; KVE_NO_SINKS for 0) + the most recent tokens, the current one
+                               included: budget = sinks + recent + 1. pos_shift (default on)
+                               places the sinks right before the oldest recent token, which is the
+                               original's renumbering by cache order. Pre-RoPE keys are rotated at
+                               cache-order positions; post-RoPE caches re-rotate only the sink keys,
+                               from a pre-RoPE copy, so each step costs O(sinks), not O(window).
+                               Eviction overwrites the oldest recent slot: nothing else moves.
+       KVE_POLICY_SNAPKV       after prefill, kve_compress(): if len < budget keep all; else score the
+                               prefix by the softmax weight the last `window` (32) queries give it,
+                               group-reduce over the query heads of a KV head (gqa: mean or max),
+                               pool along tokens (kernel 7, odd; pooling max or avg, zero-padded
+                               like torch avg_pool1d), keep the top budget-window and the window.
+       KVE_POLICY_PYRAMIDKV    SnapKV's scoring with per-layer budgets (beta 20); see
+                               kve_pyramid_budgets(). n_layers = 1 keeps budget-window, like SnapKV.
+       KVE_POLICY_H2O          prompt: score = attention summed over ALL prefill queries, no pooling,
+                               keep top budget-window + last window. decode: keep heavy hitters by
+                               accumulated attention + the window most recent tokens, evicting one
+                               slot per token.
+       KVE_POLICY_CUSTOM       your kve_policy_vtable (see examples/custom_policy.c).
+   decode: KVE_DECODE_GROW (SnapKV/PyramidKV default, as their references: compress the prompt, then
+   the cache grows until capacity) or KVE_DECODE_EVICT (H2O default; for SnapKV/PyramidKV, when a
+   layer reaches its budget it is re-scored with the most recent `window` queries as the
+   observation window and shrunk by evict_batch tokens, default window).
+   Ties between equal scores are broken towards the lower position, deterministically.
+
+   THREAD SAFETY
+   -------------
+   A kve_cache is used by one thread at a time (calls on it may use OpenMP internally). Different
+   caches are independent. There is no global state; kve_result_string() returns constants.
+
+   ERRORS
+   ------
+   Every function returns kve_result: KVE_OK (0) or a negative named error; kve_result_string()
+   explains it. Arguments are validated before anything is written, so a failed call leaves the
+   cache as it was. NaN/Inf in q, k or v is KVE_ERROR_NOT_FINITE.
+
+   LIMITS
+   ------
+   positions: int64 in [0, KVE_MAX_POSITION = 2^52], strictly increasing per layer.
+   capacity <= KVE_MAX_CAPACITY (2^30) slots; head_dim <= KVE_MAX_HEAD_DIM (1024), even with RoPE.
+   float32 K/V only.
+
+   kvevict DOES NOT
+   ----------------
+   allocate, keep global state, quantise K/V, batch several sequences in one cache (use one cache
+   per sequence), or run on a GPU.
+
+   HISTORY
+   -------
+   0.1  first release: RoPE, caller-owned cache, attention, StreamingLLM, SnapKV, PyramidKV, H2O.
+*/
+#ifndef KVEVICT_H
+#define KVEVICT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVEVICT_VERSION_MAJOR 0
+#define KVEVICT_VERSION_MINOR 1
+#define KVEVICT_VERSION_PATCH 0
+
+#ifndef KVE_API
+#ifdef KVEVICT_STATIC
+#define KVE_API static
+#else
+#define KVE_API extern
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVE_MAX_POSITION ((int64_t)1 << 52)
+#define KVE_MAX_CAPACITY ((int32_t)1 << 30)
+#define KVE_MAX_HEAD_DIM 1024
+#define KVE_MAX_HEADS 4096
+#define KVE_MAX_LAYERS 65536
+#define KVE_NO_SINKS (-1) /* kve_policy_config.sinks: zero sinks (0 means the default, 4) */
+
+/* ---- results ------------------------------------------------------------------------------ */
+typedef enum kve_result {
+    KVE_OK = 0,
+    KVE_ERROR_NULL_ARGUMENT = -1,
+    KVE_ERROR_INVALID_DIMENSIONS = -2,   /* layers, heads or head_dim <= 0 or above the limits */
+    KVE_ERROR_HEADS_NOT_DIVISIBLE = -3,  /* n_heads is not a multiple of n_kv_heads */
+    KVE_ERROR_INVALID_ROPE = -4,         /* rope_dims odd or > head_dim, theta or factor <= 0 */
+    KVE_ERROR_INVALID_ENUM = -5,
+    KVE_ERROR_INVALID_CAPACITY = -6,     /* capacity <= 0 or > KVE_MAX_CAPACITY */
+    KVE_ERROR_SIZE_OVERFLOW = -7,        /* a size does not fit in size_t */
+    KVE_ERROR_MEMORY_TOO_SMALL = -8,     /* bookkeeping block smaller than kve_cache_size() */
+    KVE_ERROR_MISALIGNED = -9,           /* a pointer is not aligned for its type */
+    KVE_ERROR_BUFFER_TOO_SMALL = -10,    /* K or V buffer does not hold capacity slots */
+    KVE_ERROR_OVERLAPPING_STRIDES = -11, /* two (layer, head, slot) vectors would overlap */
+    KVE_ERROR_INDEX_OUT_OF_RANGE = -12,  /* layer, head or slot index */
+    KVE_ERROR_POSITION = -13,            /* negative, > KVE_MAX_POSITION, or not increasing */
+    KVE_ERROR_NOT_FINITE = -14,          /* NaN or Inf in an input vector */
+    KVE_ERROR_CACHE_FULL = -15,          /* no slot left and the policy does not evict */
+    KVE_ERROR_EMPTY = -16,               /* attention over a layer with no tokens */
+    KVE_ERROR_EVEN_KERNEL = -17,         /* pooling kernel must be odd and >= 1 */
+    KVE_ERROR_WINDOW_TOO_LARGE = -18,    /* budget <= window */
+    KVE_ERROR_BUDGET_ABOVE_CAPACITY = -19,
+    KVE_ERROR_TOO_MANY_SINKS = -20,      /* sinks >= budget */
+    KVE_ERROR_INVALID_PARAMETER = -21,   /* a negative or meaningless policy parameter */
+    KVE_ERROR_NO_QUERIES = -22,          /* scoring needs queries: attend before evicting */
+    KVE_ERROR_POLICY_FAILED = -23,       /* a custom policy did not make room */
+    KVE_ERROR_CORRUPT = -24,             /* kve_check() found broken bookkeeping */
+    KVE_ERROR_INVALID_COUNT = -25        /* a count (queries, tokens) <= 0 or above what is held */
+} kve_result;
+
+/* ---- configuration (every enum's 0 is "default") --------------------------------------------- */
+typedef enum kve_rope_layout {
+    KVE_ROPE_DEFAULT = 0, /* interleaved */
+    KVE_ROPE_INTERLEAVED,
+    KVE_ROPE_HALF,
+    KVE_ROPE_NONE
+} kve_rope_layout;
+
+typedef enum kve_key_storage {
+    KVE_KEYS_DEFAULT = 0, /* post-RoPE */
+    KVE_KEYS_POST_ROPE,
+    KVE_KEYS_PRE_ROPE
+} kve_key_storage;
+
+typedef enum kve_policy_kind {
+    KVE_POLICY_DEFAULT = 0, /* full */
+    KVE_POLICY_FULL,
+    KVE_POLICY_STREAMINGLLM,
+    KVE_POLICY_SNAPKV,
+    KVE_POLICY_PYRAMIDKV,
+    KVE_POLICY_H2O,
+    KVE_POLICY_CUSTOM
+} kve_policy_kind;
+
+typedef enum kve_pooling {
+    KVE_POOL_DEFAULT = 0, /* max (SnapKV's LongBench setting) */
+    KVE_POOL_MAX,
+    KVE_POOL_AVG,
+    KVE_POOL_NONE
+} kve_pooling;
+
+typedef enum kve_reduce {
+    KVE_REDUCE_DEFAULT = 0, /* mean */
+    KVE_REDUCE_MEAN,
+    KVE_REDUCE_MAX,
+    KVE_REDUCE_SUM
+} kve_reduce;
+
+typedef enum kve_pos_shift {
+    KVE_POS_SHIFT_DEFAULT = 0, /* on */
+    KVE_POS_SHIFT_ON,
+    KVE_POS_SHIFT_OFF
+} kve_pos_shift;
+
+typedef enum kve_decode_mode {
+    KVE_DECODE_DEFAULT = 0, /* the reference: GROW for SnapKV/PyramidKV, EVICT for H2O */
+    KVE_DECODE_GROW,
+    KVE_DECODE_EVICT
+} kve_decode_mode;
+
+struct kve_cache;
+
+/* A user policy. make_room is required; the rest may be NULL. */
+typedef struct kve_policy_vtable {
+    const char *name;
+    /* nonzero: the library adds each slot's attention weight (per query head) into
+       kve_scores() during every kve_attend/kve_prefill (what H2O uses) */
+    int wants_scores;
+    /* Called by kve_store() when `layer` holds `budget` tokens in some KV head. For each KV head h
+       either set write_slot[h] to a slot to overwrite, or shrink the head (kve_keep_slots) and leave
+       write_slot[h] = -1. Heads with room may be left alone. */
+    kve_result (*make_room)(struct kve_cache *cache, int32_t layer, int32_t *write_slot, void *user);
+    /* Called by kve_compress() after a prefill. */
+    kve_result (*compress)(struct kve_cache *cache, int32_t layer, void *user);
+} kve_policy_vtable;
+
+typedef struct kve_policy_config {
+    kve_policy_kind kind;
+    int32_t budget;           /* tokens per (layer, KV head) incl. window/sinks; 0 = capacity;
+                                 PyramidKV: the mean budget C */
+    int32_t window;           /* SnapKV/PyramidKV observation window, H2O recent window; 0 = 32 */
+    int32_t kernel;           /* pooling kernel, odd; 0 = 7; 1 = no pooling */
+    kve_pooling pooling;      /* 0 = max */
+    kve_reduce gqa;           /* reduction over the query heads of a KV head; 0 = mean */
+    int32_t beta;             /* PyramidKV; 0 = 20 */
+    int32_t sinks;            /* StreamingLLM; 0 = 4, KVE_NO_SINKS = none */
+    kve_pos_shift pos_shift;  /* StreamingLLM; 0 = on */
+    kve_decode_mode decode;
+    int32_t evict_batch;      /* KVE_DECODE_EVICT for SnapKV/PyramidKV: tokens freed per re-score;
+                                 0 = window */
+    const kve_policy_vtable *custom; /* KVE_POLICY_CUSTOM */
+    void *custom_user;
+} kve_policy_config;
+
+typedef struct kve_config {
+    int32_t n_layers;
+    int32_t n_heads;          /* query heads */
+    int32_t n_kv_heads;       /* 0 = n_heads; n_heads must be a multiple */
+    int32_t head_dim;
+    int32_t capacity;         /* slots per (layer, KV head) in the K/V buffers */
+    kve_rope_layout rope_layout;
+    double rope_theta;        /* 0 = 10000 */
+    int32_t rope_dims;        /* rotated dims, even, <= head_dim; 0 = head_dim */
+    double rope_linear_factor;/* positions are divided by it (linear RoPE scaling); 0 = 1 */
+    kve_key_storage key_storage;
+    kve_policy_config policy;
+} kve_config;
+
+typedef enum kve_layout {
+    KVE_LAYOUT_DEFAULT = 0, /* [layer][slot][kv_head][head_dim], llama2.c */
+    KVE_LAYOUT_HEAD_MAJOR,  /* [layer][kv_head][slot][head_dim] */
+    KVE_LAYOUT_STRIDES      /* the three strides below */
+} kve_layout;
+
+typedef struct kve_buffers {
+    float *k, *v;
+    size_t k_floats, v_floats;  /* how many floats each buffer holds */
+    kve_layout layout;
+    size_t layer_stride, kv_head_stride, slot_stride; /* in floats, for KVE_LAYOUT_STRIDES */
+} kve_buffers;
+
+/* The cache. Public so it can live on the stack; treat its fields as private. */
+typedef struct kve_cache {
+    uint32_t magic;
+    kve_config cfg;                /* resolved */
+    int32_t group;                 /* n_heads / n_kv_heads */
+    float *k, *v;
+    size_t k_floats, v_floats, layer_stride, kv_head_stride, slot_stride;
+    const kve_policy_vtable *vtable;
+    void *vtable_user;
+    int32_t obs_window;            /* queries recorded per layer (0: none) */
+    int32_t sinks;                 /* StreamingLLM sinks resolved (0 otherwise) */
+    int32_t *limit;                /* [layer] tokens per head before make_room is called */
+    int32_t *budget;               /* [layer] the policy's budget for the layer */
+    int64_t *pos;                  /* [layer][kv_head][capacity] */
+    int32_t *len;                  /* [layer][kv_head] */
+    int64_t *newest;               /* [layer] position of the newest token, -1 if none */
+    int64_t *stored;               /* [layer] tokens ever stored */
+    int32_t *ring_next;            /* [layer] StreamingLLM: next recent slot to overwrite */
+    int64_t *sink_shift_done;      /* [layer] StreamingLLM post-RoPE: shift the sinks carry */
+    float *sink_keys;              /* [layer][kv_head][sinks][head_dim] pre-RoPE sink keys */
+    float *scores;                 /* [layer][n_heads][capacity] accumulated attention, or NULL */
+    float *queries;                /* [layer][obs_window][n_heads*head_dim] pre-RoPE, ring */
+    int64_t *query_pos;            /* [layer][obs_window] */
+    int64_t *query_count;          /* [layer] queries ever recorded */
+    double *freq;                  /* [rope_dims/2] */
+    float *rope_cos, *rope_sin;    /* [capacity][rope_dims/2] for positions < capacity */
+    float *scratch_q;              /* [n_heads][head_dim] */
+    float *scratch_f1, *scratch_f2;/* [n_heads][capacity] */
+    float *scratch_f3;             /* [n_kv_heads][2*capacity] */
+    int32_t *scratch_i1, *scratch_i2; /* [n_kv_heads][capacity] */
+    unsigned char *scratch_u8;     /* [n_kv_heads][capacity] */
+} kve_cache;
+
+/* ---- configuration and memory ---------------------------------------------------------------- */
+KVE_API const char *kve_result_string(kve_result r);
+KVE_API kve_result kve_config_resolve(const kve_config *in, kve_config *out);
+KVE_API kve_result kve_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats);
+KVE_API kve_result kve_cache_size(const kve_config *cfg, size_t *bytes);
+KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *buffers, void *memory,
+                                  size_t memory_bytes, kve_cache *cache);
+KVE_API kve_result kve_cache_reset(kve_cache *cache); /* forget every token (a new sequence) */
+
+/* ---- RoPE (x holds head_dim floats; cfg need not be resolved) --------------------------------- */
+KVE_API kve_result kve_rope_apply(const kve_config *cfg, float *x, int64_t pos);
+/* moves an already rotated vector by delta positions (delta may be negative): R(delta) */
+KVE_API kve_result kve_rope_shift(const kve_config *cfg, float *x, int64_t delta);
+
+/* ---- tokens and attention --------------------------------------------------------------------- */
+/* Appends the token at `pos` to `layer` (k, v: n_kv_heads*head_dim floats each, k before RoPE),
+   evicting first if the policy's budget is reached. slots (n_kv_heads, may be NULL) receives the
+   slot each KV head wrote. */
+KVE_API kve_result kve_store(kve_cache *cache, int32_t layer, int64_t pos, const float *k,
+                             const float *v, int32_t *slots);
+
+typedef struct kve_attend_options {
+    float *weights;          /* [n_heads or n_kv_heads][capacity], indexed by slot; may be NULL */
+    kve_reduce weights_reduce; /* 0: per query head; MEAN, MAX, SUM: per KV head */
+} kve_attend_options;
+
+/* Decode attention of the newest token's query (n_heads*head_dim, before RoPE) over `layer`. */
+KVE_API kve_result kve_attend(kve_cache *cache, int32_t layer, const float *q, float *out);
+KVE_API kve_result kve_attend_ex(kve_cache *cache, int32_t layer, const float *q, float *out,
+                                 const kve_attend_options *options);
+/* Causal attention of the last n_queries stored tokens (q, out: [n_queries][n_heads*head_dim]);
+   q_pos gives their positions (NULL: consecutive, ending at the newest). */
+KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t n_queries, const float *q,
+                               const int64_t *q_pos, float *out);
+
+/* ---- eviction ------------------------------------------------------------------------------- */
+KVE_API kve_result kve_compress(kve_cache *cache, int32_t layer); /* prompt compression */
+KVE_API kve_result kve_compress_all(kve_cache *cache);
+/* per-layer budgets (tokens kept incl. window) PyramidKV gives a prompt of prompt_len tokens */
+KVE_API kve_result kve_pyramid_budgets(int32_t budget, int32_t window, int32_t beta,
+                                       int32_t n_layers, int64_t prompt_len, int32_t *budgets);
+
+/* ---- building blocks for policies (used by the built-in ones too) ----------------------------- */
+/* per-slot SnapKV score of KV head kv_head: softmax weight the recorded queries give each slot,
+   summed over queries, reduced over the head's query group with `reduce`. out: len floats. */
+KVE_API kve_result kve_window_scores(kve_cache *cache, int32_t layer, int32_t kv_head,
+                                     kve_reduce reduce, float *out);
+/* 1-D pooling, stride 1, padding kernel/2: AVG divides by kernel (zero padding), MAX ignores pad */
+KVE_API kve_result kve_pool1d(const float *in, int32_t n, int32_t kernel, kve_pooling mode,
+                              float *out);
+/* marks the k highest of score[0..n) in keep (1/0); ties go to the lower index; NaN ranks lowest.
+   order: n int32 of scratch. */
+KVE_API kve_result kve_select_top(const float *score, int32_t n, int32_t k, unsigned char *keep,
+                                  int32_t *order);
+/* keeps the slots of (layer, kv_head) whose keep[slot] is nonzero, compacting in place */
+KVE_API kve_result kve_keep_slots(kve_cache *cache, int32_t layer, int32_t kv_head,
+                                  const unsigned char *keep);
+
+/* ---- inspection ----------------------------------------------------------------------------- */
+KVE_API int32_t kve_length(const kve_cache *cache, int32_t layer, int32_t kv_head); /* -1 bad args */
+KVE_API int64_t kve_slot_position(const kve_cache *cache, int32_t layer, int32_t kv_head,
+                                  int32_t slot); /* -1 when out of range */
+KVE_API float *kve_key(const kve_cache *cache, int32_t layer, int32_t kv_head, int32_t slot);
+KVE_API float *kve_value(const kve_cache *cache, int32_t layer, int32_t kv_head, int32_t slot);
+/* accumulated attention of query head `head` per slot (policies with wants_scores), or NULL */
+KVE_API float *kve_scores(const kve_cache *cache, int32_t layer, int32_t head);
+KVE_API int32_t kve_layer_budget(const kve_cache *cache, int32_t layer);
+KVE_API size_t kve_layer_bytes(const kve_cache *cache, int32_t layer); /* K+V bytes in use */
+KVE_API size_t kve_bytes_in_use(const kve_cache *cache);
+/* effective position a slot is attended at (pos-shift aware), relative to the query's shift */
+KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT names none */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVEVICT_H */
+
+/* ============================================================================================= */
+#ifdef KVEVICT_IMPLEMENTATION
+#ifndef KVEVICT_IMPLEMENTATION_DONE
+#define KVEVICT_IMPLEMENTATION_DONE
+
+#include <math.h>
+#include <string.h>
+
+#if defined(_OPENMP) && !defined(KVEVICT_NO_OPENMP)
+#define KVE__OMP(x) _Pragma(x)
+#else
+#define KVE__OMP(x)
+#endif
+
+#define KVE__MAGIC 0x4b564556u
+#define KVE__ALIGN 64
+/* below this many multiply-adds a call stays on one thread: the fork costs more */
+#define KVE__OMP_MIN_WORK 65536
+
+#ifdef __cplusplus
+#define KVE__CAST(T, x) reinterpret_cast<T>(x)
+#else
+#define KVE__CAST(T, x) ((T)(x))
+#endif
+
+KVE_API const char *kve_result_string(kve_result r)
+{
+    switch (r) {
+    case KVE_OK: return "ok";
+    case KVE_ERROR_NULL_ARGUMENT: return "a required pointer argument is NULL";
+    case KVE_ERROR_INVALID_DIMENSIONS: return "n_layers, n_heads, n_kv_heads or head_dim is <= 0 or above the limits";
+    case KVE_ERROR_HEADS_NOT_DIVISIBLE: return "n_heads is not a multiple of n_kv_heads";
+    case KVE_ERROR_INVALID_ROPE: return "RoPE parameters invalid: rope_dims must be even and <= head_dim, theta and linear factor > 0 and finite";
+    case KVE_ERROR_INVALID_ENUM: return "an enum field has a value outside its range";
+    case KVE_ERROR_INVALID_CAPACITY: return "capacity must be in 1 .. KVE_MAX_CAPACITY";
+    case KVE_ERROR_SIZE_OVERFLOW: return "a buffer size overflows size_t";
+    case KVE_ERROR_MEMORY_TOO_SMALL: return "the bookkeeping memory is smaller than kve_cache_size() reports";
+    case KVE_ERROR_MISALIGNED: return "a pointer is not aligned for its element type";
+    case KVE_ERROR_BUFFER_TOO_SMALL: return "the K or V buffer does not hold capacity slots in the given layout";
+    case KVE_ERROR_OVERLAPPING_STRIDES: return "the strides make two (layer, kv_head, slot) vectors overlap";
+    case KVE_ERROR_INDEX_OUT_OF_RANGE: return "a layer, head or slot index is out of range";
+    case KVE_ERROR_POSITION: return "position is negative, above KVE_MAX_POSITION, or not after the layer's newest";
+    case KVE_ERROR_NOT_FINITE: return "an input vector holds NaN or Inf";
+    case KVE_ERROR_CACHE_FULL: return "the layer is full and the policy does not evict (raise capacity or choose an evicting policy)";
+    case KVE_ERROR_EMPTY: return "attention over a layer that holds no tokens";
+    case KVE_ERROR_EVEN_KERNEL: return "the pooling kernel must be odd and >= 1";
+    case KVE_ERROR_WINDOW_TOO_LARGE: return "the budget must be larger than the window";
+    case KVE_ERROR_BUDGET_ABOVE_CAPACITY: return "a budget is larger than the capacity of the buffers";
+    case KVE_ERROR_TOO_MANY_SINKS: return "sinks must be fewer than the budget";
+    case KVE_ERROR_INVALID_PARAMETER: return "a policy parameter is negative or meaningless for the policy";
+    case KVE_ERROR_NO_QUERIES: return "scoring needs recorded queries: attend (or prefill) before evicting";
+    case KVE_ERROR_POLICY_FAILED: return "the custom policy did not make room in a full layer";
+    case KVE_ERROR_CORRUPT: return "cache bookkeeping is inconsistent";
+    case KVE_ERROR_INVALID_COUNT: return "a count is <= 0 or larger than what the layer holds";
+    }
+    return "unknown kve_result";
+}
+
+/* ---- small helpers ---------------------------------------------------------------------------- */
+static int kve__finite(const float *x, size_t n)
+{
+    /* bit test, so it also holds under -ffast-math */
+    uint32_t bad = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], 4);
+        bad |= ((b & 0x7f800000u) == 0x7f800000u);
+    }
+    return !bad;
+}
+
+static int kve__mul_ok(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+/* 16 independent lanes: vectorises without -ffast-math and sums in a fixed order */
+static float kve__dot(const float *a, const float *b, int32_t n)
+{
+    float acc[16] = {0};
+    int32_t i = 0, j;
+    for (; i + 16 <= n; i += 16)
+        for (j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
+    for (; i < n; i++) acc[i & 15] += a[i] * b[i];
+    for (j = 0; j < 8; j++) acc[j] += acc[j + 8];
+    for (j = 0; j < 4; j++) acc[j] += acc[j + 4];
+    return (acc[0] + acc[2]) + (acc[1] + acc[3]);
+}
+
+static void kve__axpy(float *y, float a, const float *x, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* exp(x) for x <= 0 over an array, branch-free so it vectorises; x < -87 gives exactly 0 */
+static void kve__exp_inplace(float *x, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; i++) {
+        float v = x[i];
+        float vc = v < -87.0f ? -87.0f : v;
+        float t = vc * 1.44269504088896341f + 12582912.0f; /* round to nearest via 1.5*2^23 */
+        float k = t - 12582912.0f;
+        float r = vc - k * 0.693359375f;
+        r = r - k * -2.12194440e-4f;
+        float p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        p = p * r * r + r + 1.0f;
+        int32_t e = (int32_t)k + 127;
+        uint32_t bits = (uint32_t)e << 23;
+        float scale;
+        memcpy(&scale, &bits, 4);
+        x[i] = v < -87.0f ? 0.0f : p * scale;
+    }
+}
+
+/* ---- configuration ---------------------------------------------------------------------------- */
+static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
+{
+    if ((int)p->kind < 0 || p->kind > KVE_POLICY_CUSTOM) return KVE_ERROR_INVALID_ENUM;
+    if ((int)p->pooling < 0 || p->pooling > KVE_POOL_NONE) return KVE_ERROR_INVALID_ENUM;
+    if ((int)p->gqa < 0 || p->gqa > KVE_REDUCE_SUM) return KVE_ERROR_INVALID_ENUM;
+    if ((int)p->pos_shift < 0 || p->pos_shift > KVE_POS_SHIFT_OFF) return KVE_ERROR_INVALID_ENUM;
+    if ((int)p->decode < 0 || p->decode > KVE_DECODE_EVICT) return KVE_ERROR_INVALID_ENUM;
+    if (p->kind == KVE_POLICY_DEFAULT) p->kind = KVE_POLICY_FULL;
+    if (p->budget < 0 || p->window < 0 || p->kernel < 0 || p->beta < 0 || p->evict_batch < 0 ||
+        p->sinks < KVE_NO_SINKS)
+        return KVE_ERROR_INVALID_PARAMETER;
+    if (p->budget == 0) p->budget = c->capacity;
+    if (p->window == 0) p->window = 32;
+    if (p->kernel == 0) p->kernel = 7;
+    if (p->pooling == KVE_POOL_DEFAULT) p->pooling = KVE_POOL_MAX;
+    if (p->pooling == KVE_POOL_NONE) p->kernel = 1;
+    if (p->gqa == KVE_REDUCE_DEFAULT) p->gqa = KVE_REDUCE_MEAN;
+    if (p->beta == 0) p->beta = 20;
+    if (p->sinks == 0) p->sinks = 4;
+    if (p->sinks == KVE_NO_SINKS) p->sinks = 0;
+    if (p->pos_shift == KVE_POS_SHIFT_DEFAULT) p->pos_shift = KVE_POS_SHIFT_ON;
+    if (p->decode == KVE_DECODE_DEFAULT)
+        p->decode = p->kind == KVE_POLICY_H2O ? KVE_DECODE_EVICT : KVE_DECODE_GROW;
+    if (p->evict_batch == 0) p->evict_batch = p->window;
+
+    if (p->budget > c->capacity) return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
+    switch (p->kind) {
+    case KVE_POLICY_STREAMINGLLM:
+        if (p->sinks >= p->budget) return KVE_ERROR_TOO_MANY_SINKS;
+        break;
+    case KVE_POLICY_SNAPKV:
+    case KVE_POLICY_PYRAMIDKV:
+    case KVE_POLICY_H2O:
+        if (p->kind != KVE_POLICY_H2O && p->kernel % 2 == 0) return KVE_ERROR_EVEN_KERNEL;
+        if (p->budget <= p->window) return KVE_ERROR_WINDOW_TOO_LARGE;
+        if (p->kind == KVE_POLICY_PYRAMIDKV) {
+            /* the largest layer budget, 2(C-w) - (C-w)/beta + w, must fit the buffers */
+            int64_t cw = (int64_t)p->budget - p->window;
+            int64_t top = 2 * cw - cw / p->beta + p->window;
+            if (c->n_layers > 1 && top > c->capacity) return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
+        }
+        break;
+    case KVE_POLICY_CUSTOM:
+        if (!p->custom) return KVE_ERROR_NULL_ARGUMENT;
+        if (!p->custom->make_room) return KVE_ERROR_NULL_ARGUMENT;
+        break;
+    default:
+        break;
+    }
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_config_resolve(const kve_config *in, kve_config *out)
+{
+    kve_config c;
+    if (!in || !out) return KVE_ERROR_NULL_ARGUMENT;
+    c = *in;
+    memset(out, 0, sizeof *out);
+    if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
+    if (c.n_layers <= 0 || c.n_layers > KVE_MAX_LAYERS || c.n_heads <= 0 ||
+        c.n_heads > KVE_MAX_HEADS || c.n_kv_heads <= 0 || c.n_kv_heads > c.n_heads ||
+        c.head_dim <= 0 || c.head_dim > KVE_MAX_HEAD_DIM)
+        return KVE_ERROR_INVALID_DIMENSIONS;
+    if (c.n_heads % c.n_kv_heads != 0) return KVE_ERROR_HEADS_NOT_DIVISIBLE;
+    if (c.capacity <= 0 || c.capacity > KVE_MAX_CAPACITY) return KVE_ERROR_INVALID_CAPACITY;
+    if ((int)c.rope_layout < 0 || c.rope_layout > KVE_ROPE_NONE) return KVE_ERROR_INVALID_ENUM;
+    if ((int)c.key_storage < 0 || c.key_storage > KVE_KEYS_PRE_ROPE) return KVE_ERROR_INVALID_ENUM;
+    if (c.rope_layout == KVE_ROPE_DEFAULT) c.rope_layout = KVE_ROPE_INTERLEAVED;
+    if (c.rope_theta == 0.0) c.rope_theta = 10000.0;
+    if (c.rope_dims == 0) c.rope_dims = c.head_dim;
+    if (c.rope_linear_factor == 0.0) c.rope_linear_factor = 1.0;
+    if (!(c.rope_theta > 0.0) || !isfinite(c.rope_theta) || !(c.rope_linear_factor > 0.0) ||
+        !isfinite(c.rope_linear_factor) || c.rope_dims < 0 || c.rope_dims % 2 != 0 ||
+        c.rope_dims > c.head_dim)
+        return KVE_ERROR_INVALID_ROPE;
+    if (c.key_storage == KVE_KEYS_DEFAULT) c.key_storage = KVE_KEYS_POST_ROPE;
+    {
+        kve_result r = kve__resolve_policy(&c, &c.policy);
+        if (r != KVE_OK) return r;
+    }
+    *out = c;
+    return KVE_OK;
+}
+
+static kve_result kve__layout_strides(const kve_config *c, kve_layout layout, size_t *ls,
+                                      size_t *hs, size_t *ss)
+{
+    size_t d = (size_t)c->head_dim, cap = (size_t)c->capacity, hk = (size_t)c->n_kv_heads, t;
+    if (layout == KVE_LAYOUT_DEFAULT) {
+        *hs = d;
+        *ss = hk * d;
+    } else if (layout == KVE_LAYOUT_HEAD_MAJOR) {
+        *ss = d;
+        *hs = cap * d;
+    } else {
+        return KVE_ERROR_INVALID_ENUM;
+    }
+    if (!kve__mul_ok(cap * d, hk, &t)) return KVE_ERROR_SIZE_OVERFLOW;
+    *ls = t;
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats)
+{
+    kve_config c;
+    size_t ls, hs, ss;
+    kve_result r;
+    if (!floats) return KVE_ERROR_NULL_ARGUMENT;
+    *floats = 0;
+    if ((r = kve_config_resolve(cfg, &c)) != KVE_OK) return r;
+    if ((r = kve__layout_strides(&c, layout, &ls, &hs, &ss)) != KVE_OK) return r;
+    if (!kve__mul_ok(ls, (size_t)c.n_layers, floats)) return KVE_ERROR_SIZE_OVERFLOW;
+    return KVE_OK;
+}
+
+/* One plan feeds both kve_cache_size() and kve_cache_init(), so they cannot disagree. */
+typedef struct kve__plan {
+    size_t limit, budget, pos, len, newest, stored, ring_next, sink_shift_done, sink_keys, scores, queries,
+        query_pos, query_count, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
+        scratch_f3, scratch_i1, scratch_i2, scratch_u8, total;
+    int32_t obs_window, sinks, wants_scores;
+} kve__plan;
+
+static int kve__plan_add(size_t *at, size_t *field, size_t count, size_t elem)
+{
+    size_t bytes, start;
+    if (!kve__mul_ok(count, elem, &bytes)) return 0;
+    start = (*at + (KVE__ALIGN - 1)) & ~(size_t)(KVE__ALIGN - 1);
+    if (start < *at || bytes > SIZE_MAX - start - KVE__ALIGN) return 0;
+    *field = start;
+    *at = start + bytes;
+    return 1;
+}
+
+static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
+{
+    size_t L = (size_t)c->n_layers, H = (size_t)c->n_heads, Hk = (size_t)c->n_kv_heads;
+    size_t d = (size_t)c->head_dim, cap = (size_t)c->capacity, half = (size_t)c->rope_dims / 2;
+    size_t at = 0, lh, lhc, lhcap, t;
+    int ok = 1;
+    const kve_policy_config *pc = &c->policy;
+    memset(p, 0, sizeof *p);
+    p->sinks = pc->kind == KVE_POLICY_STREAMINGLLM ? pc->sinks : 0;
+    p->obs_window = (pc->kind == KVE_POLICY_SNAPKV || pc->kind == KVE_POLICY_PYRAMIDKV ||
+                     pc->kind == KVE_POLICY_CUSTOM) ? pc->window : 0;
+    p->wants_scores = pc->kind == KVE_POLICY_H2O ||
+                      (pc->kind == KVE_POLICY_CUSTOM && pc->custom && pc->custom->wants_scores);
+    lh = L * Hk; /* L, Hk bounded by the limits, no overflow */
+    ok = ok && kve__mul_ok(lh, cap, &lhc);
+    ok = ok && kve__mul_ok(L * H, cap, &lhcap);
+    ok = ok && kve__plan_add(&at, &p->limit, L, sizeof(int32_t));
+    ok = ok && kve__plan_add(&at, &p->budget, L, sizeof(int32_t));
+    ok = ok && kve__plan_add(&at, &p->pos, lhc, sizeof(int64_t));
+    ok = ok && kve__plan_add(&at, &p->len, lh, sizeof(int32_t));
+    ok = ok && kve__plan_add(&at, &p->newest, L, sizeof(int64_t));
+    ok = ok && kve__plan_add(&at, &p->stored, L, sizeof(int64_t));
+    ok = ok && kve__plan_add(&at, &p->ring_next, L, sizeof(int32_t));
+    ok = ok && kve__plan_add(&at, &p->sink_shift_done, L, sizeof(int64_t));
+    ok = ok && kve__plan_add(&at, &p->sink_keys, lh * (size_t)p->sinks * d, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->scores, p->wants_scores ? lhcap : 0, sizeof(float));
+    ok = ok && kve__mul_ok(L * (size_t)p->obs_window, H * d, &t);
+    ok = ok && kve__plan_add(&at, &p->queries, t, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->query_pos, L * (size_t)p->obs_window, sizeof(int64_t));
+    ok = ok && kve__plan_add(&at, &p->query_count, L, sizeof(int64_t));
+    ok = ok && kve__plan_add(&at, &p->freq, half, sizeof(double));
+    t = c->key_storage == KVE_KEYS_PRE_ROPE && c->rope_layout != KVE_ROPE_NONE ? cap * half : 0;
+    ok = ok && kve__plan_add(&at, &p->rope_cos, t, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->rope_sin, t, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->scratch_q, H * d, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->scratch_f1, H * cap, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->scratch_f2, H * cap, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->scratch_f3, Hk * cap * 2, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->scratch_i1, Hk * cap, sizeof(int32_t));
+    ok = ok && kve__plan_add(&at, &p->scratch_i2, Hk * cap, sizeof(int32_t));
+    ok = ok && kve__plan_add(&at, &p->scratch_u8, Hk * cap, 1);
+    if (!ok || at > SIZE_MAX - KVE__ALIGN) return KVE_ERROR_SIZE_OVERFLOW;
+    p->total = at;
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_cache_size(const kve_config *cfg, size_t *bytes)
+{
+    kve_config c;
+    kve__plan p;
+    kve_result r;
+    if (!bytes) return KVE_ERROR_NULL_ARGUMENT;
+    *bytes = 0;
+    if ((r = kve_config_resolve(cfg, &c)) != KVE_OK) return r;
+    if ((r = kve__make_plan(&c, &p)) != KVE_OK) return r;
+    *bytes = p.total;
+    return KVE_OK;
+}
+
+static int32_t kve__layer_budget_of(const kve_config *c, int32_t layer);
+
+/* Checks that every (layer, head, slot) vector lies inside the buffer and no two overlap: sorted by
+   stride, each dimension's stride must step over the whole extent of the finer ones. */
+static kve_result kve__check_strides(const kve_config *c, size_t ls, size_t hs, size_t ss,
+                                     size_t floats)
+{
+    size_t stride[3], count[3], extent, last, t;
+    int i, j;
+    stride[0] = ls; count[0] = (size_t)c->n_layers;
+    stride[1] = hs; count[1] = (size_t)c->n_kv_heads;
+    stride[2] = ss; count[2] = (size_t)c->capacity;
+    for (i = 0; i < 3; i++)
+        for (j = i + 1; j < 3; j++)
+            if (stride[j] < stride[i] || (stride[j] == stride[i] && count[j] < count[i])) {
+                t = stride[i]; stride[i] = stride[j]; stride[j] = t;
+                t = count[i]; count[i] = count[j]; count[j] = t;
+            }
+    extent = (size_t)c->head_dim;
+    last = 0;
+    for (i = 0; i < 3; i++) {
+        if (count[i] == 1) continue;
+        if (stride[i] < extent) return KVE_ERROR_OVERLAPPING_STRIDES;
+        if (!kve__mul_ok(stride[i], count[i] - 1, &t) || t > SIZE_MAX - last)
+            return KVE_ERROR_SIZE_OVERFLOW;
+        last += t;
+        extent = last + (size_t)c->head_dim;
+    }
+    if (last > SIZE_MAX - (size_t)c->head_dim) return KVE_ERROR_SIZE_OVERFLOW;
+    if (last + (size_t)c->head_dim > floats) return KVE_ERROR_BUFFER_TOO_SMALL;
+    return KVE_OK;
+}
+
+/* Scoring policies may fill the whole capacity (a prompt) until their first compression or
+   eviction; from then on the layer is kept within its budget. StreamingLLM and custom policies
+   keep their budget from the start. */
+static int32_t kve__initial_limit(const kve_cache *c, int32_t l)
+{
+    kve_policy_kind k = c->cfg.policy.kind;
+    if (k == KVE_POLICY_STREAMINGLLM || k == KVE_POLICY_CUSTOM) return c->budget[l];
+    return c->cfg.capacity;
+}
+
+static void kve__clear_state(kve_cache *c)
+{
+    size_t L = (size_t)c->cfg.n_layers, Hk = (size_t)c->cfg.n_kv_heads;
+    size_t l;
+    memset(c->len, 0, L * Hk * sizeof(int32_t));
+    for (l = 0; l < L; l++) {
+        c->newest[l] = -1;
+        c->stored[l] = 0;
+        c->ring_next[l] = c->sinks;
+        c->sink_shift_done[l] = 0;
+        c->query_count[l] = 0;
+        c->limit[l] = kve__initial_limit(c, (int32_t)l);
+    }
+    for (l = 0; l < L * Hk * (size_t)c->cfg.capacity; l++) c->pos[l] = -1;
+    if (c->scores)
+        memset(c->scores, 0, L * (size_t)c->cfg.n_heads * (size_t)c->cfg.capacity * sizeof(float));
+}
+
+static const kve_policy_vtable *kve__builtin_vtable(kve_policy_kind kind);
+
+KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, void *memory,
+                                  size_t memory_bytes, kve_cache *cache)
+{
+    kve_config c;
+    kve__plan p;
+    kve_result r;
+    size_t ls, hs, ss, i;
+    unsigned char *m = KVE__CAST(unsigned char *, memory);
+    if (!cache) return KVE_ERROR_NULL_ARGUMENT;
+    memset(cache, 0, sizeof *cache);
+    if (!cfg || !b || !memory) return KVE_ERROR_NULL_ARGUMENT;
+    if ((r = kve_config_resolve(cfg, &c)) != KVE_OK) return r;
+    if ((r = kve__make_plan(&c, &p)) != KVE_OK) return r;
+    if (!b->k || !b->v) return KVE_ERROR_NULL_ARGUMENT;
+    if ((uintptr_t)b->k % sizeof(float) || (uintptr_t)b->v % sizeof(float) ||
+        (uintptr_t)memory % 8)
+        return KVE_ERROR_MISALIGNED;
+    if (memory_bytes < p.total) return KVE_ERROR_MEMORY_TOO_SMALL;
+    if ((int)b->layout < 0 || b->layout > KVE_LAYOUT_STRIDES) return KVE_ERROR_INVALID_ENUM;
+    if (b->layout == KVE_LAYOUT_STRIDES) {
+        ls = b->layer_stride; hs = b->kv_head_stride; ss = b->slot_stride;
+    } else if ((r = kve__layout_strides(&c, b->layout, &ls, &hs, &ss)) != KVE_OK) {
+        return r;
+    }
+    if ((r = kve__check_strides(&c, ls, hs, ss, b->k_floats)) != KVE_OK) return r;
+    if ((r = kve__check_strides(&c, ls, hs, ss, b->v_floats)) != KVE_OK) return r;
+
+    cache->cfg = c;
+    cache->group = c.n_heads / c.n_kv_heads;
+    cache->k = b->k; cache->v = b->v;
+    cache->k_floats = b->k_floats; cache->v_floats = b->v_floats;
+    cache->layer_stride = ls; cache->kv_head_stride = hs; cache->slot_stride = ss;
+    cache->vtable = c.policy.kind == KVE_POLICY_CUSTOM ? c.policy.custom
+                                                       : kve__builtin_vtable(c.policy.kind);
+    cache->vtable_user = c.policy.custom_user;
+    cache->obs_window = p.obs_window;
+    cache->sinks = p.sinks;
+    cache->limit = KVE__CAST(int32_t *, m + p.limit);
+    cache->budget = KVE__CAST(int32_t *, m + p.budget);
+    cache->pos = KVE__CAST(int64_t *, m + p.pos);
+    cache->len = KVE__CAST(int32_t *, m + p.len);
+    cache->newest = KVE__CAST(int64_t *, m + p.newest);
+    cache->stored = KVE__CAST(int64_t *, m + p.stored);
+    cache->ring_next = KVE__CAST(int32_t *, m + p.ring_next);
+    cache->sink_shift_done = KVE__CAST(int64_t *, m + p.sink_shift_done);
+    cache->sink_keys = KVE__CAST(float *, m + p.sink_keys);
+    cache->scores = p.wants_scores ? KVE__CAST(float *, m + p.scores) : NULL;
+    cache->queries = KVE__CAST(float *, m + p.queries);
+    cache->query_pos = KVE__CAST(int64_t *, m + p.query_pos);
+    cache->query_count = KVE__CAST(int64_t *, m + p.query_count);
+    cache->freq = KVE__CAST(double *, m + p.freq);
+    cache->rope_cos = KVE__CAST(float *, m + p.rope_cos);
+    cache->rope_sin = KVE__CAST(float *, m + p.rope_sin);
+    cache->scratch_q = KVE__CAST(float *, m + p.scratch_q);
+    cache->scratch_f1 = KVE__CAST(float *, m + p.scratch_f1);
+    cache->scratch_f2 = KVE__CAST(float *, m + p.scratch_f2);
+    cache->scratch_f3 = KVE__CAST(float *, m + p.scratch_f3);
+    cache->scratch_i1 = KVE__CAST(int32_t *, m + p.scratch_i1);
+    cache->scratch_i2 = KVE__CAST(int32_t *, m + p.scratch_i2);
+    cache->scratch_u8 = m + p.scratch_u8;
+
+    for (i = 0; i < (size_t)c.rope_dims / 2; i++)
+        cache->freq[i] = pow(c.rope_theta, -2.0 * (double)i / (double)c.rope_dims);
+    if (c.key_storage == KVE_KEYS_PRE_ROPE && c.rope_layout != KVE_ROPE_NONE) {
+        size_t half = (size_t)c.rope_dims / 2, pp;
+        for (pp = 0; pp < (size_t)c.capacity; pp++)
+            for (i = 0; i < half; i++) {
+                double a = ((double)pp / c.rope_linear_factor) * cache->freq[i];
+                cache->rope_cos[pp * half + i] = (float)cos(a);
+                cache->rope_sin[pp * half + i] = (float)sin(a);
+            }
+    }
+    for (i = 0; i < (size_t)c.n_layers; i++) cache->budget[i] = kve__layer_budget_of(&c, (int32_t)i);
+    kve__clear_state(cache);
+    cache->magic = KVE__MAGIC;
+    return KVE_OK;
+}
+
+static int kve__valid(const kve_cache *c) { return c && c->magic == KVE__MAGIC; }
+
+KVE_API kve_result kve_cache_reset(kve_cache *cache)
+{
+    if (!kve__valid(cache)) return KVE_ERROR_NULL_ARGUMENT;
+    kve__clear_state(cache);
+    return KVE_OK;
+}
+
+/* ---- RoPE ----------------------------------------------------------------------------------- */
+/* rotation by explicit cos/sin per pair */
+static void kve__rotate_cs(const kve_config *c, float *x, const float *cs, const float *sn)
+{
+    int32_t half = c->rope_dims / 2, i;
+    if (c->rope_layout == KVE_ROPE_INTERLEAVED) {
+        for (i = 0; i < half; i++) {
+            float a = x[2 * i], b = x[2 * i + 1];
+            x[2 * i] = a * cs[i] - b * sn[i];
+            x[2 * i + 1] = b * cs[i] + a * sn[i];
+        }
+    } else if (c->rope_layout == KVE_ROPE_HALF) {
+        for (i = 0; i < half; i++) {
+            float a = x[i], b = x[i + half];
+            x[i] = a * cs[i] - b * sn[i];
+            x[i + half] = b * cs[i] + a * sn[i];
+        }
+    }
+}
+
+/* angles in double: exact enough at 10^7 and beyond */
+static void kve__rotate(const kve_config *c, const double *freq, float *x, int64_t pos)
+{
+    float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2];
+    int32_t half = c->rope_dims / 2, i;
+    double p = (double)pos / c->rope_linear_factor;
+    if (c->rope_layout == KVE_ROPE_NONE || half == 0) return;
+    for (i = 0; i < half; i++) {
+        double a = p * freq[i];
+        cs[i] = (float)cos(a);
+        sn[i] = (float)sin(a);
+    }
+    kve__rotate_cs(c, x, cs, sn);
+}
+
+static kve_result kve__rope_public(const kve_config *cfg, float *x, int64_t pos)
+{
+    kve_config c;
+    double freq[KVE_MAX_HEAD_DIM / 2];
+    int32_t i;
+    if (!cfg || !x) return KVE_ERROR_NULL_ARGUMENT;
+    memset(&c, 0, sizeof c);
+    c.n_layers = 1; c.n_heads = 1; c.n_kv_heads = 1; c.capacity = 1;
+    c.head_dim = cfg->head_dim;
+    c.rope_layout = cfg->rope_layout; c.rope_theta = cfg->rope_theta;
+    c.rope_dims = cfg->rope_dims; c.rope_linear_factor = cfg->rope_linear_factor;
+    {
+        kve_result r = kve_config_resolve(&c, &c);
+        if (r != KVE_OK) return r;
+    }
+    if (pos > KVE_MAX_POSITION || pos < -KVE_MAX_POSITION) return KVE_ERROR_POSITION;
+    if (!kve__finite(x, (size_t)c.head_dim)) return KVE_ERROR_NOT_FINITE;
+    for (i = 0; i < c.rope_dims / 2; i++)
+        freq[i] = pow(c.rope_theta, -2.0 * (double)i / (double)c.rope_dims);
+    kve__rotate(&c, freq, x, pos);
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_rope_apply(const kve_config *cfg, float *x, int64_t pos)
+{
+    if (pos < 0) return KVE_ERROR_POSITION;
+    return kve__rope_public(cfg, x, pos);
+}
+
+KVE_API kve_result kve_rope_shift(const kve_config *cfg, float *x, int64_t delta)
+{
+    return kve__rope_public(cfg, x, delta);
+}
+
+/* ---- addressing ------------------------------------------------------------------------------- */
+static float *kve__kptr(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+{
+    return c->k + (size_t)l * c->layer_stride + (size_t)h * c->kv_head_stride +
+           (size_t)s * c->slot_stride;
+}
+static float *kve__vptr(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+{
+    return c->v + (size_t)l * c->layer_stride + (size_t)h * c->kv_head_stride +
+           (size_t)s * c->slot_stride;
+}
+static int64_t *kve__pos(const kve_cache *c, int32_t l, int32_t h)
+{
+    return c->pos + ((size_t)l * (size_t)c->cfg.n_kv_heads + (size_t)h) * (size_t)c->cfg.capacity;
+}
+static int32_t *kve__len(const kve_cache *c, int32_t l, int32_t h)
+{
+    return c->len + (size_t)l * (size_t)c->cfg.n_kv_heads + (size_t)h;
+}
+static float *kve__score_row(const kve_cache *c, int32_t l, int32_t head)
+{
+    return c->scores + ((size_t)l * (size_t)c->cfg.n_heads + (size_t)head) * (size_t)c->cfg.capacity;
+}
+
+/* ---- pos-shift -------------------------------------------------------------------------------- */
+static int kve__pos_shift(const kve_cache *c)
+{
+    return c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM &&
+           c->cfg.policy.pos_shift == KVE_POS_SHIFT_ON;
+}
+
+/* StreamingLLM pos-shift places the sinks right before the oldest recent token. Sinks occupy slots
+   0..S-1 (the first tokens stored); the recent tokens form a ring over slots S..budget-1.
+   Returns how far the sinks move from their true positions. */
+static int64_t kve__sink_shift(const kve_cache *c, int32_t l)
+{
+    int32_t S = c->sinks, n = *kve__len(c, l, 0), oldest;
+    const int64_t *pos = kve__pos(c, l, 0);
+    if (!kve__pos_shift(c) || S == 0 || n <= S) return 0;
+    oldest = c->stored[l] > (int64_t)n ? c->ring_next[l] : S;
+    return pos[oldest] - S - pos[0];
+}
+
+/* Effective positions in pre-RoPE mode, renumbered so that the first sink is at 0 (the original's
+   cache-order numbering): slot position + shift(slot) - base. */
+typedef struct kve__posmap {
+    int64_t sink_shift, base;
+    int32_t sinks;
+} kve__posmap;
+
+static kve__posmap kve__make_posmap(const kve_cache *c, int32_t l)
+{
+    kve__posmap m;
+    m.sinks = kve__pos_shift(c) ? c->sinks : 0;
+    m.sink_shift = kve__sink_shift(c, l);
+    m.base = 0;
+    if (kve__pos_shift(c) && *kve__len(c, l, 0) > 0) m.base = kve__pos(c, l, 0)[0] + m.sink_shift;
+    return m;
+}
+
+/* ---- attention kernels ------------------------------------------------------------------------ */
+/* Rotates a pre-RoPE key at an effective position (table when it is small). */
+static void kve__rotate_eff(const kve_cache *c, float *x, int64_t p)
+{
+    if (c->cfg.rope_layout == KVE_ROPE_NONE) return;
+    if (p >= 0 && p < c->cfg.capacity) {
+        size_t half = (size_t)c->cfg.rope_dims / 2;
+        kve__rotate_cs(&c->cfg, x, c->rope_cos + (size_t)p * half, c->rope_sin + (size_t)p * half);
+    } else {
+        kve__rotate(&c->cfg, c->freq, x, p);
+    }
+}
+
+/* Logits of nq query rows (rotated, nq x d) against the n slots of (l, h); a slot whose position is
+   above the row's limit gets -inf (causal). Row r goes to logits + r*ld. */
+static void kve__logits(const kve_cache *c, int32_t l, int32_t h, const float *qr, int32_t nq,
+                        const int64_t *limit, const kve__posmap *pm, float *logits, size_t ld)
+{
+    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), s, r;
+    const int64_t *pos = kve__pos(c, l, h);
+    float scale = 1.0f / sqrtf((float)d);
+    int pre = c->cfg.key_storage == KVE_KEYS_PRE_ROPE && c->cfg.rope_layout != KVE_ROPE_NONE;
+    float kbuf[KVE_MAX_HEAD_DIM];
+    for (s = 0; s < n; s++) {
+        const float *kp = kve__kptr(c, l, h, s);
+        int64_t p = pos[s];
+        if (pre) {
+            int64_t e = p - pm->base + (s < pm->sinks ? pm->sink_shift : 0);
+            memcpy(kbuf, kp, (size_t)d * sizeof(float));
+            kve__rotate_eff(c, kbuf, e);
+            kp = kbuf;
+        }
+        for (r = 0; r < nq; r++)
+            logits[(size_t)r * ld + (size_t)s] =
+                p > limit[r] ? -INFINITY : kve__dot(qr + (size_t)r * (size_t)d, kp, d) * scale;
+    }
+}
+
+/* In-place softmax of one row of n logits (max subtracted). */
+static void kve__softmax(float *x, int32_t n)
+{
+    float mx = -INFINITY, sum = 0.0f, inv;
+    int32_t i;
+    for (i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY) { /* nothing visible: no weight anywhere */
+        memset(x, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    for (i = 0; i < n; i++) x[i] -= mx;
+    kve__exp_inplace(x, n);
+    for (i = 0; i < n; i++) sum += x[i];
+    inv = 1.0f / sum;
+    for (i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* out (nq x d) = probs (nq rows, stride ld) . V of (l, h); V read once for all rows */
+static void kve__weighted_values(const kve_cache *c, int32_t l, int32_t h, const float *probs,
+                                 int32_t nq, size_t ld, float *out)
+{
+    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), s, r;
+    memset(out, 0, (size_t)nq * (size_t)d * sizeof(float));
+    for (s = 0; s < n; s++) {
+        const float *vp = kve__vptr(c, l, h, s);
+        for (r = 0; r < nq; r++) {
+            float w = probs[(size_t)r * ld + (size_t)s];
+            if (w != 0.0f) kve__axpy(out + (size_t)r * (size_t)d, w, vp, d);
+        }
+    }
+}
+
+/* rotates the G query vectors of KV head h at the query's position into qr */
+static void kve__rotate_queries(const kve_cache *c, const float *q, int32_t h, int64_t qpos,
+                                const kve__posmap *pm, float *qr)
+{
+    int32_t G = c->group, d = c->cfg.head_dim, g;
+    int pre = c->cfg.key_storage == KVE_KEYS_PRE_ROPE;
+    memcpy(qr, q + (size_t)h * (size_t)G * (size_t)d, (size_t)G * (size_t)d * sizeof(float));
+    for (g = 0; g < G; g++) {
+        float *x = qr + (size_t)g * (size_t)d;
+        if (pre) kve__rotate_eff(c, x, qpos - pm->base);
+        else kve__rotate(&c->cfg, c->freq, x, qpos);
+    }
+}
+
+static void kve__record_query(kve_cache *c, int32_t l, const float *q, int64_t qpos)
+{
+    size_t w = (size_t)c->obs_window, hd = (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim;
+    size_t at;
+    if (w == 0) return;
+    at = (size_t)(c->query_count[l] % (int64_t)w);
+    memcpy(c->queries + ((size_t)l * w + at) * hd, q, hd * sizeof(float));
+    c->query_pos[(size_t)l * w + at] = qpos;
+    c->query_count[l]++;
+}
+
+/* attention of one query token (all heads) at qpos over layer l, keys with position <= qpos */
+static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpos, float *out,
+                            const kve_attend_options *opt, const kve__posmap *pm, int parallel)
+{
+    int32_t Hk = c->cfg.n_kv_heads, G = c->group, d = c->cfg.head_dim, h;
+    size_t cap = (size_t)c->cfg.capacity;
+    (void)parallel;
+    KVE__OMP("omp parallel for schedule(static) if(parallel)")
+    for (h = 0; h < Hk; h++) {
+        int32_t n = *kve__len(c, l, h), g, s;
+        float *qr = c->scratch_q + (size_t)h * (size_t)G * (size_t)d;
+        float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
+        int64_t lim[KVE_MAX_HEADS];
+        for (g = 0; g < G; g++) lim[g] = qpos;
+        kve__rotate_queries(c, q, h, qpos, pm, qr);
+        kve__logits(c, l, h, qr, G, lim, pm, lg, cap);
+        for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
+        if (c->scores)
+            for (g = 0; g < G; g++) {
+                float *acc = kve__score_row(c, l, h * G + g);
+                const float *pr = lg + (size_t)g * cap;
+                for (s = 0; s < n; s++) acc[s] += pr[s];
+            }
+        if (opt && opt->weights) {
+            if (opt->weights_reduce == KVE_REDUCE_DEFAULT) {
+                for (g = 0; g < G; g++)
+                    memcpy(opt->weights + (size_t)(h * G + g) * cap, lg + (size_t)g * cap,
+                           (size_t)n * sizeof(float));
+            } else {
+                float *w = opt->weights + (size_t)h * cap;
+                for (s = 0; s < n; s++) {
+                    float a = lg[s];
+                    for (g = 1; g < G; g++) {
+                        float x = lg[(size_t)g * cap + (size_t)s];
+                        a = opt->weights_reduce == KVE_REDUCE_MAX ? (x > a ? x : a) : a + x;
+                    }
+                    w[s] = opt->weights_reduce == KVE_REDUCE_MEAN ? a / (float)G : a;
+                }
+            }
+        }
+        kve__weighted_values(c, l, h, lg, G, cap, out + (size_t)h * (size_t)G * (size_t)d);
+    }
+}
+
+static kve_result kve__check_layer(const kve_cache *c, int32_t layer)
+{
+    if (!kve__valid(c)) return KVE_ERROR_NULL_ARGUMENT;
+    if (layer < 0 || layer >= c->cfg.n_layers) return KVE_ERROR_INDEX_OUT_OF_RANGE;
+    return KVE_OK;
+}
+
+static int kve__work_is_large(const kve_cache *c, int32_t l, int64_t nq)
+{
+    int64_t n = *kve__len(c, l, 0);
+    return c->cfg.n_kv_heads > 1 && n * nq * c->cfg.n_heads * c->cfg.head_dim >= KVE__OMP_MIN_WORK;
+}
+
+KVE_API kve_result kve_attend_ex(kve_cache *cache, int32_t layer, const float *q, float *out,
+                                 const kve_attend_options *opt)
+{
+    kve_result r;
+    int32_t h;
+    size_t hd;
+    kve__posmap pm;
+    if ((r = kve__check_layer(cache, layer)) != KVE_OK) return r;
+    if (!q || !out) return KVE_ERROR_NULL_ARGUMENT;
+    if (opt && ((int)opt->weights_reduce < 0 || opt->weights_reduce > KVE_REDUCE_SUM))
+        return KVE_ERROR_INVALID_ENUM;
+    for (h = 0; h < cache->cfg.n_kv_heads; h++)
+        if (*kve__len(cache, layer, h) == 0) return KVE_ERROR_EMPTY;
+    hd = (size_t)cache->cfg.n_heads * (size_t)cache->cfg.head_dim;
+    if (!kve__finite(q, hd)) return KVE_ERROR_NOT_FINITE;
+    kve__record_query(cache, layer, q, cache->newest[layer]);
+    pm = kve__make_posmap(cache, layer);
+    kve__attend_one(cache, layer, q, cache->newest[layer], out, opt, &pm,
+                    kve__work_is_large(cache, layer, 1));
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_attend(kve_cache *cache, int32_t layer, const float *q, float *out)
+{
+    return kve_attend_ex(cache, layer, q, out, NULL);
+}
+
+KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, const float *q,
+                               const int64_t *q_pos, float *out)
+{
+    kve_result r;
+    int32_t h, i, Hk, G, d;
+    size_t hd, cap;
+    int64_t newest;
+    kve__posmap pm;
+    if ((r = kve__check_layer(cache, layer)) != KVE_OK) return r;
+    if (!q || !out) return KVE_ERROR_NULL_ARGUMENT;
+    Hk = cache->cfg.n_kv_heads; G = cache->group; d = cache->cfg.head_dim;
+    cap = (size_t)cache->cfg.capacity;
+    for (h = 0; h < Hk; h++)
+        if (*kve__len(cache, layer, h) == 0) return KVE_ERROR_EMPTY;
+    if (nq <= 0 || (int64_t)nq > cache->stored[layer] || nq > cache->cfg.capacity)
+        return KVE_ERROR_INVALID_COUNT;
+    hd = (size_t)cache->cfg.n_heads * (size_t)d;
+    newest = cache->newest[layer];
+    if (q_pos) {
+        for (i = 0; i < nq; i++)
+            if (q_pos[i] < 0 || q_pos[i] > newest || (i > 0 && q_pos[i] <= q_pos[i - 1]))
+                return KVE_ERROR_POSITION;
+    } else if (newest - nq + 1 < 0) {
+        return KVE_ERROR_POSITION;
+    }
+    if (!kve__finite(q, hd * (size_t)nq)) return KVE_ERROR_NOT_FINITE;
+    pm = kve__make_posmap(cache, layer);
+    {
+        int parallel = kve__work_is_large(cache, layer, nq);
+        (void)parallel;
+        KVE__OMP("omp parallel for schedule(static) if(parallel)")
+        for (h = 0; h < Hk; h++) {
+            int32_t n = *kve__len(cache, layer, h), g, j, s;
+            float *qr = cache->scratch_q + (size_t)h * (size_t)G * (size_t)d;
+            float *lg = cache->scratch_f1 + (size_t)h * (size_t)G * cap;
+            int64_t lim[KVE_MAX_HEADS];
+            for (j = 0; j < nq; j++) {
+                int64_t qp = q_pos ? q_pos[j] : newest - nq + 1 + j;
+                const float *qj = q + (size_t)j * hd;
+                for (g = 0; g < G; g++) lim[g] = qp;
+                kve__rotate_queries(cache, qj, h, qp, &pm, qr);
+                kve__logits(cache, layer, h, qr, G, lim, &pm, lg, cap);
+                for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
+                if (cache->scores)
+                    for (g = 0; g < G; g++) {
+                        float *acc = kve__score_row(cache, layer, h * G + g);
+                        const float *pr = lg + (size_t)g * cap;
+                        for (s = 0; s < n; s++) acc[s] += pr[s];
+                    }
+                kve__weighted_values(cache, layer, h, lg, G, cap,
+                                     out + (size_t)j * hd + (size_t)h * (size_t)G * (size_t)d);
+            }
+        }
+    }
+    for (i = nq > cache->obs_window ? nq - cache->obs_window : 0; i < nq; i++)
+        kve__record_query(cache, layer, q + (size_t)i * hd,
+                          q_pos ? q_pos[i] : newest - nq + 1 + i);
+    return KVE_OK;
+}
+
+/* ---- storing tokens --------------------------------------------------------------------------- */
+/* StreamingLLM post-RoPE pos-shift: rewrite the sink keys from their pre-RoPE copies at the
+   shifted positions. Only S keys per head: the cost does not grow with the window. */
+static void kve__update_sinks(kve_cache *c, int32_t l)
+{
+    int32_t S = c->sinks, d = c->cfg.head_dim, h, s;
+    int64_t shift;
+    if (!kve__pos_shift(c) || c->cfg.key_storage != KVE_KEYS_POST_ROPE || S == 0) return;
+    shift = kve__sink_shift(c, l);
+    if (shift == c->sink_shift_done[l]) return;
+    for (h = 0; h < c->cfg.n_kv_heads; h++) {
+        const int64_t *pos = kve__pos(c, l, h);
+        for (s = 0; s < S && s < *kve__len(c, l, h); s++) {
+            float *kp = kve__kptr(c, l, h, s);
+            const float *pre = c->sink_keys +
+                               (((size_t)l * (size_t)c->cfg.n_kv_heads + (size_t)h) * (size_t)S +
+                                (size_t)s) * (size_t)d;
+            memcpy(kp, pre, (size_t)d * sizeof(float));
+            kve__rotate(&c->cfg, c->freq, kp, pos[s] + shift);
+        }
+    }
+    c->sink_shift_done[l] = shift;
+}
+
+KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const float *k,
+                             const float *v, int32_t *slots)
+{
+    kve_result r;
+    int32_t Hk, d, G, h, g, need_room = 0;
+    int32_t write_slot[KVE_MAX_HEADS];
+    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
+    if (!k || !v) return KVE_ERROR_NULL_ARGUMENT;
+    Hk = c->cfg.n_kv_heads; d = c->cfg.head_dim; G = c->group;
+    if (pos < 0 || pos > KVE_MAX_POSITION || pos <= c->newest[layer]) return KVE_ERROR_POSITION;
+    if (!kve__finite(k, (size_t)Hk * (size_t)d) || !kve__finite(v, (size_t)Hk * (size_t)d))
+        return KVE_ERROR_NOT_FINITE;
+    for (h = 0; h < Hk; h++) {
+        write_slot[h] = -1;
+        if (*kve__len(c, layer, h) >= c->limit[layer]) need_room = 1;
+    }
+    if (need_room) {
+        r = c->vtable->make_room(c, layer, write_slot, c->vtable_user);
+        if (r != KVE_OK) return r;
+        for (h = 0; h < Hk; h++) {
+            int32_t n = *kve__len(c, layer, h);
+            if (write_slot[h] >= n || (write_slot[h] < 0 && n >= c->cfg.capacity))
+                return KVE_ERROR_POLICY_FAILED;
+        }
+    }
+    for (h = 0; h < Hk; h++) {
+        int32_t *n = kve__len(c, layer, h);
+        int32_t s = write_slot[h] >= 0 ? write_slot[h] : (*n)++;
+        float *kp = kve__kptr(c, layer, h, s);
+        memcpy(kp, k + (size_t)h * (size_t)d, (size_t)d * sizeof(float));
+        memcpy(kve__vptr(c, layer, h, s), v + (size_t)h * (size_t)d, (size_t)d * sizeof(float));
+        kve__pos(c, layer, h)[s] = pos;
+        if (c->scores)
+            for (g = 0; g < G; g++) kve__score_row(c, layer, h * G + g)[s] = 0.0f;
+        if (s < c->sinks && c->stored[layer] < c->sinks)
+            memcpy(c->sink_keys + (((size_t)layer * (size_t)Hk + (size_t)h) * (size_t)c->sinks +
+                                  (size_t)s) * (size_t)d,
+                   kp, (size_t)d * sizeof(float));
+        if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__rotate(&c->cfg, c->freq, kp, pos);
+        if (slots) slots[h] = s;
+    }
+    c->newest[layer] = pos;
+    c->stored[layer]++;
+    kve__update_sinks(c, layer);
+    return KVE_OK;
+}
+
+/* ---- selection building blocks ---------------------------------------------------------------- */
+/* a ranks before b: higher score, then lower index; NaN lowest */
+static int kve__before(const float *score, int32_t a, int32_t b)
+{
+    float x = score[a], y = score[b];
+    int xn = x != x, yn = y != y;
+    if (xn != yn) return yn;
+    if (!xn && x != y) return x > y;
+    return a < b;
+}
+
+static void kve__sift(const float *score, int32_t *h, int32_t i, int32_t n)
+{
+    /* max-heap by "ranks after": the root is the worst-ranked */
+    for (;;) {
+        int32_t l = 2 * i + 1, r = l + 1, m = i, t;
+        if (l < n && kve__before(score, h[m], h[l])) m = l;
+        if (r < n && kve__before(score, h[m], h[r])) m = r;
+        if (m == i) return;
+        t = h[i]; h[i] = h[m]; h[m] = t;
+        i = m;
+    }
+}
+
+KVE_API kve_result kve_select_top(const float *score, int32_t n, int32_t k, unsigned char *keep,
+                                  int32_t *order)
+{
+    int32_t i;
+    if (!score || !keep || !order) return KVE_ERROR_NULL_ARGUMENT;
+    if (n < 0 || k < 0 || k > n) return KVE_ERROR_INVALID_COUNT;
+    memset(keep, 0, (size_t)n);
+    if (k == 0) return KVE_OK;
+    /* a heap of the k best seen so far, its root the worst of them: O(n log k), deterministic */
+    for (i = 0; i < k; i++) order[i] = i;
+    for (i = k / 2 - 1; i >= 0; i--) kve__sift(score, order, i, k);
+    for (i = k; i < n; i++)
+        if (kve__before(score, i, order[0])) {
+            order[0] = i;
+            kve__sift(score, order, 0, k);
+        }
+    for (i = 0; i < k; i++) keep[order[i]] = 1;
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_pool1d(const float *in, int32_t n, int32_t kernel, kve_pooling mode,
+                              float *out)
+{
+    int32_t i, j, half;
+    if (!in || !out) return KVE_ERROR_NULL_ARGUMENT;
+    if (n < 0) return KVE_ERROR_INVALID_COUNT;
+    if (kernel < 1 || kernel % 2 == 0) return KVE_ERROR_EVEN_KERNEL;
+    if ((int)mode < 0 || mode > KVE_POOL_NONE) return KVE_ERROR_INVALID_ENUM;
+    if (mode == KVE_POOL_DEFAULT) mode = KVE_POOL_MAX;
+    half = kernel / 2;
+    if (mode == KVE_POOL_NONE || kernel == 1) {
+        if (out != in) memmove(out, in, (size_t)n * sizeof(float));
+        return KVE_OK;
+    }
+    if (in == out) return KVE_ERROR_INVALID_PARAMETER;
+    for (i = 0; i < n; i++) {
+        int32_t lo = i - half < 0 ? 0 : i - half, hi = i + half >= n ? n - 1 : i + half;
+        float a = mode == KVE_POOL_MAX ? in[lo] : 0.0f;
+        for (j = lo; j <= hi; j++) {
+            if (mode == KVE_POOL_MAX) a = in[j] > a ? in[j] : a;
+            else a += in[j];
+        }
+        /* torch avg_pool1d counts the zero padding: divide by the kernel, not the neighbours */
+        out[i] = mode == KVE_POOL_AVG ? a / (float)kernel : a;
+    }
+    return KVE_OK;
+}
+
+/* moves the kept slots of (l, h) to the front, moving as few as possible */
+KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsigned char *keep)
+{
+    kve_result r;
+    int32_t n, kept = 0, s, src, G, g, d;
+    int64_t *pos;
+    if ((r = kve__check_layer(c, l)) != KVE_OK) return r;
+    if (!keep) return KVE_ERROR_NULL_ARGUMENT;
+    if (h < 0 || h >= c->cfg.n_kv_heads) return KVE_ERROR_INDEX_OUT_OF_RANGE;
+    n = *kve__len(c, l, h);
+    pos = kve__pos(c, l, h);
+    G = c->group;
+    d = c->cfg.head_dim;
+    for (s = 0; s < n; s++) kept += keep[s] != 0;
+    /* holes below `kept` are filled from kept slots at or above it, in slot order */
+    src = kept;
+    for (s = 0; s < kept; s++) {
+        if (keep[s]) continue;
+        while (!keep[src]) src++;
+        memcpy(kve__kptr(c, l, h, s), kve__kptr(c, l, h, src), (size_t)d * sizeof(float));
+        memcpy(kve__vptr(c, l, h, s), kve__vptr(c, l, h, src), (size_t)d * sizeof(float));
+        pos[s] = pos[src];
+        if (c->scores)
+            for (g = 0; g < G; g++) {
+                float *row = kve__score_row(c, l, h * G + g);
+                row[s] = row[src];
+            }
+        src++;
+    }
+    for (s = kept; s < n; s++) pos[s] = -1;
+    *kve__len(c, l, h) = kept;
+    return KVE_OK;
+}
+
+/* slots of (l, h) sorted by position (ascending) into order; usually already sorted */
+static void kve__order_by_position(const kve_cache *c, int32_t l, int32_t h, int32_t *order,
+                                   int32_t *tmp)
+{
+    int32_t n = *kve__len(c, l, h), i, sorted = 1, width;
+    const int64_t *pos = kve__pos(c, l, h);
+    for (i = 0; i < n; i++) order[i] = i;
+    for (i = 1; i < n; i++)
+        if (pos[i] < pos[i - 1]) sorted = 0;
+    if (sorted) return;
+    /* bottom-up merge sort: positions are unique, so the order is fully determined */
+    for (width = 1; width < n; width *= 2) {
+        int32_t lo;
+        for (lo = 0; lo < n; lo += 2 * width) {
+            int32_t mid = lo + width < n ? lo + width : n;
+            int32_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            int32_t a = lo, b = mid, o = lo;
+            while (a < mid && b < hi) tmp[o++] = pos[order[a]] <= pos[order[b]] ? order[a++] : order[b++];
+            while (a < mid) tmp[o++] = order[a++];
+            while (b < hi) tmp[o++] = order[b++];
+        }
+        memcpy(order, tmp, (size_t)n * sizeof(int32_t));
+    }
+}
+
+static float kve__reduce(const float *x, int32_t G, size_t stride, kve_reduce mode)
+{
+    float a = x[0];
+    int32_t g;
+    for (g = 1; g < G; g++) {
+        float y = x[(size_t)g * stride];
+        a = mode == KVE_REDUCE_MAX ? (y > a ? y : a) : a + y;
+    }
+    return mode == KVE_REDUCE_MEAN ? a / (float)G : a;
+}
+
+/* per query head sums of window softmax weights into rows (G x cap), then reduced into out */
+static kve_result kve__window_scores(kve_cache *c, int32_t l, int32_t h, kve_reduce reduce,
+                                     float *out)
+{
+    int32_t G = c->group, d = c->cfg.head_dim, n = *kve__len(c, l, h), g, s, nq, i;
+    size_t cap = (size_t)c->cfg.capacity, w = (size_t)c->obs_window;
+    size_t hd = (size_t)c->cfg.n_heads * (size_t)d;
+    float *qr = c->scratch_q + (size_t)h * (size_t)G * (size_t)d;
+    float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
+    float *sum = c->scratch_f2 + (size_t)h * (size_t)G * cap;
+    kve__posmap pm = kve__make_posmap(c, l);
+    int64_t lim[KVE_MAX_HEADS];
+    if (w == 0 || c->query_count[l] == 0) return KVE_ERROR_NO_QUERIES;
+    nq = c->query_count[l] < (int64_t)w ? (int32_t)c->query_count[l] : (int32_t)w;
+    for (g = 0; g < G; g++) memset(sum + (size_t)g * cap, 0, (size_t)n * sizeof(float));
+    for (i = 0; i < nq; i++) {
+        size_t at = (size_t)((c->query_count[l] - nq + i) % (int64_t)w);
+        int64_t qp = c->query_pos[(size_t)l * w + at];
+        kve__rotate_queries(c, c->queries + ((size_t)l * w + at) * hd, h, qp, &pm, qr);
+        for (g = 0; g < G; g++) lim[g] = qp;
+        kve__logits(c, l, h, qr, G, lim, &pm, lg, cap);
+        for (g = 0; g < G; g++) {
+            float *row = lg + (size_t)g * cap, *acc = sum + (size_t)g * cap;
+            kve__softmax(row, n);
+            for (s = 0; s < n; s++) acc[s] += row[s];
+        }
+    }
+    for (s = 0; s < n; s++) out[s] = kve__reduce(sum + s, G, cap, reduce);
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_window_scores(kve_cache *c, int32_t l, int32_t h, kve_reduce reduce,
+                                     float *out)
+{
+    kve_result r;
+    if ((r = kve__check_layer(c, l)) != KVE_OK) return r;
+    if (!out) return KVE_ERROR_NULL_ARGUMENT;
+    if (h < 0 || h >= c->cfg.n_kv_heads) return KVE_ERROR_INDEX_OUT_OF_RANGE;
+    if ((int)reduce < 0 || reduce > KVE_REDUCE_SUM) return KVE_ERROR_INVALID_ENUM;
+    if (reduce == KVE_REDUCE_DEFAULT) reduce = KVE_REDUCE_MEAN;
+    return kve__window_scores(c, l, h, reduce, out);
+}
+
+typedef enum kve__score_source { KVE__FROM_WINDOW, KVE__FROM_ACCUMULATED } kve__score_source;
+
+/* The shared eviction step: keep the `protect` newest tokens of (l, h) and the best
+   `target - protect` older ones by score (window or accumulated, group-reduced, pooled). */
+static kve_result kve__shrink(kve_cache *c, int32_t l, int32_t h, int32_t target, int32_t protect,
+                              kve__score_source src)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t n = *kve__len(c, l, h), G = c->group, prefix, j;
+    size_t cap = (size_t)c->cfg.capacity;
+    int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
+    unsigned char *keep = c->scratch_u8 + (size_t)h * cap;
+    float *slot_score = c->scratch_f3 + (size_t)h * 2 * cap, *seq = slot_score + cap;
+    unsigned char *keep_seq;
+    kve_result r;
+    if (target >= n) return KVE_OK;
+    if (protect > target) protect = target;
+    prefix = n - protect;
+    kve__order_by_position(c, l, h, order, tmp);
+    memset(keep, 0, (size_t)n);
+    for (j = prefix; j < n; j++) keep[order[j]] = 1;
+    if (target - protect > 0) {
+        if (src == KVE__FROM_WINDOW) {
+            if ((r = kve__window_scores(c, l, h, p->gqa, slot_score)) != KVE_OK) return r;
+        } else {
+            for (j = 0; j < n; j++)
+                slot_score[j] = kve__reduce(kve__score_row(c, l, h * G) + j, G, cap, p->gqa);
+        }
+        /* token order for pooling; the pooled scores land in slot_score, reused as scratch */
+        for (j = 0; j < prefix; j++) seq[j] = slot_score[order[j]];
+        if (src == KVE__FROM_WINDOW && p->kernel > 1) {
+            kve_pool1d(seq, prefix, p->kernel, p->pooling, slot_score);
+            memcpy(seq, slot_score, (size_t)prefix * sizeof(float));
+        }
+        /* tmp holds the heap, the byte scratch after `keep` is not free: reuse slot_score bytes */
+        keep_seq = KVE__CAST(unsigned char *, slot_score);
+        kve_select_top(seq, prefix, target - protect, keep_seq, tmp);
+        for (j = 0; j < prefix; j++)
+            if (keep_seq[j]) keep[order[j]] = 1;
+    }
+    return kve_keep_slots(c, l, h, keep);
+}
+
+/* ---- PyramidKV schedule ----------------------------------------------------------------------- */
+/* prefix tokens layer `layer` keeps from a prompt of L tokens, or -1 for "keep everything" */
+static int64_t kve__pyramid_prefix(int64_t C, int64_t w, int64_t beta, int32_t n_layers,
+                                   int32_t layer, int64_t L)
+{
+    int64_t min_num, max_num, steps;
+    if (L < C) return -1;
+    if (L < 2 * (C - w)) return C - w;
+    min_num = (C - w) / beta;
+    max_num = 2 * (C - w) - min_num;
+    if (max_num >= L - w) {
+        max_num = L - w;
+        min_num = 2 * (C - w) - max_num;
+    }
+    /* the reference divides by n_layers - 1; one layer is SnapKV */
+    if (n_layers <= 1) return C - w;
+    steps = (max_num - min_num) / (n_layers - 1);
+    return max_num - (int64_t)layer * steps;
+}
+
+KVE_API kve_result kve_pyramid_budgets(int32_t budget, int32_t window, int32_t beta,
+                                       int32_t n_layers, int64_t prompt_len, int32_t *budgets)
+{
+    int32_t l;
+    if (!budgets) return KVE_ERROR_NULL_ARGUMENT;
+    if (n_layers <= 0 || n_layers > KVE_MAX_LAYERS) return KVE_ERROR_INVALID_DIMENSIONS;
+    if (window < 0 || beta <= 0 || prompt_len < 0 || budget <= 0) return KVE_ERROR_INVALID_PARAMETER;
+    if (budget <= window) return KVE_ERROR_WINDOW_TOO_LARGE;
+    for (l = 0; l < n_layers; l++) {
+        int64_t k = kve__pyramid_prefix(budget, window, beta, n_layers, l, prompt_len);
+        int64_t b = k < 0 ? prompt_len : k + window;
+        budgets[l] = b > INT32_MAX ? INT32_MAX : (int32_t)b;
+    }
+    return KVE_OK;
+}
+
+/* decode-time budget of a layer: PyramidKV's steady-state schedule (a prompt long enough for the
+   pyramid branch), everyone else the policy budget */
+static int32_t kve__layer_budget_of(const kve_config *c, int32_t layer)
+{
+    const kve_policy_config *p = &c->policy;
+    int evicting = p->kind == KVE_POLICY_STREAMINGLLM || p->kind == KVE_POLICY_CUSTOM ||
+                   p->decode == KVE_DECODE_EVICT;
+    if (p->kind == KVE_POLICY_FULL || !evicting) return c->capacity;
+    if (p->kind == KVE_POLICY_PYRAMIDKV)
+        return (int32_t)(kve__pyramid_prefix(p->budget, p->window, p->beta, c->n_layers, layer,
+                                             KVE_MAX_POSITION) + p->window);
+    return p->budget;
+}
+
+/* ---- built-in policies -------------------------------------------------------------------- */
+static kve_result kve__full_make_room(kve_cache *c, int32_t l, int32_t *ws, void *u)
+{
+    (void)c; (void)l; (void)ws; (void)u;
+    return KVE_ERROR_CACHE_FULL;
+}
+
+/* StreamingLLM: the new token overwrites the oldest recent slot; sinks and the rest stay put */
+static kve_result kve__streaming_make_room(kve_cache *c, int32_t l, int32_t *ws, void *u)
+{
+    int32_t h, S = c->sinks, B = c->budget[l], slot = c->ring_next[l];
+    (void)u;
+    for (h = 0; h < c->cfg.n_kv_heads; h++) ws[h] = slot;
+    c->ring_next[l] = slot + 1 >= B ? S : slot + 1;
+    return KVE_OK;
+}
+
+static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_source src)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t h, Hk = c->cfg.n_kv_heads;
+    kve_result r = KVE_OK;
+    int parallel = kve__work_is_large(c, l, p->window);
+    (void)parallel;
+    KVE__OMP("omp parallel for schedule(static) if(parallel)")
+    for (h = 0; h < Hk; h++) {
+        int32_t n = *kve__len(c, l, h);
+        int64_t keep_prefix;
+        kve_result rh;
+        if (p->kind == KVE_POLICY_PYRAMIDKV)
+            keep_prefix = kve__pyramid_prefix(p->budget, p->window, p->beta, c->cfg.n_layers, l, n);
+        else
+            keep_prefix = n < p->budget ? -1 : p->budget - p->window;
+        if (keep_prefix < 0) continue;
+        rh = kve__shrink(c, l, h, (int32_t)keep_prefix + p->window, p->window, src);
+        if (rh != KVE_OK) {
+            KVE__OMP("omp critical")
+            r = rh;
+        }
+    }
+    return r;
+}
+
+static kve_result kve__snap_compress(kve_cache *c, int32_t l, void *u)
+{
+    (void)u;
+    c->limit[l] = c->budget[l];
+    return kve__select_compress(c, l, KVE__FROM_WINDOW);
+}
+
+static kve_result kve__h2o_compress(kve_cache *c, int32_t l, void *u)
+{
+    (void)u;
+    c->limit[l] = c->budget[l];
+    return kve__select_compress(c, l, KVE__FROM_ACCUMULATED);
+}
+
+/* SnapKV/PyramidKV during decoding: re-score with the recent queries, free evict_batch slots */
+static kve_result kve__snap_make_room(kve_cache *c, int32_t l, int32_t *ws, void *u)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t h, budget = c->budget[l], target = budget - p->evict_batch;
+    kve_result r;
+    (void)ws; (void)u;
+    if (p->decode != KVE_DECODE_EVICT) return KVE_ERROR_CACHE_FULL;
+    if (target < p->window) target = p->window;
+    if (target >= budget) target = budget - 1;
+    for (h = 0; h < c->cfg.n_kv_heads; h++) {
+        if (*kve__len(c, l, h) < budget) continue;
+        if ((r = kve__shrink(c, l, h, target, p->window, KVE__FROM_WINDOW)) != KVE_OK) return r;
+    }
+    c->limit[l] = budget;
+    return KVE_OK;
+}
+
+/* H2O during decoding: overwrite the lightest slot outside the recent window (a layer above its
+   budget, filled by a prompt that was not compressed, is first shrunk to it) */
+static kve_result kve__h2o_make_room(kve_cache *c, int32_t l, int32_t *ws, void *u)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t h, G = c->group, s, budget = c->budget[l];
+    size_t cap = (size_t)c->cfg.capacity;
+    int64_t recent_from = c->newest[l] - (p->window - 2); /* with the new token: window newest */
+    kve_result r;
+    (void)u;
+    if (p->decode != KVE_DECODE_EVICT) return KVE_ERROR_CACHE_FULL;
+    c->limit[l] = budget;
+    for (h = 0; h < c->cfg.n_kv_heads; h++) {
+        int32_t n = *kve__len(c, l, h), best = -1;
+        float best_score = 0.0f;
+        const int64_t *pos = kve__pos(c, l, h);
+        const float *row = kve__score_row(c, l, h * G);
+        if (n < budget) continue;
+        if (n > budget) {
+            r = kve__shrink(c, l, h, budget - 1, p->window - 1, KVE__FROM_ACCUMULATED);
+            if (r != KVE_OK) return r;
+            continue;
+        }
+        for (s = 0; s < n; s++) {
+            float sc;
+            if (pos[s] >= recent_from) continue;
+            sc = kve__reduce(row + s, G, cap, p->gqa);
+            if (best < 0 || sc < best_score || (sc == best_score && pos[s] < pos[best])) {
+                best = s;
+                best_score = sc;
+            }
+        }
+        if (best < 0) return KVE_ERROR_POLICY_FAILED;
+        ws[h] = best;
+    }
+    return KVE_OK;
+}
+
+static const kve_policy_vtable kve__vt_full = {"full", 0, kve__full_make_room, NULL};
+static const kve_policy_vtable kve__vt_streaming = {"streamingllm", 0, kve__streaming_make_room,
+                                                    NULL};
+static const kve_policy_vtable kve__vt_snapkv = {"snapkv", 0, kve__snap_make_room,
+                                                 kve__snap_compress};
+static const kve_policy_vtable kve__vt_pyramidkv = {"pyramidkv", 0, kve__snap_make_room,
+                                                    kve__snap_compress};
+static const kve_policy_vtable kve__vt_h2o = {"h2o", 1, kve__h2o_make_room, kve__h2o_compress};
+
+static const kve_policy_vtable *kve__builtin_vtable(kve_policy_kind kind)
+{
+    switch (kind) {
+    case KVE_POLICY_STREAMINGLLM: return &kve__vt_streaming;
+    case KVE_POLICY_SNAPKV: return &kve__vt_snapkv;
+    case KVE_POLICY_PYRAMIDKV: return &kve__vt_pyramidkv;
+    case KVE_POLICY_H2O: return &kve__vt_h2o;
+    default: return &kve__vt_full;
+    }
+}
+
+KVE_API kve_result kve_compress(kve_cache *c, int32_t layer)
+{
+    kve_result r;
+    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
+    if (!c->vtable->compress) return KVE_OK;
+    return c->vtable->compress(c, layer, c->vtable_user);
+}
+
+KVE_API kve_result kve_compress_all(kve_cache *c)
+{
+    int32_t l;
+    kve_result r;
+    if (!kve__valid(c)) return KVE_ERROR_NULL_ARGUMENT;
+    for (l = 0; l < c->cfg.n_layers; l++)
+        if ((r = kve_compress(c, l)) != KVE_OK) return r;
+    return KVE_OK;
+}
+
+/* ---- inspection --------------------------------------------------------------------------- */
+static int kve__in_range(const kve_cache *c, int32_t l, int32_t h)
+{
+    return kve__valid(c) && l >= 0 && l < c->cfg.n_layers && h >= 0 && h < c->cfg.n_kv_heads;
+}
+
+KVE_API int32_t kve_length(const kve_cache *c, int32_t l, int32_t h)
+{
+    return kve__in_range(c, l, h) ? *kve__len(c, l, h) : -1;
+}
+
+KVE_API int64_t kve_slot_position(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+{
+    if (!kve__in_range(c, l, h) || s < 0 || s >= *kve__len(c, l, h)) return -1;
+    return kve__pos(c, l, h)[s];
+}
+
+KVE_API float *kve_key(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+{
+    if (!kve__in_range(c, l, h) || s < 0 || s >= c->cfg.capacity) return NULL;
+    return kve__kptr(c, l, h, s);
+}
+
+KVE_API float *kve_value(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+{
+    if (!kve__in_range(c, l, h) || s < 0 || s >= c->cfg.capacity) return NULL;
+    return kve__vptr(c, l, h, s);
+}
+
+KVE_API float *kve_scores(const kve_cache *c, int32_t l, int32_t head)
+{
+    if (!kve__valid(c) || !c->scores || l < 0 || l >= c->cfg.n_layers || head < 0 ||
+        head >= c->cfg.n_heads)
+        return NULL;
+    return kve__score_row(c, l, head);
+}
+
+KVE_API int32_t kve_layer_budget(const kve_cache *c, int32_t l)
+{
+    if (!kve__valid(c) || l < 0 || l >= c->cfg.n_layers) return -1;
+    return c->budget[l];
+}
+
+KVE_API size_t kve_layer_bytes(const kve_cache *c, int32_t l)
+{
+    size_t n = 0;
+    int32_t h;
+    if (!kve__valid(c) || l < 0 || l >= c->cfg.n_layers) return 0;
+    for (h = 0; h < c->cfg.n_kv_heads; h++) n += (size_t)*kve__len(c, l, h);
+    return n * (size_t)c->cfg.head_dim * 2 * sizeof(float);
+}
+
+KVE_API size_t kve_bytes_in_use(const kve_cache *c)
+{
+    size_t n = 0;
+    int32_t l;
+    if (!kve__valid(c)) return 0;
+    for (l = 0; l < c->cfg.n_layers; l++) n += kve_layer_bytes(c, l);
+    return n;
+}
+
+KVE_API kve_result kve_check(kve_cache *c)
+{
+    int32_t l, h, s, Hk;
+    size_t cap;
+    if (!kve__valid(c)) return KVE_ERROR_NULL_ARGUMENT;
+    Hk = c->cfg.n_kv_heads;
+    cap = (size_t)c->cfg.capacity;
+    for (l = 0; l < c->cfg.n_layers; l++) {
+        for (h = 0; h < Hk; h++) {
+            int32_t n = *kve__len(c, l, h);
+            const int64_t *pos = kve__pos(c, l, h);
+            int32_t *order = c->scratch_i1, *tmp = c->scratch_i2;
+            if (n < 0 || n > c->cfg.capacity) return KVE_ERROR_CORRUPT;
+            if ((int64_t)n > c->stored[l]) return KVE_ERROR_CORRUPT;
+            for (s = 0; s < n; s++)
+                if (pos[s] < 0 || pos[s] > c->newest[l]) return KVE_ERROR_CORRUPT;
+            for (s = n; s < (int32_t)cap; s++)
+                if (pos[s] != -1) return KVE_ERROR_CORRUPT;
+            kve__order_by_position(c, l, h, order, tmp);
+            for (s = 1; s < n; s++)
+                if (pos[order[s]] == pos[order[s - 1]]) return KVE_ERROR_CORRUPT;
+            if (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM) {
+                /* every head holds the same tokens; the first `sinks` stored stay in slots 0.. */
+                const int64_t *pos0 = kve__pos(c, l, 0);
+                if (n != *kve__len(c, l, 0)) return KVE_ERROR_CORRUPT;
+                for (s = 0; s < n; s++)
+                    if (pos[s] != pos0[s]) return KVE_ERROR_CORRUPT;
+                for (s = 1; s < n && s < c->sinks; s++)
+                    if (pos[s] <= pos[s - 1]) return KVE_ERROR_CORRUPT;
+                if (n > c->limit[l]) return KVE_ERROR_CORRUPT;
+            }
+            if (n > 0 && c->newest[l] >= 0) {
+                /* the newest token is always kept */
+                int found = 0;
+                for (s = 0; s < n; s++) found |= pos[s] == c->newest[l];
+                if (!found) return KVE_ERROR_CORRUPT;
+            }
+        }
+        if (c->limit[l] < 1 || c->limit[l] > c->cfg.capacity) return KVE_ERROR_CORRUPT;
+    }
+    return KVE_OK;
+}
+
+#endif /* KVEVICT_IMPLEMENTATION_DONE */
+#endif /* KVEVICT_IMPLEMENTATION */
+
+/*
+MIT License
+
+Copyright (c) 2026 the kvevict authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
+associated documentation files (the "Software"), to deal in the Software without restriction,
+including without limitation the rights to use, copy, modify, merge, publish, distribute,
+sublicense, and/or sell copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or
+substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT
+NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM,
+DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT
+OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+*/
