@@ -557,10 +557,11 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
         if (p->kind != KVE_POLICY_H2O && p->kernel % 2 == 0) return KVE_ERROR_EVEN_KERNEL;
         if (p->budget <= p->window) return KVE_ERROR_WINDOW_TOO_LARGE;
         if (p->kind == KVE_POLICY_PYRAMIDKV) {
-            /* the largest layer budget, 2(C-w) - (C-w)/beta + w, must fit the buffers */
+            /* evicting while decoding, the largest layer budget 2(C-w) - (C-w)/beta + w must fit */
             int64_t cw = (int64_t)p->budget - p->window;
             int64_t top = 2 * cw - cw / p->beta + p->window;
-            if (c->n_layers > 1 && top > c->capacity) return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
+            if (p->decode == KVE_DECODE_EVICT && c->n_layers > 1 && top > c->capacity)
+                return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
         }
         break;
     case KVE_POLICY_CUSTOM:

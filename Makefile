@@ -1,0 +1,82 @@
+# kvevict: make test | make demo | make bench | make fuzz | make sanitize | make model-check
+#
+# Options:  CC=clang  OPENMP=0 (build without -fopenmp)  MODEL_DIR=dir (stories260K.bin, tok512.bin)
+#           SANITIZE=1 (ASan + UBSan build of everything, into build-san/)
+
+CC      ?= cc
+OPENMP  ?= 1
+WARN    := -std=c11 -Wall -Wextra -Wpedantic -Werror
+OPT     ?= -O2
+ifeq ($(SANITIZE),1)
+  BUILD   ?= build-san
+  OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+  LDSAN   := -fsanitize=address,undefined
+else
+  BUILD   ?= build
+endif
+OMPFLAG := $(if $(filter 1,$(OPENMP)),-fopenmp,)
+CFLAGS  := $(WARN) $(OPT) $(OMPFLAG) -I.
+LDLIBS  := -lm $(OMPFLAG) $(LDSAN)
+
+# Model files: MODEL_DIR, then ./models, then ../shared/models
+MODEL_DIR ?= $(firstword $(foreach d,$(KVEVICT_MODEL_DIR) models ../shared/models,$(if $(wildcard $(d)/stories260K.bin),$(d),)))
+TEXT      ?= $(firstword $(wildcard $(KVEVICT_TEXT) data/tinystories-valid-68.txt ../shared/data/tinystories-valid-68.txt))
+
+TESTS    := test_core test_policies test_reliability
+EXAMPLES := minimal custom_policy compare generate
+TOOLS    := kvcase judge soak
+
+.PHONY: all test demo bench bench-quick fuzz sanitize model-check compile-check clean
+all: $(addprefix $(BUILD)/,$(TESTS) $(EXAMPLES) $(TOOLS))
+
+$(BUILD):
+	@mkdir -p $@
+
+# every program is one .c file that includes kvevict.h (and examples/engine.h for the model ones)
+$(BUILD)/%: tests/%.c kvevict.h | $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+$(BUILD)/%: examples/%.c kvevict.h examples/engine.h | $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+$(BUILD)/bench: bench/bench.c kvevict.h | $(BUILD)
+	$(CC) $(WARN) -O3 -march=native $(OMPFLAG) -I. $< -o $@ -lm $(OMPFLAG)
+
+# The test command: unit tests, golden cases through build/kvcase, then the compile matrix.
+test: $(addprefix $(BUILD)/,$(TESTS) kvcase judge)
+	@sh tests/run.sh $(BUILD)
+
+compile-check:
+	@sh tests/compile_check.sh
+
+sanitize:
+	$(MAKE) SANITIZE=1 test
+
+demo: $(BUILD)/compare $(BUILD)/minimal
+	@if [ -n "$(MODEL_DIR)" ] && [ -n "$(TEXT)" ]; then \
+	  $(BUILD)/compare --model $(MODEL_DIR)/stories260K.bin --tokenizer $(MODEL_DIR)/tok512.bin \
+	    --text $(TEXT) --tokens 8000 --mode stream --policy full \
+	    --policy streamingllm:capacity=256,sinks=4,pos_shift=1 \
+	    --policy streamingllm:capacity=256,sinks=4,pos_shift=0 \
+	    --policy streamingllm:capacity=256,sinks=0 ; \
+	else \
+	  echo "No model found (set MODEL_DIR or put stories260K.bin and tok512.bin in models/)."; \
+	  echo "Get them (1 MB) from the tinyllamas model repository, folder stories260K."; \
+	  echo "Running the model-free example instead:"; \
+	  $(BUILD)/minimal; \
+	fi
+
+model-check: $(BUILD)/compare $(BUILD)/generate
+	@sh tests/model_check.sh $(BUILD) "$(MODEL_DIR)" "$(TEXT)"
+
+bench: $(BUILD)/bench
+	$(BUILD)/bench
+bench-quick: $(BUILD)/bench
+	$(BUILD)/bench --quick
+
+FUZZ_SECONDS ?= 60
+fuzz: | $(BUILD)
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz_kvevict.c -o $(BUILD)/fuzz -lm
+	mkdir -p $(BUILD)/fuzz-corpus
+	$(BUILD)/fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz-corpus tests/fuzz-corpus
+
+clean:
+	rm -rf build build-san

@@ -1,0 +1,116 @@
+/* build/judge CASE OUTPUT: judges build/kvcase's OUTPUT for CASE against the case's expectations,
+   as the golden README says. select: the kept positions equal the reference's, or where scores
+   tie, form a valid top-k (every kept prefix score >= every dropped one, 1e-6 relative) with the
+   whole window kept. stream: every output within 1e-5 of the reference, relative to the step's
+   largest magnitude. Prints one line "PASS name" or "FAIL name: why"; exit status 0 or 1. */
+#include "golden_case.h"
+#include <math.h>
+
+#define STREAM_TOLERANCE 1e-5
+#define TIE_TOLERANCE 1e-6
+
+static const char *case_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+static int judge_select(const gc_case *c, FILE *out, const char *name)
+{
+    static char line[1 << 20];
+    long seen = 0, prefix = c->q_len - c->window;
+    while (fgets(line, sizeof line, out)) {
+        char *p = line, *tag = gc_token(&p);
+        long h, n, i, j;
+        long *got;
+        if (!tag) continue;
+        if (strcmp(tag, "keep")) { printf("FAIL %s: unexpected output line '%s'\n", name, tag); return 1; }
+        h = gc_long(&p, "kv_head");
+        n = gc_long(&p, "count");
+        if (h < 0 || h >= c->n_kv_heads || !c->keep[h]) { printf("FAIL %s: bad kv head %ld\n", name, h); return 1; }
+        if (n != c->keep_n[h]) { printf("FAIL %s: head %ld keeps %ld, reference %ld\n", name, h, n, c->keep_n[h]); return 1; }
+        got = (long *)gc_alloc((size_t)n, sizeof(long));
+        for (i = 0; i < n; i++) got[i] = gc_long(&p, "position");
+        seen++;
+        for (i = 0; i < n && got[i] == c->keep[h][i]; i++) {}
+        if (i < n) {
+            /* differs: accept only a valid top-k under the reference's own scores */
+            double min_kept = INFINITY, max_dropped = -INFINITY;
+            unsigned char *kept = (unsigned char *)gc_alloc((size_t)c->q_len, 1);
+            if (!c->score[h] || c->score_n[h] != prefix) {
+                printf("FAIL %s: head %ld differs and the case has no scores to judge ties\n", name, h);
+                return 1;
+            }
+            for (i = 0; i < n; i++) {
+                if (got[i] < 0 || got[i] >= c->q_len || (i && got[i] <= got[i - 1])) {
+                    printf("FAIL %s: head %ld positions not ascending and in range\n", name, h);
+                    return 1;
+                }
+                kept[got[i]] = 1;
+            }
+            for (j = prefix; j < c->q_len; j++)
+                if (!kept[j]) { printf("FAIL %s: head %ld dropped window position %ld\n", name, h, j); return 1; }
+            for (j = 0; j < prefix; j++) {
+                double s = c->score[h][j];
+                if (kept[j] && s < min_kept) min_kept = s;
+                if (!kept[j] && s > max_dropped) max_dropped = s;
+            }
+            if (min_kept < max_dropped - TIE_TOLERANCE * fabs(max_dropped)) {
+                printf("FAIL %s: head %ld kept a prefix score %.9g below a dropped %.9g\n", name, h,
+                       min_kept, max_dropped);
+                return 1;
+            }
+            free(kept);
+        }
+        free(got);
+    }
+    if (seen != c->n_kv_heads) { printf("FAIL %s: %ld keep lines for %ld kv heads\n", name, seen, c->n_kv_heads); return 1; }
+    return 0;
+}
+
+static int judge_stream(const gc_case *c, FILE *out, const char *name)
+{
+    static char line[1 << 20];
+    long t = 0, dq = c->n_heads * c->head_dim, i;
+    double worst = 0.0;
+    while (fgets(line, sizeof line, out)) {
+        char *p = line, *tag = gc_token(&p);
+        double scale = 0.0, err = 0.0;
+        if (!tag) continue;
+        if (strcmp(tag, "out") || gc_long(&p, "step") != t || t >= c->steps) {
+            printf("FAIL %s: expected 'out %ld'\n", name, t);
+            return 1;
+        }
+        if (!c->step[t].out) { printf("FAIL %s: case has no expected output for step %ld\n", name, t); return 1; }
+        for (i = 0; i < dq; i++) scale = fmax(scale, fabs(c->step[t].out[i]));
+        for (i = 0; i < dq; i++) err = fmax(err, fabs(gc_double(&p, "out") - c->step[t].out[i]));
+        err /= scale > 1e-30 ? scale : 1.0;
+        if (err > STREAM_TOLERANCE) {
+            printf("FAIL %s: step %ld relative error %.3g\n", name, t, err);
+            return 1;
+        }
+        worst = fmax(worst, err);
+        t++;
+    }
+    if (t != c->steps) { printf("FAIL %s: %ld of %ld steps\n", name, t, c->steps); return 1; }
+    printf("  %s: max relative error %.2g\n", name, worst);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    gc_case c;
+    FILE *out;
+    int fail;
+    const char *name;
+    if (argc != 3) { fprintf(stderr, "usage: judge CASE OUTPUT\n"); return 2; }
+    gc_read(argv[1], &c, 1);
+    name = case_name(argv[1]);
+    out = fopen(argv[2], "r");
+    if (!out) { fprintf(stderr, "judge: cannot open %s\n", argv[2]); return 2; }
+    gc_file = argv[2];
+    fail = !strcmp(c.kind, "select") ? judge_select(&c, out, name) : judge_stream(&c, out, name);
+    fclose(out);
+    if (!fail) printf("PASS %s\n", name);
+    return fail;
+}

@@ -1,0 +1,155 @@
+/* build/kvcase FILE [--keys pre|post]: runs one golden case through kvevict and prints what the
+   library computes, in the file's vocabulary:
+     select cases: "keep <kv_head> <n> <positions ascending>" per KV head
+     stream cases: "out <t> <n_heads*head_dim floats>" per step
+   The expectation lines of the file are never read. Exit 2 on a malformed file. */
+#define KVEVICT_IMPLEMENTATION
+#include "kvevict.h"
+#include "golden_case.h"
+
+static void check(kve_result r, const char *what)
+{
+    if (r != KVE_OK) {
+        fprintf(stderr, "%s: %s: %s\n", gc_file, what, kve_result_string(r));
+        exit(1);
+    }
+}
+
+static void *xalloc(size_t n) { return gc_alloc(n, 1); }
+
+static kve_cache open_cache(kve_config *cfg, float **k, float **v, void **mem)
+{
+    size_t floats, bytes;
+    kve_buffers b;
+    kve_cache c;
+    check(kve_buffer_floats(cfg, KVE_LAYOUT_DEFAULT, &floats), "config");
+    check(kve_cache_size(cfg, &bytes), "config");
+    *k = (float *)xalloc(floats * sizeof(float));
+    *v = (float *)xalloc(floats * sizeof(float));
+    *mem = xalloc(bytes);
+    memset(&b, 0, sizeof b);
+    b.k = *k; b.v = *v; b.k_floats = floats; b.v_floats = floats;
+    check(kve_cache_init(cfg, &b, *mem, bytes, &c), "init");
+    return c;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void run_select(const gc_case *gc, kve_key_storage keys)
+{
+    kve_config cfg;
+    kve_cache c;
+    float *kb, *vb, *q, *out, *kt, *vt;
+    void *mem;
+    long H = gc->n_heads, Hk = gc->n_kv_heads, d = gc->head_dim, L = gc->q_len, t, h, i;
+    int32_t layer = (int32_t)gc->layer;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = (int32_t)gc->n_layers;
+    cfg.n_heads = (int32_t)H;
+    cfg.n_kv_heads = (int32_t)Hk;
+    cfg.head_dim = (int32_t)d;
+    /* the buffer holds the whole prompt; the budget may exceed it when nothing is evicted */
+    cfg.capacity = (int32_t)(L > gc->capacity ? L : gc->capacity);
+    cfg.rope_layout = KVE_ROPE_NONE; /* the case's vectors are already rotated */
+    cfg.key_storage = keys;
+    cfg.policy.budget = (int32_t)gc->capacity;
+    cfg.policy.window = (int32_t)gc->window;
+    cfg.policy.kernel = (int32_t)gc->kernel;
+    cfg.policy.beta = (int32_t)gc->beta;
+    cfg.policy.decode = KVE_DECODE_GROW; /* the references compress the prompt only */
+    if (!strcmp(gc->policy, "snapkv")) cfg.policy.kind = KVE_POLICY_SNAPKV;
+    else if (!strcmp(gc->policy, "pyramidkv")) cfg.policy.kind = KVE_POLICY_PYRAMIDKV;
+    else if (!strcmp(gc->policy, "h2o")) cfg.policy.kind = KVE_POLICY_H2O;
+    else gc_fail("policy must be snapkv, pyramidkv or h2o for a select case", gc->policy);
+    if (!strcmp(gc->pooling, "avg")) cfg.policy.pooling = KVE_POOL_AVG;
+    else if (!strcmp(gc->pooling, "max")) cfg.policy.pooling = KVE_POOL_MAX;
+    else if (!strcmp(gc->pooling, "none") || !gc->pooling[0]) cfg.policy.pooling = KVE_POOL_NONE;
+    else gc_fail("pooling must be avg, max or none", gc->pooling);
+    if (!strcmp(gc->gqa, "max")) cfg.policy.gqa = KVE_REDUCE_MAX;
+    else if (!strcmp(gc->gqa, "mean") || !gc->gqa[0]) cfg.policy.gqa = KVE_REDUCE_MEAN;
+    else gc_fail("gqa must be mean or max", gc->gqa);
+    c = open_cache(&cfg, &kb, &vb, &mem);
+
+    /* store the prompt's keys (values: zero; selection never reads them), then prefill */
+    kt = (float *)xalloc((size_t)(Hk * d) * sizeof(float));
+    vt = (float *)xalloc((size_t)(Hk * d) * sizeof(float));
+    for (t = 0; t < L; t++) {
+        for (h = 0; h < Hk; h++)
+            memcpy(kt + h * d, gc->k + (h * L + t) * d, (size_t)d * sizeof(float));
+        check(kve_store(&c, layer, t, kt, vt, NULL), "store");
+    }
+    q = (float *)xalloc((size_t)(L * H * d) * sizeof(float));
+    out = (float *)xalloc((size_t)(L * H * d) * sizeof(float));
+    for (t = 0; t < L; t++)
+        for (h = 0; h < H; h++)
+            memcpy(q + (t * H + h) * d, gc->q + (h * L + t) * d, (size_t)d * sizeof(float));
+    check(kve_prefill(&c, layer, (int32_t)L, q, NULL, out), "prefill");
+    check(kve_compress(&c, layer), "compress");
+    check(kve_check(&c), "check");
+    for (h = 0; h < Hk; h++) {
+        int32_t n = kve_length(&c, layer, (int32_t)h);
+        int64_t *pos = (int64_t *)xalloc((size_t)n * sizeof(int64_t));
+        for (i = 0; i < n; i++) pos[i] = kve_slot_position(&c, layer, (int32_t)h, (int32_t)i);
+        qsort(pos, (size_t)n, sizeof *pos, cmp_i64);
+        printf("keep %ld %d", h, n);
+        for (i = 0; i < n; i++) printf(" %lld", (long long)pos[i]);
+        printf("\n");
+        free(pos);
+    }
+    free(kt); free(vt); free(q); free(out); free(kb); free(vb); free(mem);
+}
+
+static void run_stream(const gc_case *gc, kve_key_storage keys)
+{
+    kve_config cfg;
+    kve_cache c;
+    float *kb, *vb, *out;
+    void *mem;
+    long t, i, dq = gc->n_heads * gc->head_dim;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1;
+    cfg.n_heads = (int32_t)gc->n_heads;
+    cfg.n_kv_heads = (int32_t)gc->n_kv_heads;
+    cfg.head_dim = (int32_t)gc->head_dim;
+    cfg.capacity = (int32_t)(gc->sinks + gc->recent + 1); /* the attending token included */
+    if (!strcmp(gc->rope, "interleaved")) cfg.rope_layout = KVE_ROPE_INTERLEAVED;
+    else if (!strcmp(gc->rope, "half")) cfg.rope_layout = KVE_ROPE_HALF;
+    else gc_fail("rope must be interleaved or half", gc->rope);
+    cfg.rope_theta = gc->rope_theta;
+    cfg.key_storage = keys;
+    if (strcmp(gc->policy, "streamingllm")) gc_fail("a stream case's policy must be streamingllm", gc->policy);
+    cfg.policy.kind = KVE_POLICY_STREAMINGLLM;
+    cfg.policy.sinks = gc->sinks == 0 ? KVE_NO_SINKS : (int32_t)gc->sinks;
+    cfg.policy.pos_shift = gc->pos_shift ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
+    c = open_cache(&cfg, &kb, &vb, &mem);
+    out = (float *)xalloc((size_t)dq * sizeof(float));
+    for (t = 0; t < gc->steps; t++) {
+        check(kve_store(&c, 0, t, gc->step[t].k, gc->step[t].v, NULL), "store");
+        check(kve_attend(&c, 0, gc->step[t].q, out), "attend");
+        printf("out %ld", t);
+        for (i = 0; i < dq; i++) printf(" %.9g", out[i]);
+        printf("\n");
+    }
+    check(kve_check(&c), "check");
+    free(out); free(kb); free(vb); free(mem);
+}
+
+int main(int argc, char **argv)
+{
+    gc_case gc;
+    kve_key_storage keys = KVE_KEYS_POST_ROPE;
+    if (argc == 4 && !strcmp(argv[2], "--keys") && !strcmp(argv[3], "pre")) keys = KVE_KEYS_PRE_ROPE;
+    else if (argc == 4 && !strcmp(argv[2], "--keys") && !strcmp(argv[3], "post")) keys = KVE_KEYS_POST_ROPE;
+    else if (argc != 2) {
+        fprintf(stderr, "usage: kvcase FILE [--keys pre|post]\n");
+        return 2;
+    }
+    gc_read(argv[1], &gc, 0);
+    if (!strcmp(gc.kind, "select")) run_select(&gc, keys);
+    else run_stream(&gc, keys);
+    return 0;
+}
