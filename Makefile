@@ -79,4 +79,4 @@ fuzz: | $(BUILD)
 	$(BUILD)/fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz-corpus tests/fuzz-corpus
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-noomp

@@ -1,0 +1,49 @@
+#!/bin/sh
+# Runs every test program and every golden case; ends with one line "N passed, N failed".
+# usage: sh tests/run.sh BUILD_DIR
+B=${1:-build}
+passed=0
+failed=0
+tmp=${TMPDIR:-/tmp}/kvevict-test.$$
+mkdir -p "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+
+count() { # adds the "N passed, M failed" of a program's last summary line
+  line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1)
+  if [ -z "$line" ]; then failed=$((failed + 1)); echo "  (no summary line)"; return; fi
+  p=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed.*/\1/' | sed -E 's/.* ([0-9]+)$/\1/')
+  f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+  passed=$((passed + p)); failed=$((failed + f))
+}
+
+for t in test_core test_policies test_reliability; do
+  echo "== $t"
+  if "$B/$t" > "$tmp/$t.out" 2>&1; then :; else echo "  $t exited with status $?"; failed=$((failed + 1)); fi
+  grep -E 'FAIL|passed' "$tmp/$t.out" | tail -n 20
+  count "$tmp/$t.out"
+done
+
+echo "== golden cases (tests/golden), keys stored post-RoPE and pre-RoPE"
+for f in tests/golden/*.case; do
+  for keys in post pre; do
+    if "$B/kvcase" "$f" --keys $keys > "$tmp/case.out" && "$B/judge" "$f" "$tmp/case.out" > "$tmp/judge.out"; then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1)); echo "  FAIL $f ($keys)"; cat "$tmp/judge.out"
+    fi
+  done
+done
+
+echo "== the judge rejects wrong answers"
+f=tests/golden/01-snapkv-avg.case
+"$B/kvcase" "$f" | sed '1s/ 7 14 / 0 14 /' > "$tmp/bad.out"
+if "$B/judge" "$f" "$tmp/bad.out" > /dev/null; then failed=$((failed + 1)); echo "  FAIL: judge accepted a wrong selection"; else passed=$((passed + 1)); fi
+f=tests/golden/16-streamingllm-posshift-interleaved.case
+"$B/kvcase" "$f" | sed '5s/^out 4 -*[0-9.e+-]* /out 4 9.5 /' > "$tmp/bad.out"
+if "$B/judge" "$f" "$tmp/bad.out" > /dev/null; then failed=$((failed + 1)); echo "  FAIL: judge accepted a wrong output"; else passed=$((passed + 1)); fi
+printf 'kvevict-case 1\nkind select\nn_heads 2\nq 3 1 2\n' > "$tmp/malformed.case"
+"$B/kvcase" "$tmp/malformed.case" > /dev/null 2> "$tmp/err.txt"
+if [ $? -eq 2 ] && grep -q ':4:' "$tmp/err.txt"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "  FAIL: malformed case not reported with its line and status 2"; fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
