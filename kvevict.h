@@ -748,9 +748,9 @@ static kve_result kve__check_strides(const kve_config *c, size_t ls, size_t hs, 
     return KVE_OK;
 }
 
-/* Scoring policies may fill the whole capacity (a prompt) until their first compression or
-   eviction; from then on the layer is kept within its budget. StreamingLLM and custom policies
-   keep their budget from the start. */
+/* Scoring policies may fill the whole capacity with a prompt stored before any attention on the
+   layer (they need attention to score); once a layer has been attended, it is kept within its
+   budget. StreamingLLM and custom policies keep their budget from the start. */
 static int32_t kve__initial_limit(const kve_cache *c, int32_t l)
 {
     kve_policy_kind k = c->cfg.policy.kind;
@@ -1165,6 +1165,7 @@ KVE_API kve_result kve_attend_ex(kve_cache *cache, int32_t layer, const float *q
     pm = kve__make_posmap(cache, layer);
     kve__attend_one(cache, layer, q, cache->newest[layer], out, opt, &pm,
                     kve__work_is_large(cache, layer, 1));
+    cache->limit[layer] = cache->budget[layer];
     return KVE_OK;
 }
 
@@ -1230,6 +1231,7 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
     for (i = nq > cache->obs_window ? nq - cache->obs_window : 0; i < nq; i++)
         kve__record_query(cache, layer, q + (size_t)i * hd,
                           q_pos ? q_pos[i] : newest - nq + 1 + i);
+    cache->limit[layer] = cache->budget[layer];
     return KVE_OK;
 }
 

@@ -9,11 +9,10 @@ mkdir -p "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 
 count() { # adds the "N passed, M failed" of a program's last summary line
-  line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1)
-  if [ -z "$line" ]; then failed=$((failed + 1)); echo "  (no summary line)"; return; fi
-  p=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed.*/\1/' | sed -E 's/.* ([0-9]+)$/\1/')
-  f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
-  passed=$((passed + p)); failed=$((failed + f))
+  set -- $(awk '/[0-9]+ passed, [0-9]+ failed/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p = $i; if ($(i+1) ~ /^failed/) f = $i }; seen = 1 }
+               END { if (seen) print p + 0, f + 0; else print "none" }' "$1")
+  if [ "$1" = none ]; then failed=$((failed + 1)); echo "  (no summary line)"; return; fi
+  passed=$((passed + $1)); failed=$((failed + $2))
 }
 
 for t in test_core test_policies test_reliability; do

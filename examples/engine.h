@@ -1,0 +1,648 @@
+/* engine.h - a small llama2.c-format inference engine on kvevict, shared by the examples.
+
+   It loads a llama2.c checkpoint (shared or separate classifier, grouped-query attention) and its
+   tokenizer, and runs the forward pass. kvevict does RoPE, the KV cache and attention: the calls
+   in engine_run() marked "kvevict" are the whole integration, the part to copy into an engine.
+
+   Use it from one .c file, after kvevict's implementation:
+       #define KVEVICT_IMPLEMENTATION
+       #include "kvevict.h"
+       #include "examples/engine.h"
+   Everything here is static. Functions print a message to stderr and return nonzero on error.
+   Files are read as little-endian, like llama2.c writes them. */
+#ifndef KVEVICT_EXAMPLES_ENGINE_H
+#define KVEVICT_EXAMPLES_ENGINE_H
+
+#include "kvevict.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void *xmalloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "error: out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- the checkpoint ------------------------------------------------------------------------- */
+/* header: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len), a
+   negative vocab_size meaning a separate classifier; then float32 weights in the order below. */
+typedef struct model {
+    int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
+    int head_dim, kv_dim, shared_classifier;
+    float *data; /* every weight, one block */
+    const float *emb, *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3, *rms_final, *wcls;
+} model;
+
+static int model_load(model *m, const char *path)
+{
+    int32_t h[7];
+    long size;
+    size_t floats, n = 0;
+    FILE *f = fopen(path, "rb");
+    memset(m, 0, sizeof *m);
+    if (!f) {
+        fprintf(stderr, "error: cannot open model '%s': %s\n", path, strerror(errno));
+        return 1;
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fprintf(stderr, "error: cannot read model '%s'\n", path);
+        fclose(f);
+        return 1;
+    }
+    if (size < (long)sizeof h || fread(h, sizeof h, 1, f) != 1) {
+        fprintf(stderr, "error: model '%s' is %ld bytes, too short for a llama2.c header\n", path,
+                size);
+        fclose(f);
+        return 1;
+    }
+    m->dim = h[0]; m->hidden_dim = h[1]; m->n_layers = h[2]; m->n_heads = h[3];
+    m->n_kv_heads = h[4]; m->seq_len = h[6];
+    m->shared_classifier = h[5] > 0;
+    m->vocab_size = h[5] == INT32_MIN ? 0 : abs(h[5]);
+    if (m->dim <= 0 || m->dim > 65536 || m->hidden_dim <= 0 || m->hidden_dim > 262144 ||
+        m->n_layers <= 0 || m->n_layers > 1024 || m->n_heads <= 0 || m->n_kv_heads <= 0 ||
+        m->n_kv_heads > m->n_heads || m->n_heads % m->n_kv_heads != 0 ||
+        m->dim % m->n_heads != 0 || (m->dim / m->n_heads) % 2 != 0 || m->vocab_size <= 0 ||
+        m->vocab_size > (1 << 20) || m->seq_len <= 0 || m->seq_len > (1 << 24)) {
+        fprintf(stderr,
+                "error: '%s' does not start with a valid llama2.c header (dim %d, hidden_dim %d, "
+                "n_layers %d, n_heads %d, n_kv_heads %d, vocab_size %d, seq_len %d)\n",
+                path, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+        fclose(f);
+        return 1;
+    }
+    m->head_dim = m->dim / m->n_heads;
+    m->kv_dim = m->head_dim * m->n_kv_heads;
+    {
+        size_t d = (size_t)m->dim, L = (size_t)m->n_layers, hd = (size_t)m->hidden_dim;
+        size_t kvd = (size_t)m->kv_dim, V = (size_t)m->vocab_size;
+        floats = V * d + L * d * 2 + L * d * d * 2 + L * d * kvd * 2 + L * d * hd * 3 + d +
+                 (size_t)m->seq_len * (size_t)m->head_dim; /* + unused RoPE tables */
+        if (!m->shared_classifier) floats += V * d;
+    }
+    if ((size_t)size != sizeof h + floats * sizeof(float)) {
+        fprintf(stderr, "error: model '%s' is %s: its header (dim %d, %d layers, vocab %d) needs "
+                "%zu bytes, the file has %ld\n", path,
+                (size_t)size < sizeof h + floats * sizeof(float) ? "truncated" : "too long",
+                m->dim, m->n_layers, m->vocab_size, sizeof h + floats * sizeof(float), size);
+        fclose(f);
+        return 1;
+    }
+    m->data = (float *)xmalloc(floats * sizeof(float));
+    if (fread(m->data, sizeof(float), floats, f) != floats) {
+        fprintf(stderr, "error: cannot read the weights of model '%s'\n", path);
+        fclose(f);
+        free(m->data);
+        return 1;
+    }
+    fclose(f);
+#define ENGINE_TAKE(ptr, count) (ptr = m->data + n, n += (size_t)(count))
+    ENGINE_TAKE(m->emb, m->vocab_size * m->dim);
+    ENGINE_TAKE(m->rms_att, m->n_layers * m->dim);
+    ENGINE_TAKE(m->wq, (size_t)m->n_layers * m->dim * m->dim);
+    ENGINE_TAKE(m->wk, (size_t)m->n_layers * m->dim * m->kv_dim);
+    ENGINE_TAKE(m->wv, (size_t)m->n_layers * m->dim * m->kv_dim);
+    ENGINE_TAKE(m->wo, (size_t)m->n_layers * m->dim * m->dim);
+    ENGINE_TAKE(m->rms_ffn, m->n_layers * m->dim);
+    ENGINE_TAKE(m->w1, (size_t)m->n_layers * m->dim * m->hidden_dim);
+    ENGINE_TAKE(m->w2, (size_t)m->n_layers * m->hidden_dim * m->dim);
+    ENGINE_TAKE(m->w3, (size_t)m->n_layers * m->dim * m->hidden_dim);
+    ENGINE_TAKE(m->rms_final, m->dim);
+    n += (size_t)m->seq_len * (size_t)m->head_dim; /* RoPE tables: kvevict computes its own */
+    m->wcls = m->shared_classifier ? m->emb : m->data + n;
+#undef ENGINE_TAKE
+    return 0;
+}
+
+static void model_free(model *m) { free(m->data); }
+
+/* ---- the tokenizer -------------------------------------------------------------------------- */
+/* int32 max_token_length, then per token: float32 score, int32 length, the bytes. */
+typedef struct token_index { const char *str; int id; } token_index;
+
+typedef struct tokenizer {
+    int vocab_size, max_len;
+    char **piece;
+    float *score;
+    token_index *sorted; /* pieces by string, for lookup */
+    char *buf;           /* two pieces joined */
+    char bytes[256][2];  /* the pieces <0x00>..<0xFF> stand for these one-byte strings */
+} tokenizer;
+
+static int tok_cmp(const void *a, const void *b)
+{
+    return strcmp(((const token_index *)a)->str, ((const token_index *)b)->str);
+}
+
+static int tok_load(tokenizer *t, const char *path, int vocab_size)
+{
+    int32_t max_len, len;
+    int i;
+    FILE *f = fopen(path, "rb");
+    memset(t, 0, sizeof *t);
+    if (!f) {
+        fprintf(stderr, "error: cannot open tokenizer '%s': %s\n", path, strerror(errno));
+        return 1;
+    }
+    if (fread(&max_len, 4, 1, f) != 1 || max_len <= 0 || max_len > 4096) {
+        fprintf(stderr, "error: '%s' is not a llama2.c tokenizer (bad max_token_length)\n", path);
+        fclose(f);
+        return 1;
+    }
+    t->vocab_size = vocab_size;
+    t->max_len = max_len;
+    t->piece = (char **)calloc((size_t)vocab_size, sizeof(char *));
+    t->score = (float *)xmalloc((size_t)vocab_size * sizeof(float));
+    t->sorted = (token_index *)xmalloc((size_t)vocab_size * sizeof(token_index));
+    t->buf = (char *)xmalloc(2 * (size_t)max_len + 2);
+    if (!t->piece) return fclose(f), 1;
+    for (i = 0; i < vocab_size; i++) {
+        if (fread(&t->score[i], 4, 1, f) != 1 || fread(&len, 4, 1, f) != 1 || len < 0 ||
+            len > max_len || !(t->piece[i] = (char *)malloc((size_t)len + 1)) ||
+            fread(t->piece[i], 1, (size_t)len, f) != (size_t)len) {
+            fprintf(stderr, "error: tokenizer '%s' is truncated or corrupt at token %d (the model "
+                    "has a vocabulary of %d)\n", path, i, vocab_size);
+            fclose(f);
+            t->vocab_size = i + 1;
+            return 1;
+        }
+        t->piece[i][len] = '\0';
+        t->sorted[i].str = t->piece[i];
+        t->sorted[i].id = i;
+    }
+    if (fgetc(f) != EOF) {
+        fprintf(stderr, "error: tokenizer '%s' has more than the model's %d tokens\n", path,
+                vocab_size);
+        fclose(f);
+        return 1;
+    }
+    fclose(f);
+    qsort(t->sorted, (size_t)vocab_size, sizeof *t->sorted, tok_cmp);
+    for (i = 0; i < 256; i++) {
+        t->bytes[i][0] = (char)i;
+        t->bytes[i][1] = '\0';
+    }
+    return 0;
+}
+
+static void tok_free(tokenizer *t)
+{
+    int i;
+    for (i = 0; t->piece && i < t->vocab_size; i++) free(t->piece[i]);
+    free(t->piece); free(t->score); free(t->sorted); free(t->buf);
+}
+
+static int tok_lookup(const tokenizer *t, const char *s)
+{
+    token_index key, *hit;
+    key.str = s;
+    key.id = 0;
+    hit = (token_index *)bsearch(&key, t->sorted, (size_t)t->vocab_size, sizeof key, tok_cmp);
+    return hit ? hit->id : -1;
+}
+
+enum { TOKEN_BOS = 1, TOKEN_EOS = 2 };
+
+/* llama2.c's encoder (SentencePiece BPE): BOS if asked, a leading space, one token per UTF-8
+   character (bytes of characters not in the vocabulary as <0xXX> tokens), then repeatedly merge
+   the adjacent pair whose joined piece has the highest score. out holds strlen(text) + 2 ints. */
+static int tok_encode(const tokenizer *t, const char *text, int bos, int *out)
+{
+    int n = 0, i;
+    const char *c = text;
+    if (bos) out[n++] = TOKEN_BOS;
+    if (*text && tok_lookup(t, " ") >= 0) out[n++] = tok_lookup(t, " ");
+    while (*c) {
+        char ch[5];
+        size_t len = 1, j;
+        int id;
+        while (len < 4 && ((unsigned char)c[len] & 0xC0) == 0x80) len++;
+        memcpy(ch, c, len);
+        ch[len] = '\0';
+        if ((id = tok_lookup(t, ch)) >= 0) out[n++] = id;
+        else for (j = 0; j < len; j++) out[n++] = (unsigned char)c[j] + 3;
+        c += len;
+    }
+    for (;;) {
+        float best = -1e10f;
+        int best_i = -1, best_id = -1;
+        for (i = 0; i + 1 < n; i++) {
+            size_t a = strlen(t->piece[out[i]]), b = strlen(t->piece[out[i + 1]]);
+            int id;
+            if (a + b > (size_t)t->max_len) continue;
+            memcpy(t->buf, t->piece[out[i]], a);
+            memcpy(t->buf + a, t->piece[out[i + 1]], b + 1);
+            id = tok_lookup(t, t->buf);
+            if (id >= 0 && t->score[id] > best) {
+                best = t->score[id];
+                best_i = i;
+                best_id = id;
+            }
+        }
+        if (best_i < 0) return n;
+        out[best_i] = best_id;
+        memmove(out + best_i + 1, out + best_i + 2, (size_t)(n - best_i - 2) * sizeof(int));
+        n--;
+    }
+}
+
+/* the text of `token` following `prev`: no leading space after BOS, <0xXX> as the raw byte */
+static const char *tok_decode(const tokenizer *t, int prev, int token)
+{
+    const char *p = t->piece[token];
+    unsigned int byte;
+    if (prev == TOKEN_BOS && p[0] == ' ') p++;
+    if (p[0] == '<' && sscanf(p, "<0x%02X>", &byte) == 1 && byte < 256) return t->bytes[byte];
+    return p;
+}
+
+/* ---- a random baseline policy (KVE_POLICY_CUSTOM) ------------------------------------------ */
+/* Keeps the `window` most recent tokens and a random choice of the older ones, `keep` in all. */
+typedef struct random_policy {
+    int32_t keep, window, n_kv_heads;
+    uint64_t rng;
+    int32_t *slots;      /* scratch: capacity entries */
+    unsigned char *mark; /* scratch: capacity entries */
+} random_policy;
+
+static uint32_t random_u32(uint64_t *s)
+{
+    *s ^= *s >> 12; *s ^= *s << 25; *s ^= *s >> 27;
+    return (uint32_t)((*s * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+/* the slots of (layer, h) holding tokens older than its `recent` newest */
+static int32_t random_old_slots(const kve_cache *c, int32_t layer, int32_t h, int32_t recent,
+                                int32_t *slots)
+{
+    int32_t n = kve_length(c, layer, h), s, count = 0;
+    int64_t newest = -1;
+    for (s = 0; s < n; s++)
+        if (kve_slot_position(c, layer, h, s) > newest) newest = kve_slot_position(c, layer, h, s);
+    for (s = 0; s < n; s++)
+        if (kve_slot_position(c, layer, h, s) <= newest - recent) slots[count++] = s;
+    return count;
+}
+
+/* a full layer: the new token overwrites a random token outside the window (which it joins) */
+static kve_result random_make_room(kve_cache *c, int32_t layer, int32_t *write_slot, void *user)
+{
+    random_policy *p = (random_policy *)user;
+    int32_t h, count;
+    for (h = 0; h < p->n_kv_heads; h++) {
+        count = random_old_slots(c, layer, h, p->window - 1, p->slots);
+        if (count == 0) return KVE_ERROR_POLICY_FAILED;
+        write_slot[h] = p->slots[random_u32(&p->rng) % (uint32_t)count];
+    }
+    return KVE_OK;
+}
+
+/* after a prompt: keep the window newest tokens and keep - window random older ones */
+static kve_result random_compress(kve_cache *c, int32_t layer, void *user)
+{
+    random_policy *p = (random_policy *)user;
+    int32_t h, n, count, i;
+    for (h = 0; h < p->n_kv_heads; h++) {
+        if ((n = kve_length(c, layer, h)) <= p->keep) continue;
+        count = random_old_slots(c, layer, h, p->window, p->slots);
+        memset(p->mark, 1, (size_t)n);
+        for (i = 0; i < count; i++) { /* shuffle; all but the first keep - window go */
+            int32_t j = i + (int32_t)(random_u32(&p->rng) % (uint32_t)(count - i)), t = p->slots[i];
+            p->slots[i] = p->slots[j];
+            p->slots[j] = t;
+            if (i >= p->keep - p->window) p->mark[p->slots[i]] = 0;
+        }
+        kve_keep_slots(c, layer, h, p->mark);
+    }
+    return KVE_OK;
+}
+
+static const kve_policy_vtable random_vtable = {"random", 0, random_make_room, random_compress};
+
+/* ---- policy specs: "name:param=value,param=value" ------------------------------------------- */
+typedef struct policy_spec {
+    const char *text;         /* as given */
+    int random;               /* the random baseline (a custom policy) */
+    int32_t capacity;         /* capacity=, 0 if not given */
+    kve_policy_config cfg;    /* the other parameters; zero fields take the library's defaults */
+    uint64_t seed;
+} policy_spec;
+
+static const struct { const char *name; kve_policy_kind kind; const char *params; } policy_names[] = {
+    {"full", KVE_POLICY_FULL, ""},
+    {"streamingllm", KVE_POLICY_STREAMINGLLM, "capacity sinks pos_shift"},
+    {"snapkv", KVE_POLICY_SNAPKV, "capacity window kernel pooling gqa decode evict_batch"},
+    {"pyramidkv", KVE_POLICY_PYRAMIDKV, "capacity window kernel pooling gqa decode evict_batch beta"},
+    {"h2o", KVE_POLICY_H2O, "capacity window gqa decode"},
+    {"random", KVE_POLICY_CUSTOM, "capacity window seed"},
+};
+
+/* value of an enum parameter by name, -1 if none matches */
+static int spec_word(const char *v, const char *const *words, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        if (strcmp(v, words[i]) == 0) return i;
+    return -1;
+}
+
+static int spec_parse(const char *text, policy_spec *s)
+{
+    static const char *const pooling[] = {"max", "avg", "none"}, *const gqa[] = {"mean", "max", "sum"},
+                             *const decode[] = {"grow", "evict"};
+    char buf[256], *name = buf, *params, *item;
+    size_t i, n_names = sizeof policy_names / sizeof policy_names[0];
+    memset(s, 0, sizeof *s);
+    s->text = text;
+    s->seed = 1;
+    if (strlen(text) >= sizeof buf) {
+        fprintf(stderr, "error: policy spec too long: '%s'\n", text);
+        return 1;
+    }
+    strcpy(buf, text);
+    params = strchr(buf, ':');
+    if (params) *params++ = '\0';
+    for (i = 0; i < n_names && strcmp(name, policy_names[i].name) != 0; i++) {}
+    if (i == n_names) {
+        fprintf(stderr, "error: unknown policy '%s' in '%s' (known: full, streamingllm, snapkv, "
+                "pyramidkv, h2o, random)\n", name, text);
+        return 1;
+    }
+    s->cfg.kind = policy_names[i].kind;
+    s->random = s->cfg.kind == KVE_POLICY_CUSTOM;
+    for (item = params ? strtok(params, ",") : NULL; item; item = strtok(NULL, ",")) {
+        char *value = strchr(item, '='), *end, key[64];
+        long v = 0;
+        int word = -1;
+        if (!value || value == item || !value[1]) {
+            fprintf(stderr, "error: '%s' in policy '%s' is not param=value\n", item, text);
+            return 1;
+        }
+        *value++ = '\0';
+        snprintf(key, sizeof key, " %s ", item);
+        {
+            char allowed[128];
+            snprintf(allowed, sizeof allowed, " %s ", policy_names[i].params);
+            if (!strstr(allowed, key)) {
+                fprintf(stderr, "error: policy %s has no parameter '%s' (it takes: %s)\n",
+                        policy_names[i].name, item,
+                        policy_names[i].params[0] ? policy_names[i].params : "none");
+                return 1;
+            }
+        }
+        if (!strcmp(item, "pooling")) word = spec_word(value, pooling, 3);
+        else if (!strcmp(item, "gqa")) word = spec_word(value, gqa, 3);
+        else if (!strcmp(item, "decode")) word = spec_word(value, decode, 2);
+        else {
+            errno = 0;
+            v = strtol(value, &end, 10);
+            if (*end || errno || v < 0 || v > INT32_MAX ||
+                (!strcmp(item, "pos_shift") && v > 1)) {
+                fprintf(stderr, "error: bad value '%s' for %s in policy '%s'\n", value, item, text);
+                return 1;
+            }
+        }
+        if ((!strcmp(item, "pooling") || !strcmp(item, "gqa") || !strcmp(item, "decode")) &&
+            word < 0) {
+            fprintf(stderr, "error: bad value '%s' for %s in policy '%s' (one of: %s)\n", value,
+                    item, text, !strcmp(item, "pooling") ? "max avg none"
+                                : !strcmp(item, "gqa") ? "mean max sum" : "grow evict");
+            return 1;
+        }
+        if (!strcmp(item, "capacity")) s->capacity = (int32_t)v;
+        else if (!strcmp(item, "window")) s->cfg.window = (int32_t)v;
+        else if (!strcmp(item, "kernel")) s->cfg.kernel = (int32_t)v;
+        else if (!strcmp(item, "beta")) s->cfg.beta = (int32_t)v;
+        else if (!strcmp(item, "evict_batch")) s->cfg.evict_batch = (int32_t)v;
+        else if (!strcmp(item, "sinks")) s->cfg.sinks = v == 0 ? KVE_NO_SINKS : (int32_t)v;
+        else if (!strcmp(item, "pos_shift")) s->cfg.pos_shift = v ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
+        else if (!strcmp(item, "seed")) s->seed = (uint64_t)v + 1;
+        else if (!strcmp(item, "pooling")) s->cfg.pooling = (kve_pooling)(KVE_POOL_MAX + word);
+        else if (!strcmp(item, "gqa")) s->cfg.gqa = (kve_reduce)(KVE_REDUCE_MEAN + word);
+        else if (!strcmp(item, "decode")) s->cfg.decode = (kve_decode_mode)(KVE_DECODE_GROW + word);
+    }
+    if (s->cfg.kind != KVE_POLICY_FULL && s->capacity <= 0) {
+        fprintf(stderr, "error: policy '%s' needs capacity=N (N > 0)\n", text);
+        return 1;
+    }
+    if (s->random && s->capacity <= (s->cfg.window ? s->cfg.window : 32)) {
+        fprintf(stderr, "error: policy '%s': capacity must be larger than the window\n", text);
+        return 1;
+    }
+    return 0;
+}
+
+/* The kve_policy_config of a spec and the slots its buffers need.
+   stream: the cache stays within capacity as tokens come (evicting policies evict as they go);
+   otherwise a prompt is prefilled with the whole cache, then compressed (kve_compress_all), and
+   the cache grows (decode=grow, the default there) or evicts. full_slots: what a cache without
+   eviction needs (prompt + continuation, or the whole stream). rnd: state of the random policy. */
+static int spec_setup(const policy_spec *s, const model *m, int stream, int32_t full_slots,
+                      random_policy *rnd, kve_policy_config *pc, int32_t *slots)
+{
+    *pc = s->cfg;
+    pc->budget = s->capacity;
+    *slots = s->capacity;
+    if (s->cfg.kind == KVE_POLICY_FULL) {
+        *slots = full_slots;
+    } else if (s->random) {
+        rnd->keep = s->capacity;
+        rnd->window = s->cfg.window ? s->cfg.window : 32;
+        rnd->n_kv_heads = m->n_kv_heads;
+        rnd->rng = s->seed * 0x9E3779B97F4A7C15ull;
+        pc->custom = &random_vtable;
+        pc->custom_user = rnd;
+        pc->budget = 0; /* = the buffer: the prompt is prefilled whole, compress keeps `keep` */
+        if (!stream && full_slots > *slots) *slots = full_slots;
+    } else if (s->cfg.kind != KVE_POLICY_STREAMINGLLM) {
+        if (stream && s->cfg.decode == KVE_DECODE_GROW) {
+            fprintf(stderr, "error: policy '%s': decode=grow cannot keep a stream within its "
+                    "capacity (use decode=evict)\n", s->text);
+            return 1;
+        }
+        if (stream) pc->decode = KVE_DECODE_EVICT;
+        else if (pc->decode == KVE_DECODE_DEFAULT) pc->decode = KVE_DECODE_GROW;
+        if (!stream && full_slots > *slots) *slots = full_slots;
+        if (s->cfg.kind == KVE_POLICY_PYRAMIDKV && m->n_layers > 1) {
+            /* the lowest layer keeps more than the mean budget: size the buffers for it */
+            kve_config c;
+            int32_t *b = (int32_t *)xmalloc((size_t)m->n_layers * sizeof(int32_t)), l;
+            memset(&c, 0, sizeof c);
+            c.n_layers = 1; c.n_heads = 1; c.head_dim = 2; c.capacity = KVE_MAX_CAPACITY;
+            c.policy = *pc;
+            if (kve_config_resolve(&c, &c) == KVE_OK &&
+                kve_pyramid_budgets(s->capacity, c.policy.window, c.policy.beta, m->n_layers,
+                                    KVE_MAX_POSITION, b) == KVE_OK)
+                for (l = 0; l < m->n_layers; l++)
+                    if (b[l] > *slots) *slots = b[l];
+            free(b);
+        }
+    }
+    if (s->random) { /* freed by the caller */
+        rnd->slots = (int32_t *)xmalloc((size_t)*slots * sizeof(int32_t));
+        rnd->mark = (unsigned char *)xmalloc((size_t)*slots);
+    }
+    return 0;
+}
+
+/* ---- the engine: a model, a kvevict cache, activations ------------------------------------- */
+typedef struct engine {
+    const model *m;
+    kve_cache cache;
+    float *kbuf, *vbuf; /* the K/V buffers: ours, kvevict only manages them */
+    void *mem;          /* kvevict's bookkeeping */
+    int max_batch;      /* tokens per engine_run */
+    float *x, *xb, *hb, *hb2, *q, *k, *v, *att; /* [max_batch][width] */
+} engine;
+
+static int engine_open(engine *e, const model *m, const kve_policy_config *policy,
+                       int32_t capacity, int max_batch)
+{
+    kve_config cfg;
+    kve_buffers buf;
+    size_t floats, bytes, B = (size_t)max_batch;
+    kve_result r;
+    memset(e, 0, sizeof *e);
+    memset(&cfg, 0, sizeof cfg);
+    memset(&buf, 0, sizeof buf);
+    cfg.n_layers = m->n_layers;
+    cfg.n_heads = m->n_heads;
+    cfg.n_kv_heads = m->n_kv_heads;
+    cfg.head_dim = m->head_dim;
+    cfg.capacity = capacity;
+    cfg.rope_layout = KVE_ROPE_INTERLEAVED; /* llama2.c; theta 0 = 10000 */
+    cfg.policy = *policy;
+    if ((r = kve_buffer_floats(&cfg, KVE_LAYOUT_DEFAULT, &floats)) != KVE_OK ||
+        (r = kve_cache_size(&cfg, &bytes)) != KVE_OK) {
+        fprintf(stderr, "error: cache configuration: %s\n", kve_result_string(r));
+        return 1;
+    }
+    e->m = m;
+    e->max_batch = max_batch;
+    e->kbuf = (float *)xmalloc(floats * sizeof(float));
+    e->vbuf = (float *)xmalloc(floats * sizeof(float));
+    e->mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!e->mem) {
+        fprintf(stderr, "error: out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    buf.k = e->kbuf; buf.v = e->vbuf;
+    buf.k_floats = buf.v_floats = floats;
+    if ((r = kve_cache_init(&cfg, &buf, e->mem, bytes, &e->cache)) != KVE_OK) {
+        fprintf(stderr, "error: kve_cache_init: %s\n", kve_result_string(r));
+        return 1;
+    }
+    e->x = (float *)xmalloc(B * (size_t)m->dim * sizeof(float));
+    e->xb = (float *)xmalloc(B * (size_t)m->dim * sizeof(float));
+    e->att = (float *)xmalloc(B * (size_t)m->dim * sizeof(float));
+    e->q = (float *)xmalloc(B * (size_t)m->dim * sizeof(float));
+    e->k = (float *)xmalloc(B * (size_t)m->kv_dim * sizeof(float));
+    e->v = (float *)xmalloc(B * (size_t)m->kv_dim * sizeof(float));
+    e->hb = (float *)xmalloc(B * (size_t)m->hidden_dim * sizeof(float));
+    e->hb2 = (float *)xmalloc(B * (size_t)m->hidden_dim * sizeof(float));
+    return 0;
+}
+
+static void engine_close(engine *e)
+{
+    free(e->kbuf); free(e->vbuf); free(e->mem);
+    free(e->x); free(e->xb); free(e->att); free(e->q); free(e->k); free(e->v);
+    free(e->hb); free(e->hb2);
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n)
+{
+    float ss = 0.0f;
+    int i;
+    for (i = 0; i < n; i++) ss += x[i] * x[i];
+    ss = 1.0f / sqrtf(ss / (float)n + 1e-5f);
+    for (i = 0; i < n; i++) out[i] = w[i] * (ss * x[i]);
+}
+
+/* out[rows] = W[rows][cols] . x[cols] */
+static void matmul(float *out, const float *x, const float *w, int cols, int rows)
+{
+    int i, j;
+    for (i = 0; i < rows; i++) {
+        float s = 0.0f;
+        for (j = 0; j < cols; j++) s += w[(size_t)i * (size_t)cols + (size_t)j] * x[j];
+        out[i] = s;
+    }
+}
+
+/* Runs n tokens at positions pos .. pos+n-1 through the model and writes the logits of the last
+   one (NULL: skip the classifier). n = 1 is a decoding step (kve_attend); n > 1 a prefill
+   (kve_prefill), whose tokens must all fit in the cache without eviction. */
+static kve_result engine_run(engine *e, const int *tokens, int n, int64_t pos, float *logits)
+{
+    const model *m = e->m;
+    int dim = m->dim, kvd = m->kv_dim, hid = m->hidden_dim, l, t, i;
+    kve_result r;
+    if (n < 1 || n > e->max_batch) return KVE_ERROR_INVALID_COUNT;
+    for (t = 0; t < n; t++)
+        memcpy(e->x + (size_t)t * dim, m->emb + (size_t)tokens[t] * dim, (size_t)dim * sizeof(float));
+    for (l = 0; l < m->n_layers; l++) {
+        size_t lq = (size_t)l * dim * dim, lkv = (size_t)l * dim * kvd, lh = (size_t)l * dim * hid;
+        for (t = 0; t < n; t++) {
+            float *xb = e->xb + (size_t)t * dim;
+            rmsnorm(xb, e->x + (size_t)t * dim, m->rms_att + (size_t)l * dim, dim);
+            matmul(e->q + (size_t)t * dim, xb, m->wq + lq, dim, dim);
+            matmul(e->k + (size_t)t * kvd, xb, m->wk + lkv, dim, kvd);
+            matmul(e->v + (size_t)t * kvd, xb, m->wv + lkv, dim, kvd);
+            /* kvevict: store k and v (before RoPE); the policy evicts if the layer is full */
+            r = kve_store(&e->cache, l, pos + t, e->k + (size_t)t * kvd, e->v + (size_t)t * kvd, NULL);
+            if (r != KVE_OK) return r;
+        }
+        /* kvevict: attention of the queries (before RoPE) over what the cache holds */
+        r = n == 1 ? kve_attend(&e->cache, l, e->q, e->att)
+                   : kve_prefill(&e->cache, l, n, e->q, NULL, e->att);
+        if (r != KVE_OK) return r;
+        for (t = 0; t < n; t++) {
+            float *x = e->x + (size_t)t * dim, *xb = e->xb + (size_t)t * dim;
+            float *hb = e->hb + (size_t)t * hid, *hb2 = e->hb2 + (size_t)t * hid;
+            matmul(xb, e->att + (size_t)t * dim, m->wo + lq, dim, dim);
+            for (i = 0; i < dim; i++) x[i] += xb[i];
+            rmsnorm(xb, x, m->rms_ffn + (size_t)l * dim, dim);
+            matmul(hb, xb, m->w1 + lh, dim, hid);
+            matmul(hb2, xb, m->w3 + lh, dim, hid);
+            for (i = 0; i < hid; i++) hb[i] = hb[i] / (1.0f + expf(-hb[i])) * hb2[i];
+            matmul(xb, hb, m->w2 + lh, hid, dim);
+            for (i = 0; i < dim; i++) x[i] += xb[i];
+        }
+    }
+    if (logits) {
+        rmsnorm(e->xb, e->x + (size_t)(n - 1) * dim, m->rms_final, dim);
+        matmul(logits, e->xb, m->wcls, dim, m->vocab_size);
+    }
+    return KVE_OK;
+}
+
+/* log-softmax in double precision: out[i] = log p(i) */
+static void log_softmax(const float *logits, int n, double *out)
+{
+    double mx = logits[0], sum = 0.0, lse;
+    int i;
+    for (i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
+    for (i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    lse = mx + log(sum);
+    for (i = 0; i < n; i++) out[i] = (double)logits[i] - lse;
+}
+
+#endif /* KVEVICT_EXAMPLES_ENGINE_H */

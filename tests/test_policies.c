@@ -1,0 +1,532 @@
+/* Policy tests: selections against an independent double-precision reference of SPEC's
+   SnapKV / PyramidKV / H2O, StreamingLLM against a naive reference and across storage modes,
+   decode-time eviction, user policies, and invalid parameters. */
+#define KVEVICT_IMPLEMENTATION
+#include "kvevict.h"
+#include "testutil.h"
+
+/* ---- reference selection (SPEC.md, written out again in double precision) ---------------- */
+typedef struct sel_case {
+    const char *name;
+    kve_policy_kind kind;
+    int H, Hk, d, L, w, C, kernel, n_layers, layer;
+    kve_pooling pooling;
+    kve_reduce gqa;
+} sel_case;
+
+static long ref_pyramid_prefix(long C, long w, long beta, long n_layers, long layer, long L)
+{
+    long mn, mx;
+    if (L < C) return -1;
+    if (L < 2 * (C - w)) return C - w;
+    mn = (C - w) / beta;
+    mx = 2 * (C - w) - mn;
+    if (mx >= L - w) { mx = L - w; mn = 2 * (C - w) - mx; }
+    if (n_layers == 1) return C - w;
+    return mx - layer * ((mx - mn) / (n_layers - 1));
+}
+
+/* reference pooled score per prefix position of KV head kvh */
+static void ref_scores(const sel_case *sc, const float *q, const float *k, int kvh, double *score)
+{
+    int G = sc->H / sc->Hk, L = sc->L, d = sc->d, P = L - sc->w, g, i, j, x;
+    double *rows = (double *)tu_alloc((size_t)G * P * sizeof(double));
+    double *lg = (double *)tu_alloc((size_t)L * sizeof(double));
+    double *red = (double *)tu_alloc((size_t)P * sizeof(double));
+    int first_q = sc->kind == KVE_POLICY_H2O ? 0 : L - sc->w;
+    for (g = 0; g < G; g++) {
+        int h = kvh * G + g;
+        for (i = first_q; i < L; i++) {
+            double mx = -INFINITY, sum = 0;
+            for (j = 0; j <= i; j++) {
+                double dot = 0;
+                for (x = 0; x < d; x++) dot += (double)q[((size_t)i * sc->H + h) * d + x] * k[((size_t)j * sc->Hk + kvh) * d + x];
+                lg[j] = dot / sqrt((double)d);
+                if (lg[j] > mx) mx = lg[j];
+            }
+            for (j = 0; j <= i; j++) sum += (lg[j] = exp(lg[j] - mx));
+            for (j = 0; j < P && j <= i; j++) rows[g * P + j] += lg[j] / sum;
+        }
+    }
+    for (j = 0; j < P; j++) {
+        double a = rows[j];
+        for (g = 1; g < G; g++) a = sc->gqa == KVE_REDUCE_MAX ? fmax(a, rows[g * P + j]) : a + rows[g * P + j];
+        red[j] = sc->gqa == KVE_REDUCE_MAX ? a : a / G;
+    }
+    for (j = 0; j < P; j++) {
+        int half = sc->kernel / 2, lo = j - half, hi = j + half;
+        double a = sc->pooling == KVE_POOL_MAX ? -INFINITY : 0;
+        if (sc->kind == KVE_POLICY_H2O || sc->kernel == 1) { score[j] = red[j]; continue; }
+        for (x = lo < 0 ? 0 : lo; x <= hi && x < P; x++)
+            a = sc->pooling == KVE_POOL_MAX ? fmax(a, red[x]) : a + red[x];
+        score[j] = sc->pooling == KVE_POOL_MAX ? a : a / sc->kernel;
+    }
+    free(rows); free(lg); free(red);
+}
+
+static void run_selection(const sel_case *sc)
+{
+    kve_config cfg;
+    tu_cache t;
+    int L = sc->L, H = sc->H, Hk = sc->Hk, d = sc->d, i, h;
+    float *q = (float *)tu_alloc((size_t)L * H * d * sizeof(float));
+    float *k = (float *)tu_alloc((size_t)L * Hk * d * sizeof(float));
+    float *out = (float *)tu_alloc((size_t)L * H * d * sizeof(float));
+    long expect_prefix;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = sc->n_layers; cfg.n_heads = H; cfg.n_kv_heads = Hk; cfg.head_dim = d;
+    cfg.capacity = L > sc->C ? L : sc->C;
+    cfg.rope_layout = KVE_ROPE_NONE;
+    cfg.policy.kind = sc->kind;
+    cfg.policy.budget = sc->C; cfg.policy.window = sc->w; cfg.policy.kernel = sc->kernel;
+    cfg.policy.pooling = sc->pooling; cfg.policy.gqa = sc->gqa;
+    cfg.policy.decode = KVE_DECODE_GROW;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    tu_seed((unsigned long long)(L * 31 + sc->C + sc->kernel * 7 + H));
+    tu_fill(q, (size_t)L * H * d, 1.5f);
+    tu_fill(k, (size_t)L * Hk * d, 1.5f);
+    for (i = 0; i < L; i++) CHECK_RESULT(kve_store(&t.c, sc->layer, i, k + (size_t)i * Hk * d, k, NULL), KVE_OK);
+    CHECK_RESULT(kve_prefill(&t.c, sc->layer, L, q, NULL, out), KVE_OK);
+    CHECK_RESULT(kve_compress(&t.c, sc->layer), KVE_OK);
+    CHECK_RESULT(kve_check(&t.c), KVE_OK);
+    if (sc->kind == KVE_POLICY_PYRAMIDKV)
+        expect_prefix = ref_pyramid_prefix(sc->C, sc->w, 20, sc->n_layers, sc->layer, L);
+    else
+        expect_prefix = L < sc->C ? -1 : sc->C - sc->w;
+    for (h = 0; h < Hk; h++) {
+        int n = kve_length(&t.c, sc->layer, h), P = L - sc->w, j;
+        unsigned char *kept = (unsigned char *)tu_alloc((size_t)L);
+        double *score = (double *)tu_alloc((size_t)P * sizeof(double));
+        double min_kept = INFINITY, max_dropped = -INFINITY;
+        int window_ok = 1;
+        for (j = 0; j < n; j++) kept[kve_slot_position(&t.c, sc->layer, h, j)] = 1;
+        if (expect_prefix < 0) {
+            CHECK(n == L, "%s head %d: keeps %d of %d, expected all", sc->name, h, n, L);
+        } else {
+            CHECK(n == expect_prefix + sc->w, "%s head %d: keeps %d, expected %ld", sc->name, h, n,
+                  expect_prefix + sc->w);
+            for (j = P; j < L; j++) window_ok &= kept[j];
+            CHECK(window_ok, "%s head %d: window not kept", sc->name, h);
+            ref_scores(sc, q, k, h, score);
+            for (j = 0; j < P; j++) {
+                if (kept[j]) min_kept = fmin(min_kept, score[j]);
+                else max_dropped = fmax(max_dropped, score[j]);
+            }
+            CHECK(expect_prefix == 0 || expect_prefix == P || min_kept >= max_dropped - 1e-5 * fabs(max_dropped),
+                  "%s head %d: kept score %.9g < dropped %.9g", sc->name, h, min_kept, max_dropped);
+        }
+        /* bytes reported for the layer follow the lengths */
+        free(kept); free(score);
+    }
+    {
+        size_t expect = 0;
+        for (h = 0; h < Hk; h++) expect += (size_t)kve_length(&t.c, sc->layer, h) * d * 2 * sizeof(float);
+        CHECK(kve_layer_bytes(&t.c, sc->layer) == expect, "%s: layer bytes", sc->name);
+    }
+    free(q); free(k); free(out);
+    tu_close(&t);
+}
+
+static void test_selections(void)
+{
+    static const sel_case cases[] = {
+        {"snapkv avg", KVE_POLICY_SNAPKV, 2, 2, 16, 64, 8, 24, 5, 1, 0, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"snapkv max", KVE_POLICY_SNAPKV, 2, 2, 16, 64, 8, 24, 7, 1, 0, KVE_POOL_MAX, KVE_REDUCE_MEAN},
+        {"snapkv L < C", KVE_POLICY_SNAPKV, 2, 2, 16, 20, 8, 24, 5, 1, 0, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"snapkv L == C", KVE_POLICY_SNAPKV, 2, 2, 16, 24, 8, 24, 5, 1, 0, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"snapkv kernel 1", KVE_POLICY_SNAPKV, 3, 3, 8, 50, 4, 20, 1, 1, 0, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"snapkv gqa 8:1 mean", KVE_POLICY_SNAPKV, 16, 2, 16, 80, 8, 32, 5, 1, 0, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"snapkv gqa 8:1 max", KVE_POLICY_SNAPKV, 8, 1, 16, 80, 8, 32, 5, 1, 0, KVE_POOL_AVG, KVE_REDUCE_MAX},
+        {"pyramidkv L0", KVE_POLICY_PYRAMIDKV, 2, 2, 16, 64, 8, 24, 5, 5, 0, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"pyramidkv L2", KVE_POLICY_PYRAMIDKV, 4, 2, 16, 64, 8, 24, 5, 5, 2, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"pyramidkv deep, C-w = 0", KVE_POLICY_PYRAMIDKV, 2, 2, 16, 64, 8, 24, 5, 5, 4, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"pyramidkv one layer", KVE_POLICY_PYRAMIDKV, 2, 2, 16, 64, 8, 24, 5, 1, 0, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"pyramidkv uniform", KVE_POLICY_PYRAMIDKV, 2, 2, 16, 28, 8, 24, 5, 4, 3, KVE_POOL_AVG, KVE_REDUCE_MEAN},
+        {"h2o", KVE_POLICY_H2O, 2, 2, 16, 64, 8, 24, 1, 1, 0, KVE_POOL_NONE, KVE_REDUCE_MEAN},
+        {"h2o gqa 8:1 max", KVE_POLICY_H2O, 8, 1, 16, 64, 8, 24, 1, 1, 0, KVE_POOL_NONE, KVE_REDUCE_MAX},
+    };
+    int i;
+    for (i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) run_selection(&cases[i]);
+}
+
+static void test_pyramid_schedule(void)
+{
+    int32_t b[5];
+    long sum = 0;
+    int l;
+    CHECK_RESULT(kve_pyramid_budgets(24, 8, 20, 4, 40, b), KVE_OK);
+    CHECK(b[0] == 40 && b[1] == 30 && b[2] == 20 && b[3] == 10, "schedule 40/30/20/10: %d %d %d %d", b[0], b[1], b[2], b[3]);
+    CHECK_RESULT(kve_pyramid_budgets(24, 8, 20, 4, 28, b), KVE_OK);
+    CHECK(b[0] == 24 && b[3] == 24, "uniform branch");
+    CHECK_RESULT(kve_pyramid_budgets(24, 8, 20, 4, 20, b), KVE_OK);
+    CHECK(b[0] == 20 && b[3] == 20, "keep-all branch");
+    CHECK_RESULT(kve_pyramid_budgets(24, 8, 20, 1, 100, b), KVE_OK);
+    CHECK(b[0] == 24, "one layer is SnapKV");
+    CHECK_RESULT(kve_pyramid_budgets(24, 8, 20, 5, 64, b), KVE_OK);
+    CHECK(b[4] == 8, "deepest layer keeps only the window: %d", b[4]);
+    /* the floor quirk: the mean budget is at least C */
+    {
+        int32_t bb[32];
+        kve_pyramid_budgets(2048, 32, 20, 32, 100000, bb);
+        for (l = 0; l < 32; l++) sum += bb[l];
+        CHECK(sum >= 32L * 2048 && bb[0] > bb[31], "pyramid mean %ld / 32 vs C 2048", sum);
+    }
+    CHECK_RESULT(kve_pyramid_budgets(24, 24, 20, 4, 40, b), KVE_ERROR_WINDOW_TOO_LARGE);
+    CHECK_RESULT(kve_pyramid_budgets(24, 8, 0, 4, 40, b), KVE_ERROR_INVALID_PARAMETER);
+    CHECK_RESULT(kve_pyramid_budgets(24, 8, 20, 0, 40, b), KVE_ERROR_INVALID_DIMENSIONS);
+    CHECK_RESULT(kve_pyramid_budgets(24, 8, 20, 4, 40, NULL), KVE_ERROR_NULL_ARGUMENT);
+}
+
+static void test_pool_and_select(void)
+{
+    float in[6] = {1, 5, 2, 2, 9, 0}, out[6];
+    unsigned char keep[6];
+    int32_t order[6];
+    CHECK_RESULT(kve_pool1d(in, 6, 3, KVE_POOL_AVG, out), KVE_OK);
+    CHECK(fabsf(out[0] - 2.0f) < 1e-6 && fabsf(out[5] - 3.0f) < 1e-6 && fabsf(out[2] - 3.0f) < 1e-6,
+          "avg pool counts the zero padding: %g %g %g", out[0], out[2], out[5]);
+    CHECK_RESULT(kve_pool1d(in, 6, 3, KVE_POOL_MAX, out), KVE_OK);
+    CHECK(out[0] == 5 && out[5] == 9 && out[3] == 9, "max pool");
+    CHECK_RESULT(kve_pool1d(in, 6, 4, KVE_POOL_MAX, out), KVE_ERROR_EVEN_KERNEL);
+    CHECK_RESULT(kve_pool1d(in, 6, 3, KVE_POOL_MAX, in), KVE_ERROR_INVALID_PARAMETER);
+    {
+        float s[6] = {3, 7, 7, 1, 7, NAN};
+        CHECK_RESULT(kve_select_top(s, 6, 2, keep, order), KVE_OK);
+        CHECK(keep[1] && keep[2] && !keep[4], "ties go to the lower index");
+        CHECK_RESULT(kve_select_top(s, 6, 5, keep, order), KVE_OK);
+        CHECK(!keep[5] && keep[3], "NaN ranks lowest");
+        CHECK_RESULT(kve_select_top(s, 6, 7, keep, order), KVE_ERROR_INVALID_COUNT);
+    }
+}
+
+/* ---- StreamingLLM ---------------------------------------------------------------------- */
+/* naive reference: a list of kept tokens; positions are cache indices (pos-shift) or true */
+static double streaming_vs_reference(int sinks, int recent, int pos_shift, kve_key_storage keys,
+                                     kve_rope_layout layout, int steps)
+{
+    int H = 4, Hk = 2, d = 16, G = 2, cap = sinks + recent + 1, s, h, j;
+    kve_config cfg;
+    tu_cache t;
+    float q[64], k[32], v[32], out[64];
+    float *allk = (float *)tu_alloc((size_t)steps * 32 * sizeof(float));
+    float *allv = (float *)tu_alloc((size_t)steps * 32 * sizeof(float));
+    int *kept = (int *)tu_alloc((size_t)(cap + 1) * sizeof(int));
+    int nkept = 0;
+    double worst = 0, ref[16];
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = Hk; cfg.head_dim = d; cfg.capacity = cap;
+    cfg.rope_layout = layout; cfg.key_storage = keys;
+    cfg.policy.kind = KVE_POLICY_STREAMINGLLM;
+    cfg.policy.sinks = sinks ? sinks : KVE_NO_SINKS;
+    cfg.policy.pos_shift = pos_shift ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    tu_seed((unsigned long long)(sinks * 100 + recent + pos_shift * 7 + keys));
+    for (s = 0; s < steps; s++) {
+        tu_fill(q, 64, 1.0f); tu_fill(k, 32, 1.0f); tu_fill(v, 32, 1.0f);
+        memcpy(allk + (size_t)s * 32, k, sizeof k);
+        memcpy(allv + (size_t)s * 32, v, sizeof v);
+        CHECK_RESULT(kve_store(&t.c, 0, s, k, v, NULL), KVE_OK);
+        CHECK_RESULT(kve_attend(&t.c, 0, q, out), KVE_OK);
+        kept[nkept++] = s;
+        for (h = 0; h < H; h++) {
+            const float *kp[64], *vp[64];
+            double kpos[64];
+            for (j = 0; j < nkept; j++) {
+                kp[j] = allk + (size_t)kept[j] * 32 + (h / G) * d;
+                vp[j] = allv + (size_t)kept[j] * 32 + (h / G) * d;
+                kpos[j] = pos_shift ? j : kept[j];
+            }
+            ref_attend(q + h * d, pos_shift ? nkept - 1 : s, kp, vp, kpos, nkept, d,
+                       layout == KVE_ROPE_HALF ? 2 : 1, 10000.0, ref, NULL);
+            worst = fmax(worst, rel_err_fd(out + h * d, ref, (size_t)d));
+        }
+        if (nkept > sinks + recent) { /* evict: keep the first sinks and the last recent */
+            memmove(kept + sinks, kept + sinks + 1, (size_t)(nkept - sinks - 1) * sizeof(int));
+            nkept--;
+        }
+        CHECK(kve_length(&t.c, 0, 1) <= cap, "length within capacity");
+    }
+    CHECK_RESULT(kve_check(&t.c), KVE_OK);
+    free(allk); free(allv); free(kept);
+    tu_close(&t);
+    return worst;
+}
+
+static void test_streaming_reference(void)
+{
+    int ps, keys, li, i;
+    struct { int sinks, recent; } shapes[] = {{4, 12}, {0, 10}, {3, 0}, {1, 1}};
+    for (i = 0; i < 4; i++)
+        for (ps = 0; ps <= 1; ps++)
+            for (keys = 1; keys <= 2; keys++)
+                for (li = 0; li < 2; li++) {
+                    double e = streaming_vs_reference(shapes[i].sinks, shapes[i].recent, ps,
+                                                      (kve_key_storage)keys,
+                                                      li ? KVE_ROPE_HALF : KVE_ROPE_INTERLEAVED, 150);
+                    CHECK(e < 1e-5, "streaming sinks=%d recent=%d pos_shift=%d keys=%d layout=%d: %g",
+                          shapes[i].sinks, shapes[i].recent, ps, keys, li, e);
+                }
+}
+
+/* 10,000 steps: pre-RoPE and post-RoPE storage agree, with pos-shift and without */
+static void test_streaming_long(void)
+{
+    int ps, s, H = 8, Hk = 2, d = 32, cap = 64;
+    for (ps = 0; ps <= 1; ps++) {
+        kve_config cfg;
+        tu_cache a, b;
+        float q[256], k[64], v[64], oa[256], ob[256];
+        double worst = 0;
+        int moved = 0;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = Hk; cfg.head_dim = d; cfg.capacity = cap;
+        cfg.policy.kind = KVE_POLICY_STREAMINGLLM;
+        cfg.policy.pos_shift = ps ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
+        cfg.key_storage = KVE_KEYS_POST_ROPE;
+        tu_open(&a, &cfg);
+        cfg.key_storage = KVE_KEYS_PRE_ROPE;
+        tu_open(&b, &cfg);
+        tu_seed(77 + (unsigned long long)ps);
+        for (s = 0; s < 10000; s++) {
+            int32_t sa[2], sb[2];
+            tu_fill(q, 256, 1.0f); tu_fill(k, 64, 1.0f); tu_fill(v, 64, 1.0f);
+            kve_store(&a.c, 0, s, k, v, sa);
+            kve_store(&b.c, 0, s, k, v, sb);
+            kve_attend(&a.c, 0, q, oa);
+            kve_attend(&b.c, 0, q, ob);
+            worst = fmax(worst, rel_err_ff(oa, ob, 256));
+            /* the new token overwrote exactly the oldest recent slot: a ring, nothing moved */
+            if (s >= cap) moved |= sa[0] != 4 + (s - cap) % (cap - 4);
+        }
+        CHECK(worst < 1e-4, "pre vs post RoPE over 10,000 steps, pos_shift=%d: %g", ps, worst);
+        CHECK(!moved, "eviction must reuse the ring slot");
+        CHECK_RESULT(kve_check(&a.c), KVE_OK);
+        CHECK_RESULT(kve_check(&b.c), KVE_OK);
+        tu_close(&a); tu_close(&b);
+    }
+}
+
+/* ---- decode-time eviction ---------------------------------------------------------------- */
+static void test_snapkv_decode_evict(void)
+{
+    int H = 4, Hk = 2, d = 16, s, over = 0, window_ok = 1, shrank = 0, l;
+    kve_policy_kind kinds[2] = {KVE_POLICY_SNAPKV, KVE_POLICY_PYRAMIDKV};
+    int ki;
+    for (ki = 0; ki < 2; ki++) {
+        kve_config cfg;
+        tu_cache t;
+        float q[64], k[32], v[32], out[64];
+        memset(&cfg, 0, sizeof cfg);
+        cfg.n_layers = 3; cfg.n_heads = H; cfg.n_kv_heads = Hk; cfg.head_dim = d; cfg.capacity = 64;
+        cfg.policy.kind = kinds[ki]; cfg.policy.budget = 32; cfg.policy.window = 8;
+        cfg.policy.decode = KVE_DECODE_EVICT; cfg.policy.evict_batch = 4;
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        tu_seed(21);
+        for (s = 0; s < 400; s++) {
+            tu_fill(q, 64, 1.0f); tu_fill(k, 32, 1.0f); tu_fill(v, 32, 1.0f);
+            for (l = 0; l < 3; l++) {
+                int before = kve_length(&t.c, l, 0), j, p, after;
+                CHECK_RESULT(kve_store(&t.c, l, s, k, v, NULL), KVE_OK);
+                CHECK_RESULT(kve_attend(&t.c, l, q, out), KVE_OK);
+                after = kve_length(&t.c, l, 0);
+                over |= after > kve_layer_budget(&t.c, l);
+                shrank |= after < before;
+                for (p = s - 7 < 0 ? 0 : s - 7; p <= s; p++) {
+                    int found = 0;
+                    for (j = 0; j < after; j++) found |= kve_slot_position(&t.c, l, 0, j) == p;
+                    window_ok &= found;
+                }
+            }
+        }
+        CHECK(!over, "%d: a layer exceeded its budget", ki);
+        CHECK(shrank, "%d: decode eviction never ran", ki);
+        CHECK(window_ok, "%d: a token of the recent window was evicted", ki);
+        CHECK_RESULT(kve_check(&t.c), KVE_OK);
+        if (ki == 1) CHECK(kve_layer_budget(&t.c, 0) > kve_layer_budget(&t.c, 2), "pyramid budgets shrink with depth");
+        tu_close(&t);
+    }
+    {
+        /* the reference behaviour: compress the prompt, then grow until the buffer is full */
+        kve_config cfg;
+        tu_cache t;
+        float q[64] = {0}, k[32] = {0}, v[32] = {0}, out[64];
+        memset(&cfg, 0, sizeof cfg);
+        cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = Hk; cfg.head_dim = d; cfg.capacity = 48;
+        cfg.policy.kind = KVE_POLICY_SNAPKV; cfg.policy.budget = 24; cfg.policy.window = 8;
+        tu_open(&t, &cfg);
+        for (s = 0; s < 40; s++) kve_store(&t.c, 0, s, k, v, NULL);
+        CHECK_RESULT(kve_compress(&t.c, 0), KVE_ERROR_NO_QUERIES);
+        kve_attend(&t.c, 0, q, out);
+        CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+        CHECK(kve_length(&t.c, 0, 0) == 24, "compressed to the budget");
+        for (s = 40; s < 64; s++) CHECK_RESULT(kve_store(&t.c, 0, s, k, v, NULL), KVE_OK);
+        CHECK(kve_length(&t.c, 0, 0) == 48, "grows after compression");
+        CHECK_RESULT(kve_store(&t.c, 0, 64, k, v, NULL), KVE_ERROR_CACHE_FULL);
+        tu_close(&t);
+    }
+}
+
+/* H2O decode: the evicted token is the lightest by accumulated attention outside the window */
+static void test_h2o_decode(void)
+{
+    int H = 4, Hk = 1, d = 16, budget = 16, w = 4, s, j, h, steps = 300, bad = 0, evictions = 0;
+    kve_config cfg;
+    tu_cache t;
+    float q[64], k[16], v[16], out[64], wts[4 * 16];
+    double *acc = (double *)tu_alloc((size_t)steps * sizeof(double) * 4);
+    kve_attend_options opt;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = Hk; cfg.head_dim = d; cfg.capacity = budget;
+    cfg.policy.kind = KVE_POLICY_H2O; cfg.policy.budget = budget; cfg.policy.window = w;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    memset(&opt, 0, sizeof opt);
+    opt.weights = wts;
+    tu_seed(5);
+    for (s = 0; s < steps; s++) {
+        int64_t before[16];
+        int nb = kve_length(&t.c, 0, 0), evicted = -1;
+        for (j = 0; j < nb; j++) before[j] = kve_slot_position(&t.c, 0, 0, j);
+        tu_fill(q, 64, 2.0f); tu_fill(k, 16, 2.0f); tu_fill(v, 16, 1.0f);
+        CHECK_RESULT(kve_store(&t.c, 0, s, k, v, NULL), KVE_OK);
+        if (nb == budget) {
+            /* which position left? it must have had the least mean accumulated weight */
+            for (j = 0; j < nb; j++) {
+                int still = 0, x;
+                for (x = 0; x < kve_length(&t.c, 0, 0); x++) still |= kve_slot_position(&t.c, 0, 0, x) == before[j];
+                if (!still) evicted = (int)before[j];
+            }
+            evictions++;
+            if (evicted < 0) bad = 1;
+            else {
+                double ev = 0;
+                for (h = 0; h < H; h++) ev += acc[evicted * 4 + h];
+                for (j = 0; j < nb; j++) {
+                    double other = 0;
+                    if (before[j] == evicted || before[j] > s - w) continue;
+                    for (h = 0; h < H; h++) other += acc[before[j] * 4 + h];
+                    if (ev > other + 1e-4) bad = 1;
+                }
+                if (evicted > s - w) bad = 1;
+            }
+        }
+        CHECK_RESULT(kve_attend_ex(&t.c, 0, q, out, &opt), KVE_OK);
+        for (h = 0; h < H; h++)
+            for (j = 0; j < kve_length(&t.c, 0, 0); j++)
+                acc[kve_slot_position(&t.c, 0, 0, j) * 4 + h] += wts[h * budget + j];
+    }
+    CHECK(evictions == steps - budget, "evictions %d", evictions);
+    CHECK(!bad, "H2O evicted a token that was not the lightest outside the recent window");
+    {
+        /* the library's accumulated scores match the sum of reported weights */
+        double e = 0;
+        for (j = 0; j < budget; j++) {
+            int64_t p = kve_slot_position(&t.c, 0, 0, j);
+            e = fmax(e, fabs(kve_scores(&t.c, 0, 1)[j] - acc[p * 4 + 1]));
+        }
+        CHECK(e < 1e-4, "accumulated scores differ by %g", e);
+    }
+    CHECK_RESULT(kve_check(&t.c), KVE_OK);
+    free(acc);
+    tu_close(&t);
+}
+
+/* ---- user policies ---------------------------------------------------------------------- */
+static kve_result newest_half_make_room(kve_cache *c, int32_t layer, int32_t *ws, void *user)
+{
+    /* drops the older half of every head, through the public building blocks */
+    int32_t h, s;
+    unsigned char keep[64];
+    (void)ws;
+    ++*(int *)user;
+    for (h = 0; h < c->cfg.n_kv_heads; h++) {
+        int32_t n = kve_length(c, layer, h);
+        int64_t newest = kve_slot_position(c, layer, h, 0);
+        for (s = 1; s < n; s++) if (kve_slot_position(c, layer, h, s) > newest) newest = kve_slot_position(c, layer, h, s);
+        for (s = 0; s < n; s++) keep[s] = kve_slot_position(c, layer, h, s) > newest - n / 2;
+        kve_keep_slots(c, layer, h, keep);
+    }
+    return KVE_OK;
+}
+static kve_result lazy_make_room(kve_cache *c, int32_t layer, int32_t *ws, void *user)
+{
+    (void)c; (void)layer; (void)ws; (void)user;
+    return KVE_OK; /* makes no room: the library must refuse to overflow */
+}
+
+static void test_custom_policy(void)
+{
+    static const kve_policy_vtable halves = {"newest-half", 0, newest_half_make_room, NULL};
+    static const kve_policy_vtable lazy = {"lazy", 0, lazy_make_room, NULL};
+    kve_config cfg;
+    tu_cache t;
+    float k[16] = {0}, v[16] = {0};
+    int calls = 0, s, ok = 1;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = 2; cfg.n_kv_heads = 2; cfg.head_dim = 8; cfg.capacity = 16;
+    cfg.rope_layout = KVE_ROPE_NONE; /* keys stored as given, so k[0] stays the position */
+    cfg.policy.kind = KVE_POLICY_CUSTOM; cfg.policy.custom = &halves; cfg.policy.custom_user = &calls;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    for (s = 0; s < 100; s++) {
+        k[0] = k[8] = v[0] = v[8] = (float)s;
+        ok &= kve_store(&t.c, 0, s, k, v, NULL) == KVE_OK;
+        ok &= kve_check(&t.c) == KVE_OK;
+    }
+    CHECK(ok && calls > 0, "custom policy ran (%d calls)", calls);
+    for (s = 0; s < kve_length(&t.c, 0, 1); s++)
+        CHECK(kve_key(&t.c, 0, 1, s)[0] == (float)kve_slot_position(&t.c, 0, 1, s), "compaction kept k with its position");
+    tu_close(&t);
+    cfg.policy.custom = &lazy;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    for (s = 0; s < 16; s++) kve_store(&t.c, 0, s, k, v, NULL);
+    CHECK_RESULT(kve_store(&t.c, 0, 16, k, v, NULL), KVE_ERROR_POLICY_FAILED);
+    tu_close(&t);
+    cfg.policy.custom = NULL;
+    {
+        size_t bytes;
+        CHECK_RESULT(kve_cache_size(&cfg, &bytes), KVE_ERROR_NULL_ARGUMENT);
+    }
+}
+
+static void test_invalid_policy_params(void)
+{
+    kve_config c;
+    size_t bytes;
+    memset(&c, 0, sizeof c);
+    c.n_layers = 4; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 8; c.capacity = 64;
+#define EXPECT_POLICY(field_setup, expected)            \
+    do {                                                \
+        kve_config x = c;                               \
+        field_setup;                                    \
+        CHECK_RESULT(kve_cache_size(&x, &bytes), expected); \
+    } while (0)
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_SNAPKV, x.policy.window = 8, x.policy.kernel = 4), KVE_ERROR_EVEN_KERNEL);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_PYRAMIDKV, x.policy.window = 8, x.policy.kernel = 6), KVE_ERROR_EVEN_KERNEL);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_SNAPKV, x.policy.budget = 16, x.policy.window = 16), KVE_ERROR_WINDOW_TOO_LARGE);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_H2O, x.policy.budget = 8, x.policy.window = 32), KVE_ERROR_WINDOW_TOO_LARGE);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_SNAPKV, x.policy.budget = 65, x.policy.window = 8), KVE_ERROR_BUDGET_ABOVE_CAPACITY);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_PYRAMIDKV, x.policy.budget = 48, x.policy.window = 8,
+                   x.policy.decode = KVE_DECODE_EVICT), KVE_ERROR_BUDGET_ABOVE_CAPACITY);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_STREAMINGLLM, x.policy.sinks = 64), KVE_ERROR_TOO_MANY_SINKS);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_STREAMINGLLM, x.policy.sinks = 4, x.policy.budget = 4), KVE_ERROR_TOO_MANY_SINKS);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_STREAMINGLLM, x.policy.sinks = -7), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_SNAPKV, x.policy.window = -1), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_SNAPKV, x.policy.window = 8, x.policy.pooling = (kve_pooling)9), KVE_ERROR_INVALID_ENUM);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_STREAMINGLLM, x.policy.sinks = 63), KVE_OK);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_STREAMINGLLM, x.policy.sinks = KVE_NO_SINKS, x.capacity = 1), KVE_OK);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_SNAPKV, x.policy.window = 8, x.policy.kernel = 1), KVE_OK);
+#undef EXPECT_POLICY
+}
+
+int main(void)
+{
+    test_selections();
+    test_pyramid_schedule();
+    test_pool_and_select();
+    test_streaming_reference();
+    test_streaming_long();
+    test_snapkv_decode_evict();
+    test_h2o_decode();
+    test_custom_policy();
+    test_invalid_policy_params();
+    return tu_summary("test_policies");
+}
