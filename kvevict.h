@@ -127,7 +127,9 @@
 #define KVEVICT_VERSION_PATCH 0
 
 #ifndef KVE_API
-#ifdef KVEVICT_STATIC
+#if defined(KVEVICT_STATIC) && defined(__GNUC__)
+#define KVE_API static __attribute__((unused)) /* a file may use only some of them */
+#elif defined(KVEVICT_STATIC)
 #define KVE_API static
 #else
 #define KVE_API extern

@@ -44,5 +44,10 @@ printf 'kvevict-case 1\nkind select\nn_heads 2\nq 3 1 2\n' > "$tmp/malformed.cas
 "$B/kvcase" "$tmp/malformed.case" > /dev/null 2> "$tmp/err.txt"
 if [ $? -eq 2 ] && grep -q ':4:' "$tmp/err.txt"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "  FAIL: malformed case not reported with its line and status 2"; fi
 
+echo "== the header compiles cleanly everywhere (gcc, clang, C++, with and without OpenMP)"
+sh tests/compile_check.sh > "$tmp/cc.out" 2>&1
+grep -E 'FAIL|skip' "$tmp/cc.out"
+count "$tmp/cc.out"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
