@@ -477,14 +477,19 @@ static int kve__mul_ok(size_t a, size_t b, size_t *out)
     return 1;
 }
 
-/* 16 independent lanes: vectorises without -ffast-math and sums in a fixed order */
+/* 64 lanes in 4 independent chains: vectorises without -ffast-math, hides the FMA latency, and
+   sums in a fixed order (the same on every thread count) */
 static float kve__dot(const float *a, const float *b, int32_t n)
 {
-    float acc[16] = {0};
+    float acc[64] = {0};
     int32_t i = 0, j;
+    for (; i + 64 <= n; i += 64)
+        for (j = 0; j < 64; j++) acc[j] += a[i + j] * b[i + j];
     for (; i + 16 <= n; i += 16)
         for (j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
     for (; i < n; i++) acc[i & 15] += a[i] * b[i];
+    for (j = 0; j < 32; j++) acc[j] += acc[j + 32];
+    for (j = 0; j < 16; j++) acc[j] += acc[j + 16];
     for (j = 0; j < 8; j++) acc[j] += acc[j + 8];
     for (j = 0; j < 4; j++) acc[j] += acc[j + 4];
     return (acc[0] + acc[2]) + (acc[1] + acc[3]);
