@@ -308,6 +308,8 @@ typedef struct kve_cache {
     int32_t *ring_next;            /* [layer] StreamingLLM: next recent slot to overwrite */
     int64_t *sink_shift_done;      /* [layer] StreamingLLM post-RoPE: shift the sinks carry */
     float *sink_keys;              /* [layer][kv_head][sinks][head_dim] pre-RoPE sink keys */
+    float *sink_cos, *sink_sin;    /* [sinks][rope_dims/2] angles of the sinks' shifted positions */
+    int64_t *sink_angle_pos;       /* [sinks] the position those angles are for, -1 none */
     float *scores;                 /* [layer][n_heads][capacity] accumulated attention, or NULL */
     float *queries;                /* [layer][obs_window][n_heads*head_dim] pre-RoPE, ring */
     int64_t *query_pos;            /* [layer][obs_window] */
@@ -646,7 +648,7 @@ KVE_API kve_result kve_buffer_floats(const kve_config *cfg, kve_layout layout, s
 
 /* One plan feeds both kve_cache_size() and kve_cache_init(), so they cannot disagree. */
 typedef struct kve__plan {
-    size_t limit, budget, pos, len, newest, stored, ring_next, sink_shift_done, sink_keys, scores, queries,
+    size_t limit, budget, pos, len, newest, stored, ring_next, sink_shift_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
         query_pos, query_count, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
         scratch_f3, scratch_i1, scratch_i2, scratch_u8, total;
     int32_t obs_window, sinks, wants_scores;
@@ -688,6 +690,9 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     ok = ok && kve__plan_add(&at, &p->ring_next, L, sizeof(int32_t));
     ok = ok && kve__plan_add(&at, &p->sink_shift_done, L, sizeof(int64_t));
     ok = ok && kve__plan_add(&at, &p->sink_keys, lh * (size_t)p->sinks * d, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->sink_cos, (size_t)p->sinks * half, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->sink_sin, (size_t)p->sinks * half, sizeof(float));
+    ok = ok && kve__plan_add(&at, &p->sink_angle_pos, (size_t)p->sinks, sizeof(int64_t));
     ok = ok && kve__plan_add(&at, &p->scores, p->wants_scores ? lhcap : 0, sizeof(float));
     ok = ok && kve__mul_ok(L * (size_t)p->obs_window, H * d, &t);
     ok = ok && kve__plan_add(&at, &p->queries, t, sizeof(float));
@@ -779,6 +784,7 @@ static void kve__clear_state(kve_cache *c)
         c->limit[l] = kve__initial_limit(c, (int32_t)l);
     }
     for (l = 0; l < L * Hk * (size_t)c->cfg.capacity; l++) c->pos[l] = -1;
+    for (l = 0; l < (size_t)c->sinks; l++) c->sink_angle_pos[l] = -1;
     if (c->scores)
         memset(c->scores, 0, L * (size_t)c->cfg.n_heads * (size_t)c->cfg.capacity * sizeof(float));
 }
@@ -831,6 +837,9 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     cache->ring_next = KVE__CAST(int32_t *, m + p.ring_next);
     cache->sink_shift_done = KVE__CAST(int64_t *, m + p.sink_shift_done);
     cache->sink_keys = KVE__CAST(float *, m + p.sink_keys);
+    cache->sink_cos = KVE__CAST(float *, m + p.sink_cos);
+    cache->sink_sin = KVE__CAST(float *, m + p.sink_sin);
+    cache->sink_angle_pos = KVE__CAST(int64_t *, m + p.sink_angle_pos);
     cache->scores = p.wants_scores ? KVE__CAST(float *, m + p.scores) : NULL;
     cache->queries = KVE__CAST(float *, m + p.queries);
     cache->query_pos = KVE__CAST(int64_t *, m + p.query_pos);
@@ -892,18 +901,23 @@ static void kve__rotate_cs(const kve_config *c, float *x, const float *cs, const
     }
 }
 
-/* angles in double: exact enough at 10^7 and beyond */
-static void kve__rotate(const kve_config *c, const double *freq, float *x, int64_t pos)
+/* cos/sin of a position's angles, formed in double: exact enough at 10^7 and beyond */
+static void kve__angles(const kve_config *c, const double *freq, int64_t pos, float *cs, float *sn)
 {
-    float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2];
     int32_t half = c->rope_dims / 2, i;
     double p = (double)pos / c->rope_linear_factor;
-    if (c->rope_layout == KVE_ROPE_NONE || half == 0) return;
     for (i = 0; i < half; i++) {
         double a = p * freq[i];
         cs[i] = (float)cos(a);
         sn[i] = (float)sin(a);
     }
+}
+
+static void kve__rotate(const kve_config *c, const double *freq, float *x, int64_t pos)
+{
+    float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2];
+    if (c->rope_layout == KVE_ROPE_NONE || c->rope_dims == 0) return;
+    kve__angles(c, freq, pos, cs, sn);
     kve__rotate_cs(c, x, cs, sn);
 }
 
@@ -1072,17 +1086,26 @@ static void kve__weighted_values(const kve_cache *c, int32_t l, int32_t h, const
 }
 
 /* rotates the G query vectors of KV head h at the query's position into qr */
-static void kve__rotate_queries(const kve_cache *c, const float *q, int32_t h, int64_t qpos,
-                                const kve__posmap *pm, float *qr)
+/* The angles a query at qpos is rotated by: its effective position in pre-RoPE mode. */
+typedef struct kve__qangles {
+    float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2];
+} kve__qangles;
+
+static void kve__query_angles(const kve_cache *c, int64_t qpos, const kve__posmap *pm,
+                              kve__qangles *a)
+{
+    int64_t p = c->cfg.key_storage == KVE_KEYS_PRE_ROPE ? qpos - pm->base : qpos;
+    kve__angles(&c->cfg, c->freq, p, a->cs, a->sn);
+}
+
+/* copies the G query vectors of KV head h into qr, rotated (angles computed once per query) */
+static void kve__rotate_queries(const kve_cache *c, const float *q, int32_t h,
+                                const kve__qangles *a, float *qr)
 {
     int32_t G = c->group, d = c->cfg.head_dim, g;
-    int pre = c->cfg.key_storage == KVE_KEYS_PRE_ROPE;
     memcpy(qr, q + (size_t)h * (size_t)G * (size_t)d, (size_t)G * (size_t)d * sizeof(float));
-    for (g = 0; g < G; g++) {
-        float *x = qr + (size_t)g * (size_t)d;
-        if (pre) kve__rotate_eff(c, x, qpos - pm->base);
-        else kve__rotate(&c->cfg, c->freq, x, qpos);
-    }
+    if (c->cfg.rope_layout == KVE_ROPE_NONE) return;
+    for (g = 0; g < G; g++) kve__rotate_cs(&c->cfg, qr + (size_t)g * (size_t)d, a->cs, a->sn);
 }
 
 static void kve__record_query(kve_cache *c, int32_t l, const float *q, int64_t qpos)
@@ -1102,6 +1125,8 @@ static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpo
 {
     int32_t Hk = c->cfg.n_kv_heads, G = c->group, d = c->cfg.head_dim, h;
     size_t cap = (size_t)c->cfg.capacity;
+    kve__qangles qa;
+    kve__query_angles(c, qpos, pm, &qa);
     (void)parallel;
     KVE__OMP("omp parallel for schedule(static) if(parallel)")
     for (h = 0; h < Hk; h++) {
@@ -1110,7 +1135,7 @@ static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpo
         float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
         int64_t lim[KVE_MAX_HEADS];
         for (g = 0; g < G; g++) lim[g] = qpos;
-        kve__rotate_queries(c, q, h, qpos, pm, qr);
+        kve__rotate_queries(c, q, h, &qa, qr);
         kve__logits(c, l, h, qr, G, lim, pm, lg, cap);
         for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
         if (c->scores)
@@ -1217,11 +1242,13 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
             float *qr = cache->scratch_q + (size_t)h * (size_t)G * (size_t)d;
             float *lg = cache->scratch_f1 + (size_t)h * (size_t)G * cap;
             int64_t lim[KVE_MAX_HEADS];
+            kve__qangles qa;
             for (j = 0; j < nq; j++) {
                 int64_t qp = q_pos ? q_pos[j] : newest - nq + 1 + j;
                 const float *qj = q + (size_t)j * hd;
                 for (g = 0; g < G; g++) lim[g] = qp;
-                kve__rotate_queries(cache, qj, h, qp, &pm, qr);
+                kve__query_angles(cache, qp, &pm, &qa);
+                kve__rotate_queries(cache, qj, h, &qa, qr);
                 kve__logits(cache, layer, h, qr, G, lim, &pm, lg, cap);
                 for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
                 if (cache->scores)
@@ -1252,15 +1279,22 @@ static void kve__update_sinks(kve_cache *c, int32_t l)
     if (!kve__pos_shift(c) || c->cfg.key_storage != KVE_KEYS_POST_ROPE || S == 0) return;
     shift = kve__sink_shift(c, l);
     if (shift == c->sink_shift_done[l]) return;
-    for (h = 0; h < c->cfg.n_kv_heads; h++) {
-        const int64_t *pos = kve__pos(c, l, h);
-        for (s = 0; s < S && s < *kve__len(c, l, h); s++) {
+    for (s = 0; s < S && s < *kve__len(c, l, 0); s++) {
+        /* every head and layer moves its sinks to the same positions: angles once per step */
+        size_t half = (size_t)c->cfg.rope_dims / 2;
+        float *cs = c->sink_cos + (size_t)s * half, *sn = c->sink_sin + (size_t)s * half;
+        int64_t target = kve__pos(c, l, 0)[s] + shift;
+        if (c->sink_angle_pos[s] != target) {
+            kve__angles(&c->cfg, c->freq, target, cs, sn);
+            c->sink_angle_pos[s] = target;
+        }
+        for (h = 0; h < c->cfg.n_kv_heads; h++) {
             float *kp = kve__kptr(c, l, h, s);
             const float *pre = c->sink_keys +
                                (((size_t)l * (size_t)c->cfg.n_kv_heads + (size_t)h) * (size_t)S +
                                 (size_t)s) * (size_t)d;
             memcpy(kp, pre, (size_t)d * sizeof(float));
-            kve__rotate(&c->cfg, c->freq, kp, pos[s] + shift);
+            kve__rotate_cs(&c->cfg, kp, cs, sn);
         }
     }
     c->sink_shift_done[l] = shift;
@@ -1272,6 +1306,7 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
     kve_result r;
     int32_t Hk, d, G, h, g, need_room = 0;
     int32_t write_slot[KVE_MAX_HEADS];
+    float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2];
     if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
     if (!k || !v) return KVE_ERROR_NULL_ARGUMENT;
     Hk = c->cfg.n_kv_heads; d = c->cfg.head_dim; G = c->group;
@@ -1291,6 +1326,7 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
                 return KVE_ERROR_POLICY_FAILED;
         }
     }
+    if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__angles(&c->cfg, c->freq, pos, cs, sn);
     for (h = 0; h < Hk; h++) {
         int32_t *n = kve__len(c, layer, h);
         int32_t s = write_slot[h] >= 0 ? write_slot[h] : (*n)++;
@@ -1304,7 +1340,7 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
             memcpy(c->sink_keys + (((size_t)layer * (size_t)Hk + (size_t)h) * (size_t)c->sinks +
                                   (size_t)s) * (size_t)d,
                    kp, (size_t)d * sizeof(float));
-        if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__rotate(&c->cfg, c->freq, kp, pos);
+        if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__rotate_cs(&c->cfg, kp, cs, sn);
         if (slots) slots[h] = s;
     }
     c->newest[layer] = pos;
@@ -1473,7 +1509,9 @@ static kve_result kve__window_scores(kve_cache *c, int32_t l, int32_t h, kve_red
     for (i = 0; i < nq; i++) {
         size_t at = (size_t)((c->query_count[l] - nq + i) % (int64_t)w);
         int64_t qp = c->query_pos[(size_t)l * w + at];
-        kve__rotate_queries(c, c->queries + ((size_t)l * w + at) * hd, h, qp, &pm, qr);
+        kve__qangles qa;
+        kve__query_angles(c, qp, &pm, &qa);
+        kve__rotate_queries(c, c->queries + ((size_t)l * w + at) * hd, h, &qa, qr);
         for (g = 0; g < G; g++) lim[g] = qp;
         kve__logits(c, l, h, qr, G, lim, &pm, lg, cap);
         for (g = 0; g < G; g++) {

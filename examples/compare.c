@@ -398,8 +398,9 @@ static int write_svg(const char *path, const result *res, int n_pol, const char 
         const result *r = &res[p];
         double sum = 0.0;
         int every = r->n / 1500 + 1;
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
-                color[p % 8]);
+        /* earlier lines wider, so a line hidden under a later one still shows at its edges */
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\" points=\"",
+                color[p % 8], p < 4 ? 2.6 - 0.4 * p : 1.2);
         for (i = 0; i < r->n; i++) {
             sum += r->nll[i] - (i >= avg ? r->nll[i - avg] : 0.0);
             if (i % every == 0 || i == r->n - 1)
@@ -493,6 +494,9 @@ int main(int argc, char **argv)
     if (!(text = read_file(text_path))) return 1;
     tokens = encode_stories(&tok, text, want, &n);
     if (want > 0 && n < want) fprintf(stderr, "compare: the text has only %d tokens\n", n);
+    fprintf(stderr, "compare: %d tokens: \"", n);
+    for (i = 1; i < n && i < 12; i++) fputs(tok_decode(&tok, tokens[i - 1], tokens[i]), stderr);
+    fprintf(stderr, "...\"\n");
     if (n < 2) {
         fprintf(stderr, "error: the text gives %d tokens, too few to score\n", n);
         return 1;

@@ -576,14 +576,17 @@ static void rmsnorm(float *out, const float *x, const float *w, int n)
     for (i = 0; i < n; i++) out[i] = w[i] * (ss * x[i]);
 }
 
-/* out[rows] = W[rows][cols] . x[cols] */
+/* out[rows] = W[rows][cols] . x[cols]; eight sums in parallel, so the compiler vectorises */
 static void matmul(float *out, const float *x, const float *w, int cols, int rows)
 {
-    int i, j;
+    int i, j, k;
     for (i = 0; i < rows; i++) {
-        float s = 0.0f;
-        for (j = 0; j < cols; j++) s += w[(size_t)i * (size_t)cols + (size_t)j] * x[j];
-        out[i] = s;
+        const float *row = w + (size_t)i * (size_t)cols;
+        float a[8] = {0};
+        for (j = 0; j + 8 <= cols; j += 8)
+            for (k = 0; k < 8; k++) a[k] += row[j + k] * x[j + k];
+        for (; j < cols; j++) a[j & 7] += row[j] * x[j];
+        out[i] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
     }
 }
 
