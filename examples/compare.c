@@ -93,11 +93,11 @@ static int *encode_stories(const tokenizer *tok, char *text, int want, int *n_ou
 }
 
 /* ---- progress ----------------------------------------------------------------------------- */
-static void progress(const result *r, int done, int total, double t0, double *last)
+static void progress(const char *what, int done, int total, double t0, double *last)
 {
     double now = now_seconds();
     if (now - t0 > 2.0 && now - *last > 5.0) {
-        fprintf(stderr, "compare: %s: %d/%d, %.0f s\n", r->spec.text, done, total, now - t0);
+        fprintf(stderr, "compare: %s %d/%d, %.0f s\n", what, done, total, now - t0);
         *last = now;
     }
 }
@@ -109,6 +109,17 @@ static void alloc_scores(result *r, int n)
     r->nll = (double *)xmalloc((size_t)n * sizeof(double));
     r->kl = (double *)xmalloc((size_t)n * sizeof(double));
     r->top1 = (unsigned char *)xmalloc((size_t)n);
+}
+
+/* log-softmax in double precision: out[i] = log p(i) */
+static void log_softmax(const float *logits, int n, double *out)
+{
+    double mx = logits[0], sum = 0.0, lse;
+    int i;
+    for (i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
+    for (i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    lse = mx + log(sum);
+    for (i = 0; i < n; i++) out[i] = (double)logits[i] - lse;
 }
 
 static int argmax_d(const double *x, int n)
@@ -145,7 +156,7 @@ static int run_stream(const model *m, result *r, const int *tokens, int n)
         r->segment[r->n] = 0;
         r->nll[r->n++] = -lp[tokens[t + 1]];
         if (bytes > r->peak_bytes) r->peak_bytes = bytes;
-        progress(r, t + 1, n - 1, t0, &last);
+        progress(r->spec.text, t + 1, n - 1, t0, &last);
     }
     r->seconds = now_seconds() - t0;
     r->tokens_run = n - 1;
@@ -185,7 +196,6 @@ static int run_prompt(const model *m, result *res, int n_pol, const int *tokens,
     for (s = 0; s < S; s++) {
         const int *seg = tokens + (size_t)s * (size_t)(P + G);
         /* the full cache's next-token distributions, the reference for KL and top-1 */
-        double ts = now_seconds();
         kve_cache_reset(&ref.cache);
         if ((kr = engine_run(&ref, seg, P, 0, NULL)) != KVE_OK) break;
         for (i = 0; i < G && kr == KVE_OK; i++) {
@@ -194,7 +204,7 @@ static int run_prompt(const model *m, result *res, int n_pol, const int *tokens,
         }
         for (p = 0; p < n_pol && kr == KVE_OK; p++) {
             result *r = &res[p];
-            ts = now_seconds();
+            double ts = now_seconds();
             kve_cache_reset(&e[p].cache);
             if ((kr = engine_run(&e[p], seg, P, 0, NULL)) != KVE_OK ||
                 (kr = kve_compress_all(&e[p].cache)) != KVE_OK)
@@ -218,8 +228,7 @@ static int run_prompt(const model *m, result *res, int n_pol, const int *tokens,
             r->seconds += now_seconds() - ts;
             r->tokens_run += P + G;
         }
-        progress(&res[n_pol - 1], s + 1, S, t0, &last);
-        (void)ts;
+        progress("segment", s + 1, S, t0, &last);
     }
     if (kr != KVE_OK) {
         fprintf(stderr, "error: segment %d: %s\n", s, kve_result_string(kr));

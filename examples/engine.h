@@ -637,15 +637,4 @@ static kve_result engine_run(engine *e, const int *tokens, int n, int64_t pos, f
     return KVE_OK;
 }
 
-/* log-softmax in double precision: out[i] = log p(i) */
-static void log_softmax(const float *logits, int n, double *out)
-{
-    double mx = logits[0], sum = 0.0, lse;
-    int i;
-    for (i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
-    for (i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
-    lse = mx + log(sum);
-    for (i = 0; i < n; i++) out[i] = (double)logits[i] - lse;
-}
-
 #endif /* KVEVICT_EXAMPLES_ENGINE_H */

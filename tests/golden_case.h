@@ -251,4 +251,22 @@ static void gc_read(const char *path, gc_case *c, int expectations)
     }
 }
 
+static void gc_free(gc_case *c)
+{
+    long i;
+    free(c->q);
+    free(c->k);
+    for (i = 0; i < GC_MAX_HEADS; i++) {
+        free(c->score[i]);
+        free(c->keep[i]);
+    }
+    for (i = 0; c->step && i < c->n_steps_read; i++) {
+        free(c->step[i].q);
+        free(c->step[i].k);
+        free(c->step[i].v);
+        free(c->step[i].out);
+    }
+    free(c->step);
+}
+
 #endif

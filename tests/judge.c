@@ -111,6 +111,7 @@ int main(int argc, char **argv)
     gc_file = argv[2];
     fail = !strcmp(c.kind, "select") ? judge_select(&c, out, name) : judge_stream(&c, out, name);
     fclose(out);
+    gc_free(&c);
     if (!fail) printf("PASS %s\n", name);
     return fail;
 }

@@ -151,5 +151,6 @@ int main(int argc, char **argv)
     gc_read(argv[1], &gc, 0);
     if (!strcmp(gc.kind, "select")) run_select(&gc, keys);
     else run_stream(&gc, keys);
+    gc_free(&gc);
     return 0;
 }
