@@ -87,8 +87,15 @@
    decode: KVE_DECODE_GROW (SnapKV/PyramidKV default, as their references: compress the prompt, then
    the cache grows until capacity) or KVE_DECODE_EVICT (H2O default; for SnapKV/PyramidKV, when a
    layer reaches its budget it is re-scored with the most recent `window` queries as the
-   observation window and shrunk by evict_batch tokens, default window).
+   observation window and shrunk by evict_batch tokens, default window; PyramidKV layers use the
+   schedule of a long prompt, kve_layer_budget()). Scoring needs attention, so a prompt stored
+   before a layer's first kve_prefill/kve_attend may fill the whole capacity; from then on the
+   layer stays within its budget.
    Ties between equal scores are broken towards the lower position, deterministically.
+   Differences from the references, on purpose: StreamingLLM evicts when the next token is stored
+   rather than right after attention (the same tokens are attended); PyramidKV with n_layers = 1
+   (a division by zero in the reference) keeps budget - window like SnapKV; the PyramidKV floor
+   quirks are kept (the mean budget slightly exceeds C; deep layers may keep only the window).
 
    THREAD SAFETY
    -------------
