@@ -152,6 +152,7 @@ extern "C" {
 #define KVE_MAX_HEAD_DIM 1024
 #define KVE_MAX_HEADS 4096
 #define KVE_MAX_LAYERS 65536
+#define KVE_MAX_ABS_VALUE 1e15f /* larger |q|, |k|, |v| are refused: sums could overflow */
 #define KVE_NO_SINKS (-1) /* kve_policy_config.sinks: zero sinks (0 means the default, 4) */
 
 /* ---- results ------------------------------------------------------------------------------ */
@@ -170,7 +171,7 @@ typedef enum kve_result {
     KVE_ERROR_OVERLAPPING_STRIDES = -11, /* two (layer, head, slot) vectors would overlap */
     KVE_ERROR_INDEX_OUT_OF_RANGE = -12,  /* layer, head or slot index */
     KVE_ERROR_POSITION = -13,            /* negative, > KVE_MAX_POSITION, or not increasing */
-    KVE_ERROR_NOT_FINITE = -14,          /* NaN or Inf in an input vector */
+    KVE_ERROR_NOT_FINITE = -14,          /* NaN, Inf or |x| > KVE_MAX_ABS_VALUE in an input */
     KVE_ERROR_CACHE_FULL = -15,          /* no slot left and the policy does not evict */
     KVE_ERROR_EMPTY = -16,               /* attention over a layer with no tokens */
     KVE_ERROR_EVEN_KERNEL = -17,         /* pooling kernel must be odd and >= 1 */
@@ -181,7 +182,9 @@ typedef enum kve_result {
     KVE_ERROR_NO_QUERIES = -22,          /* scoring needs queries: attend before evicting */
     KVE_ERROR_POLICY_FAILED = -23,       /* a custom policy did not make room */
     KVE_ERROR_CORRUPT = -24,             /* kve_check() found broken bookkeeping */
-    KVE_ERROR_INVALID_COUNT = -25        /* a count (queries, tokens) <= 0 or above what is held */
+    KVE_ERROR_INVALID_COUNT = -25,       /* a count (queries, tokens) <= 0 or above what is held */
+    KVE_ERROR_OVERLAPPING_BUFFERS = -26, /* K, V and the bookkeeping memory must not overlap */
+    KVE_ERROR_WRONG_POLICY = -27         /* the call does not apply to the cache's policy */
 } kve_result;
 
 /* ---- configuration (every enum's 0 is "default") --------------------------------------------- */
@@ -313,7 +316,7 @@ typedef struct kve_cache {
     int64_t *newest;               /* [layer] position of the newest token, -1 if none */
     int64_t *stored;               /* [layer] tokens ever stored */
     int32_t *ring_next;            /* [layer] StreamingLLM: next recent slot to overwrite */
-    int64_t *sink_shift_done;      /* [layer] StreamingLLM post-RoPE: shift the sinks carry */
+    int64_t *sink_anchor_done;     /* [layer] StreamingLLM post-RoPE: anchor the sinks sit at */
     float *sink_keys;              /* [layer][kv_head][sinks][head_dim] pre-RoPE sink keys */
     float *sink_cos, *sink_sin;    /* [sinks][rope_dims/2] angles of the sinks' shifted positions */
     int64_t *sink_angle_pos;       /* [sinks] the position those angles are for, -1 none */
@@ -321,6 +324,7 @@ typedef struct kve_cache {
     float *queries;                /* [layer][obs_window][n_heads*head_dim] pre-RoPE, ring */
     int64_t *query_pos;            /* [layer][obs_window] */
     int64_t *query_count;          /* [layer] queries ever recorded */
+    int64_t *recent_pos;           /* [layer][window] H2O: positions of the last stored tokens */
     double *freq;                  /* [rope_dims/2] */
     float *rope_cos, *rope_sin;    /* [capacity][rope_dims/2] for positions < capacity */
     float *scratch_q;              /* [n_heads][head_dim] */
@@ -449,7 +453,7 @@ KVE_API const char *kve_result_string(kve_result r)
     case KVE_ERROR_OVERLAPPING_STRIDES: return "the strides make two (layer, kv_head, slot) vectors overlap";
     case KVE_ERROR_INDEX_OUT_OF_RANGE: return "a layer, head or slot index is out of range";
     case KVE_ERROR_POSITION: return "position is negative, above KVE_MAX_POSITION, or not after the layer's newest";
-    case KVE_ERROR_NOT_FINITE: return "an input vector holds NaN or Inf";
+    case KVE_ERROR_NOT_FINITE: return "an input vector holds NaN, Inf, or a magnitude above KVE_MAX_ABS_VALUE (1e15)";
     case KVE_ERROR_CACHE_FULL: return "the layer is full and the policy does not evict (raise capacity or choose an evicting policy)";
     case KVE_ERROR_EMPTY: return "attention over a layer that holds no tokens";
     case KVE_ERROR_EVEN_KERNEL: return "the pooling kernel must be odd and >= 1";
@@ -461,20 +465,25 @@ KVE_API const char *kve_result_string(kve_result r)
     case KVE_ERROR_POLICY_FAILED: return "the custom policy did not make room in a full layer";
     case KVE_ERROR_CORRUPT: return "cache bookkeeping is inconsistent";
     case KVE_ERROR_INVALID_COUNT: return "a count is <= 0 or larger than what the layer holds";
+    case KVE_ERROR_OVERLAPPING_BUFFERS: return "the K buffer, the V buffer and the bookkeeping memory overlap";
+    case KVE_ERROR_WRONG_POLICY: return "this call does not apply to the cache's policy";
     }
     return "unknown kve_result";
 }
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
+/* Inputs must be finite and at most KVE_MAX_ABS_VALUE in magnitude, so that no rotation, dot
+   product or weighted sum can overflow. A bit test: it also holds under -ffast-math. */
 static int kve__finite(const float *x, size_t n)
 {
-    /* bit test, so it also holds under -ffast-math */
-    uint32_t bad = 0;
+    const float limit = KVE_MAX_ABS_VALUE;
+    uint32_t bad = 0, lim;
     size_t i;
+    memcpy(&lim, &limit, 4);
     for (i = 0; i < n; i++) {
         uint32_t b;
         memcpy(&b, &x[i], 4);
-        bad |= ((b & 0x7f800000u) == 0x7f800000u);
+        bad |= (b & 0x7fffffffu) > lim; /* NaN and Inf are above it too */
     }
     return !bad;
 }
@@ -606,8 +615,9 @@ KVE_API kve_result kve_config_resolve(const kve_config *in, kve_config *out)
     if ((int)c.rope_layout < 0 || c.rope_layout > KVE_ROPE_NONE) return KVE_ERROR_INVALID_ENUM;
     if ((int)c.key_storage < 0 || c.key_storage > KVE_KEYS_PRE_ROPE) return KVE_ERROR_INVALID_ENUM;
     if (c.rope_layout == KVE_ROPE_DEFAULT) c.rope_layout = KVE_ROPE_INTERLEAVED;
+    if (c.rope_layout == KVE_ROPE_NONE) c.rope_dims = 0; /* nothing rotates: any head_dim */
+    else if (c.rope_dims == 0) c.rope_dims = c.head_dim;
     if (c.rope_theta == 0.0) c.rope_theta = 10000.0;
-    if (c.rope_dims == 0) c.rope_dims = c.head_dim;
     if (c.rope_linear_factor == 0.0) c.rope_linear_factor = 1.0;
     if (!(c.rope_theta > 0.0) || !isfinite(c.rope_theta) || !(c.rope_linear_factor > 0.0) ||
         !isfinite(c.rope_linear_factor) || c.rope_dims < 0 || c.rope_dims % 2 != 0 ||
@@ -655,8 +665,8 @@ KVE_API kve_result kve_buffer_floats(const kve_config *cfg, kve_layout layout, s
 
 /* One plan feeds both kve_cache_size() and kve_cache_init(), so they cannot disagree. */
 typedef struct kve__plan {
-    size_t limit, budget, pos, len, newest, stored, ring_next, sink_shift_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
-        query_pos, query_count, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
+    size_t limit, budget, pos, len, newest, stored, ring_next, sink_anchor_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
+        query_pos, query_count, recent_pos, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
         scratch_f3, scratch_i1, scratch_i2, scratch_u8, total;
     int32_t obs_window, sinks, wants_scores;
 } kve__plan;
@@ -695,7 +705,7 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     ok = ok && kve__plan_add(&at, &p->newest, L, sizeof(int64_t));
     ok = ok && kve__plan_add(&at, &p->stored, L, sizeof(int64_t));
     ok = ok && kve__plan_add(&at, &p->ring_next, L, sizeof(int32_t));
-    ok = ok && kve__plan_add(&at, &p->sink_shift_done, L, sizeof(int64_t));
+    ok = ok && kve__plan_add(&at, &p->sink_anchor_done, L, sizeof(int64_t));
     ok = ok && kve__plan_add(&at, &p->sink_keys, lh * (size_t)p->sinks * d, sizeof(float));
     ok = ok && kve__plan_add(&at, &p->sink_cos, (size_t)p->sinks * half, sizeof(float));
     ok = ok && kve__plan_add(&at, &p->sink_sin, (size_t)p->sinks * half, sizeof(float));
@@ -705,6 +715,8 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     ok = ok && kve__plan_add(&at, &p->queries, t, sizeof(float));
     ok = ok && kve__plan_add(&at, &p->query_pos, L * (size_t)p->obs_window, sizeof(int64_t));
     ok = ok && kve__plan_add(&at, &p->query_count, L, sizeof(int64_t));
+    ok = ok && kve__plan_add(&at, &p->recent_pos,
+                             pc->kind == KVE_POLICY_H2O ? L * (size_t)pc->window : 0, sizeof(int64_t));
     ok = ok && kve__plan_add(&at, &p->freq, half, sizeof(double));
     t = c->key_storage == KVE_KEYS_PRE_ROPE && c->rope_layout != KVE_ROPE_NONE ? cap * half : 0;
     ok = ok && kve__plan_add(&at, &p->rope_cos, t, sizeof(float));
@@ -786,7 +798,7 @@ static void kve__clear_state(kve_cache *c)
         c->newest[l] = -1;
         c->stored[l] = 0;
         c->ring_next[l] = c->sinks;
-        c->sink_shift_done[l] = 0;
+        c->sink_anchor_done[l] = -1;
         c->query_count[l] = 0;
         c->limit[l] = kve__initial_limit(c, (int32_t)l);
     }
@@ -797,6 +809,13 @@ static void kve__clear_state(kve_cache *c)
 }
 
 static const kve_policy_vtable *kve__builtin_vtable(kve_policy_kind kind);
+
+/* one past the end of a region, saturating instead of wrapping around */
+static uintptr_t kve__region_end(uintptr_t start, size_t count, size_t elem)
+{
+    uintptr_t room = (UINTPTR_MAX - start) / elem;
+    return start + (uintptr_t)(count < room ? count : room) * elem;
+}
 
 KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, void *memory,
                                   size_t memory_bytes, kve_cache *cache)
@@ -824,6 +843,15 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     }
     if ((r = kve__check_strides(&c, ls, hs, ss, b->k_floats)) != KVE_OK) return r;
     if ((r = kve__check_strides(&c, ls, hs, ss, b->v_floats)) != KVE_OK) return r;
+    {
+        /* compared as integers: the three regions are separate objects */
+        uintptr_t k0 = (uintptr_t)b->k, v0 = (uintptr_t)b->v, m0 = (uintptr_t)memory;
+        uintptr_t k1 = kve__region_end(k0, b->k_floats, sizeof(float));
+        uintptr_t v1 = kve__region_end(v0, b->v_floats, sizeof(float));
+        uintptr_t m1 = kve__region_end(m0, p.total, 1);
+        if ((k0 < v1 && v0 < k1) || (k0 < m1 && m0 < k1) || (v0 < m1 && m0 < v1))
+            return KVE_ERROR_OVERLAPPING_BUFFERS;
+    }
 
     cache->cfg = c;
     cache->group = c.n_heads / c.n_kv_heads;
@@ -842,7 +870,7 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     cache->newest = KVE__CAST(int64_t *, m + p.newest);
     cache->stored = KVE__CAST(int64_t *, m + p.stored);
     cache->ring_next = KVE__CAST(int32_t *, m + p.ring_next);
-    cache->sink_shift_done = KVE__CAST(int64_t *, m + p.sink_shift_done);
+    cache->sink_anchor_done = KVE__CAST(int64_t *, m + p.sink_anchor_done);
     cache->sink_keys = KVE__CAST(float *, m + p.sink_keys);
     cache->sink_cos = KVE__CAST(float *, m + p.sink_cos);
     cache->sink_sin = KVE__CAST(float *, m + p.sink_sin);
@@ -851,6 +879,7 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     cache->queries = KVE__CAST(float *, m + p.queries);
     cache->query_pos = KVE__CAST(int64_t *, m + p.query_pos);
     cache->query_count = KVE__CAST(int64_t *, m + p.query_count);
+    cache->recent_pos = c.policy.kind == KVE_POLICY_H2O ? KVE__CAST(int64_t *, m + p.recent_pos) : NULL;
     cache->freq = KVE__CAST(double *, m + p.freq);
     cache->rope_cos = KVE__CAST(float *, m + p.rope_cos);
     cache->rope_sin = KVE__CAST(float *, m + p.rope_sin);
@@ -993,32 +1022,33 @@ static int kve__pos_shift(const kve_cache *c)
            c->cfg.policy.pos_shift == KVE_POS_SHIFT_ON;
 }
 
-/* StreamingLLM pos-shift places the sinks right before the oldest recent token. Sinks occupy slots
-   0..S-1 (the first tokens stored); the recent tokens form a ring over slots S..budget-1.
-   Returns how far the sinks move from their true positions. */
-static int64_t kve__sink_shift(const kve_cache *c, int32_t l)
+/* StreamingLLM pos-shift numbers the cache in order: sink i (slot i, the first tokens stored) sits
+   right before the oldest recent token; the recent tokens, a ring over slots S..budget-1, keep
+   their distances to the query (with consecutive positions this is exactly the original's
+   renumbering). Returns the oldest recent token's position, or -1 when the sinks stay put. */
+static int64_t kve__sink_anchor(const kve_cache *c, int32_t l)
 {
     int32_t S = c->sinks, n = *kve__len(c, l, 0), oldest;
-    const int64_t *pos = kve__pos(c, l, 0);
-    if (!kve__pos_shift(c) || S == 0 || n <= S) return 0;
+    if (!kve__pos_shift(c) || S == 0 || n <= S) return -1;
     oldest = c->stored[l] > (int64_t)n ? c->ring_next[l] : S;
-    return pos[oldest] - S - pos[0];
+    return kve__pos(c, l, 0)[oldest];
 }
 
-/* Effective positions in pre-RoPE mode, renumbered so that the first sink is at 0 (the original's
-   cache-order numbering): slot position + shift(slot) - base. */
+/* Effective positions in pre-RoPE mode, numbered from the first sink (the original's cache-order
+   numbering, so they stay below capacity and hit the angle table): slots below `sinks` sit at their
+   slot index, every other slot at position - base. */
 typedef struct kve__posmap {
-    int64_t sink_shift, base;
+    int64_t base;
     int32_t sinks;
 } kve__posmap;
 
 static kve__posmap kve__make_posmap(const kve_cache *c, int32_t l)
 {
     kve__posmap m;
-    m.sinks = kve__pos_shift(c) ? c->sinks : 0;
-    m.sink_shift = kve__sink_shift(c, l);
-    m.base = 0;
-    if (kve__pos_shift(c) && *kve__len(c, l, 0) > 0) m.base = kve__pos(c, l, 0)[0] + m.sink_shift;
+    int64_t anchor = kve__sink_anchor(c, l);
+    m.sinks = anchor >= 0 ? c->sinks : 0;
+    m.base = anchor >= 0 ? anchor - c->sinks : 0;
+    if (anchor < 0 && kve__pos_shift(c) && *kve__len(c, l, 0) > 0) m.base = kve__pos(c, l, 0)[0];
     return m;
 }
 
@@ -1049,7 +1079,7 @@ static void kve__logits(const kve_cache *c, int32_t l, int32_t h, const float *q
         const float *kp = kve__kptr(c, l, h, s);
         int64_t p = pos[s];
         if (pre) {
-            int64_t e = p - pm->base + (s < pm->sinks ? pm->sink_shift : 0);
+            int64_t e = s < pm->sinks ? (int64_t)s : p - pm->base;
             memcpy(kbuf, kp, (size_t)d * sizeof(float));
             kve__rotate_eff(c, kbuf, e);
             kp = kbuf;
@@ -1278,19 +1308,19 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
 
 /* ---- storing tokens --------------------------------------------------------------------------- */
 /* StreamingLLM post-RoPE pos-shift: rewrite the sink keys from their pre-RoPE copies at the
-   shifted positions. Only S keys per head: the cost does not grow with the window. */
+   positions right before the oldest recent token. Only S keys per head: the cost does not grow with the window. */
 static void kve__update_sinks(kve_cache *c, int32_t l)
 {
     int32_t S = c->sinks, d = c->cfg.head_dim, h, s;
-    int64_t shift;
+    int64_t anchor;
     if (!kve__pos_shift(c) || c->cfg.key_storage != KVE_KEYS_POST_ROPE || S == 0) return;
-    shift = kve__sink_shift(c, l);
-    if (shift == c->sink_shift_done[l]) return;
+    anchor = kve__sink_anchor(c, l);
+    if (anchor == c->sink_anchor_done[l]) return;
     for (s = 0; s < S && s < *kve__len(c, l, 0); s++) {
         /* every head and layer moves its sinks to the same positions: angles once per step */
         size_t half = (size_t)c->cfg.rope_dims / 2;
         float *cs = c->sink_cos + (size_t)s * half, *sn = c->sink_sin + (size_t)s * half;
-        int64_t target = kve__pos(c, l, 0)[s] + shift;
+        int64_t target = anchor >= 0 ? anchor - S + s : kve__pos(c, l, 0)[s];
         if (c->sink_angle_pos[s] != target) {
             kve__angles(&c->cfg, c->freq, target, cs, sn);
             c->sink_angle_pos[s] = target;
@@ -1304,7 +1334,7 @@ static void kve__update_sinks(kve_cache *c, int32_t l)
             kve__rotate_cs(&c->cfg, kp, cs, sn);
         }
     }
-    c->sink_shift_done[l] = shift;
+    c->sink_anchor_done[l] = anchor;
 }
 
 KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const float *k,
@@ -1349,6 +1379,10 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
                    kp, (size_t)d * sizeof(float));
         if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__rotate_cs(&c->cfg, kp, cs, sn);
         if (slots) slots[h] = s;
+    }
+    if (c->recent_pos) {
+        size_t w = (size_t)c->cfg.policy.window;
+        c->recent_pos[(size_t)layer * w + (size_t)(c->stored[layer] % (int64_t)w)] = pos;
     }
     c->newest[layer] = pos;
     c->stored[layer]++;
@@ -1437,6 +1471,8 @@ KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsi
     if ((r = kve__check_layer(c, l)) != KVE_OK) return r;
     if (!keep) return KVE_ERROR_NULL_ARGUMENT;
     if (h < 0 || h >= c->cfg.n_kv_heads) return KVE_ERROR_INDEX_OUT_OF_RANGE;
+    /* StreamingLLM's slots are a fixed layout (sinks, then a ring) that compaction would break */
+    if (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM) return KVE_ERROR_WRONG_POLICY;
     n = *kve__len(c, l, h);
     pos = kve__pos(c, l, h);
     G = c->group;
@@ -1676,20 +1712,19 @@ static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_sourc
             r = rh;
         }
     }
+    if (r == KVE_OK) c->limit[l] = c->budget[l]; /* a compressed layer keeps its budget */
     return r;
 }
 
 static kve_result kve__snap_compress(kve_cache *c, int32_t l, void *u)
 {
     (void)u;
-    c->limit[l] = c->budget[l];
     return kve__select_compress(c, l, KVE__FROM_WINDOW);
 }
 
 static kve_result kve__h2o_compress(kve_cache *c, int32_t l, void *u)
 {
     (void)u;
-    c->limit[l] = c->budget[l];
     return kve__select_compress(c, l, KVE__FROM_ACCUMULATED);
 }
 
@@ -1718,9 +1753,14 @@ static kve_result kve__h2o_make_room(kve_cache *c, int32_t l, int32_t *ws, void 
     const kve_policy_config *p = &c->cfg.policy;
     int32_t h, G = c->group, s, budget = c->budget[l];
     size_t cap = (size_t)c->cfg.capacity;
-    int64_t recent_from = c->newest[l] - (p->window - 2); /* with the new token: window newest */
+    int64_t recent_from = INT64_MAX, back = p->window - 1;
     kve_result r;
     (void)u;
+    /* the window - 1 most recently stored tokens stay (with the new one: the window). Protected
+       tokens are never evicted and positions increase, so they are the newest in the cache. */
+    if (back > 0 && c->stored[l] >= back)
+        recent_from = c->recent_pos[(size_t)l * (size_t)p->window +
+                                    (size_t)((c->stored[l] - back) % p->window)];
     if (p->decode != KVE_DECODE_EVICT) return KVE_ERROR_CACHE_FULL;
     c->limit[l] = budget;
     for (h = 0; h < c->cfg.n_kv_heads; h++) {

@@ -542,7 +542,7 @@ static void test_result_strings(void)
 {
     int r, distinct = 1, i;
     const char *seen[32];
-    for (r = 0; r >= -25; r--) {
+    for (r = 0; r >= -27; r--) {
         seen[-r] = kve_result_string((kve_result)r);
         for (i = 0; i < -r; i++) distinct &= strcmp(seen[i], seen[-r]) != 0;
     }
