@@ -358,6 +358,38 @@ static void test_threads_identical(void)
 #endif
 }
 
+/* a bit-exact digest of a large attention (GQA 4:1, 512 slots, scrambled by H2O eviction), printed
+   so that builds with and without OpenMP can be compared (tests/omp_identical.sh) */
+static void print_attention_digest(void)
+{
+    int H = 32, Hk = 8, d = 128, cap = 256, s, i;
+    kve_config cfg;
+    tu_cache c;
+    float *q = (float *)tu_alloc((size_t)H * d * sizeof(float));
+    float *k = (float *)tu_alloc((size_t)Hk * d * sizeof(float));
+    float *out = (float *)tu_alloc((size_t)H * d * sizeof(float));
+    unsigned long long digest = 1469598103934665603ull;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = Hk; cfg.head_dim = d; cfg.capacity = cap;
+    cfg.policy.kind = KVE_POLICY_H2O; cfg.policy.window = 16;
+    tu_open(&c, &cfg);
+    tu_seed(10);
+    for (s = 0; s < 2 * cap; s++) {
+        tu_fill(k, (size_t)Hk * d, 1.0f);
+        tu_fill(q, (size_t)H * d, 1.0f);
+        CHECK_RESULT(kve_store(&c.c, 0, s, k, k, NULL), KVE_OK);
+        CHECK_RESULT(kve_attend(&c.c, 0, q, out), KVE_OK);
+        for (i = 0; i < H * d; i++) {
+            unsigned int bits;
+            memcpy(&bits, &out[i], 4);
+            digest = (digest ^ bits) * 1099511628211ull;
+        }
+    }
+    printf("attention digest %016llx\n", digest);
+    free(q); free(k); free(out);
+    tu_close(&c);
+}
+
 /* ---- errors ----------------------------------------------------------------------------- */
 static kve_config small_cfg(void)
 {
@@ -596,6 +628,7 @@ int main(void)
     test_storage_and_layouts_agree();
     test_prefill_and_weights();
     test_threads_identical();
+    print_attention_digest();
     test_config_errors();
     test_init_errors();
     test_call_errors();
