@@ -428,7 +428,7 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #define KVE__MAGIC 0x4b564556u
 #define KVE__ALIGN 64
 /* below this many multiply-adds a call stays on one thread: the fork costs more */
-#define KVE__OMP_MIN_WORK 65536
+#define KVE__OMP_MIN_WORK 262144
 
 #ifdef __cplusplus
 #define KVE__CAST(T, x) reinterpret_cast<T>(x)
@@ -495,19 +495,23 @@ static int kve__mul_ok(size_t a, size_t b, size_t *out)
     return 1;
 }
 
-/* 64 lanes in 4 independent chains: vectorises without -ffast-math, hides the FMA latency, and
-   sums in a fixed order (the same on every thread count) */
+/* 64 lanes in 4 independent chains (for head_dim >= 64), else 16: vectorises without -ffast-math,
+   hides the FMA latency, and sums in a fixed order that depends only on n */
 static float kve__dot(const float *a, const float *b, int32_t n)
 {
-    float acc[64] = {0};
+    float acc[64];
     int32_t i = 0, j;
-    for (; i + 64 <= n; i += 64)
-        for (j = 0; j < 64; j++) acc[j] += a[i + j] * b[i + j];
+    for (j = 0; j < 16; j++) acc[j] = 0.0f;
+    if (n >= 64) {
+        for (j = 16; j < 64; j++) acc[j] = 0.0f;
+        for (; i + 64 <= n; i += 64)
+            for (j = 0; j < 64; j++) acc[j] += a[i + j] * b[i + j];
+        for (j = 0; j < 32; j++) acc[j] += acc[j + 32];
+        for (j = 0; j < 16; j++) acc[j] += acc[j + 16];
+    }
     for (; i + 16 <= n; i += 16)
         for (j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
     for (; i < n; i++) acc[i & 15] += a[i] * b[i];
-    for (j = 0; j < 32; j++) acc[j] += acc[j + 32];
-    for (j = 0; j < 16; j++) acc[j] += acc[j + 16];
     for (j = 0; j < 8; j++) acc[j] += acc[j + 8];
     for (j = 0; j < 4; j++) acc[j] += acc[j + 4];
     return (acc[0] + acc[2]) + (acc[1] + acc[3]);
