@@ -56,7 +56,8 @@ demo: $(BUILD)/compare $(BUILD)/minimal
 	    --text $(TEXT) --tokens 8000 --mode stream --policy full \
 	    --policy streamingllm:capacity=256,sinks=4,pos_shift=1 \
 	    --policy streamingllm:capacity=256,sinks=4,pos_shift=0 \
-	    --policy streamingllm:capacity=256,sinks=0 ; \
+	    --policy streamingllm:capacity=256,sinks=0 --svg $(BUILD)/demo.svg ; \
+	  echo "NLL against position: $(BUILD)/demo.svg" ; \
 	else \
 	  echo "No model found (set MODEL_DIR or put stories260K.bin and tok512.bin in models/)."; \
 	  echo "Get them (1 MB) from the tinyllamas model repository, folder stories260K."; \

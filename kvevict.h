@@ -89,8 +89,8 @@
    layer reaches its budget it is re-scored with the most recent `window` queries as the
    observation window and shrunk by evict_batch tokens, default window; PyramidKV layers use the
    schedule of a long prompt, kve_layer_budget()). Scoring needs attention, so a prompt stored
-   before a layer's first kve_prefill/kve_attend may fill the whole capacity; from then on the
-   layer stays within its budget.
+   before a layer's first kve_prefill/kve_attend may fill the whole capacity (custom policies
+   too); from then on, or after kve_compress, the layer stays within its budget.
    Ties between equal scores are broken towards the lower position, deterministically.
    Differences from the references, on purpose: StreamingLLM evicts when the next token is stored
    rather than right after attention (the same tokens are attended); PyramidKV with n_layers = 1
@@ -401,9 +401,10 @@ KVE_API float *kve_value(const kve_cache *cache, int32_t layer, int32_t kv_head,
 /* accumulated attention of query head `head` per slot (policies with wants_scores), or NULL */
 KVE_API float *kve_scores(const kve_cache *cache, int32_t layer, int32_t head);
 KVE_API int32_t kve_layer_budget(const kve_cache *cache, int32_t layer);
+KVE_API int64_t kve_newest_position(const kve_cache *cache, int32_t layer); /* -1 if none */
+KVE_API const kve_config *kve_cache_config(const kve_cache *cache); /* resolved; NULL if invalid */
 KVE_API size_t kve_layer_bytes(const kve_cache *cache, int32_t layer); /* K+V bytes in use */
 KVE_API size_t kve_bytes_in_use(const kve_cache *cache);
-/* effective position a slot is attended at (pos-shift aware), relative to the query's shift */
 KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT names none */
 
 #ifdef __cplusplus
@@ -783,13 +784,12 @@ static kve_result kve__check_strides(const kve_config *c, size_t ls, size_t hs, 
     return KVE_OK;
 }
 
-/* Scoring policies may fill the whole capacity with a prompt stored before any attention on the
-   layer (they need attention to score); once a layer has been attended, it is kept within its
-   budget. StreamingLLM and custom policies keep their budget from the start. */
+/* A prompt stored before a layer's first attention may fill the whole capacity (scoring needs
+   attention; a prompt is compressed after its prefill); once a layer has been attended or
+   compressed, it is kept within its budget. StreamingLLM keeps its budget from the start. */
 static int32_t kve__initial_limit(const kve_cache *c, int32_t l)
 {
-    kve_policy_kind k = c->cfg.policy.kind;
-    if (k == KVE_POLICY_STREAMINGLLM || k == KVE_POLICY_CUSTOM) return c->budget[l];
+    if (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM) return c->budget[l];
     return c->cfg.capacity;
 }
 
@@ -1716,7 +1716,6 @@ static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_sourc
             r = rh;
         }
     }
-    if (r == KVE_OK) c->limit[l] = c->budget[l]; /* a compressed layer keeps its budget */
     return r;
 }
 
@@ -1817,8 +1816,10 @@ KVE_API kve_result kve_compress(kve_cache *c, int32_t layer)
 {
     kve_result r;
     if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
-    if (!c->vtable->compress) return KVE_OK;
-    return c->vtable->compress(c, layer, c->vtable_user);
+    if (c->vtable->compress && (r = c->vtable->compress(c, layer, c->vtable_user)) != KVE_OK)
+        return r;
+    c->limit[layer] = c->budget[layer]; /* a compressed layer keeps its budget */
+    return KVE_OK;
 }
 
 KVE_API kve_result kve_compress_all(kve_cache *c)
@@ -1872,6 +1873,17 @@ KVE_API int32_t kve_layer_budget(const kve_cache *c, int32_t l)
 {
     if (!kve__valid(c) || l < 0 || l >= c->cfg.n_layers) return -1;
     return c->budget[l];
+}
+
+KVE_API int64_t kve_newest_position(const kve_cache *c, int32_t l)
+{
+    if (!kve__valid(c) || l < 0 || l >= c->cfg.n_layers) return -1;
+    return c->newest[l];
+}
+
+KVE_API const kve_config *kve_cache_config(const kve_cache *c)
+{
+    return kve__valid(c) ? &c->cfg : NULL;
 }
 
 KVE_API size_t kve_layer_bytes(const kve_cache *c, int32_t l)

@@ -15,7 +15,14 @@
            cache within its capacity (which counts the current token); scores every next token.
    prompt: segments of P prompt tokens (384) + G continuation tokens (64): prefill the prompt
            with the full cache, compress with the policy, feed the G tokens and score their
-           predictions: NLL, KL divergence from the full cache's distribution, top-1 agreement. */
+           predictions: NLL, KL divergence from the full cache's distribution, top-1 agreement.
+           (StreamingLLM has no prompt compression: a prompt longer than its capacity streams
+           through its cache token by token.) SnapKV, PyramidKV and H2O grow after the prompt
+           (decode=grow) unless given decode=evict. The first policy given is the one the
+           others are paired with, segment by segment, for the KL differences.
+   --csv: one row per scored token, "policy,t,nll" (prompt mode adds segment,kl,top1), t being
+   the stream index of the token fed (nll is that of the token after it). --svg: NLL against t,
+   a moving average, one line per policy. Defaults of the library's parameters: kvevict.h. */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
 #include "examples/engine.h"
@@ -166,17 +173,50 @@ static int run_stream(const model *m, result *r, const int *tokens, int n)
 }
 
 /* ---- prompt mode: prefill, compress, continue ---------------------------------------------- */
+/* One segment through engine e: the P prompt tokens (one prefill if they fit in the cache, then
+   kve_compress_all; else token by token, the policy evicting as it goes, which is what
+   StreamingLLM does), then the G continuation tokens, scored. ref: the full cache's
+   log-probabilities of the G predictions, NULL while computing them (into lp). */
+static kve_result run_segment(engine *e, const int *seg, int P, int G, const double *ref,
+                              double *lp, float *logits, result *r, int s, int offset)
+{
+    int V = e->m->vocab_size, i, j;
+    kve_result kr = KVE_OK;
+    kve_cache_reset(&e->cache);
+    if (P <= e->capacity) {
+        if ((kr = engine_run(e, seg, P, 0, NULL)) == KVE_OK) kr = kve_compress_all(&e->cache);
+    } else {
+        for (i = 0; i < P && kr == KVE_OK; i++) kr = engine_run(e, &seg[i], 1, i, NULL);
+    }
+    for (i = 0; i < G && kr == KVE_OK; i++) {
+        double *out = ref ? lp : lp + (size_t)i * V, kl = 0.0;
+        const double *q = ref ? ref + (size_t)i * V : NULL; /* the full cache's */
+        size_t bytes;
+        if ((kr = engine_run(e, &seg[P + i], 1, P + i, logits)) != KVE_OK) break;
+        log_softmax(logits, V, out);
+        if (!ref) continue;
+        for (j = 0; j < V; j++) kl += exp(q[j]) * (q[j] - out[j]);
+        r->t[r->n] = offset + P + i;
+        r->segment[r->n] = s;
+        r->nll[r->n] = -out[seg[P + i + 1]];
+        r->kl[r->n] = kl;
+        r->top1[r->n++] = argmax_d(out, V) == argmax_d(q, V);
+        bytes = kve_bytes_in_use(&e->cache);
+        if (bytes > r->peak_bytes) r->peak_bytes = bytes;
+    }
+    return kr;
+}
+
 static int run_prompt(const model *m, result *res, int n_pol, const int *tokens, int n, int P,
                       int G)
 {
-    int S = (n - 1) / (P + G), V = m->vocab_size, s, p, i;
+    int S = (n - 1) / (P + G), V = m->vocab_size, s, p;
     engine ref, e[MAX_POLICIES];
     random_policy rnd[MAX_POLICIES];
     kve_policy_config full;
     float *logits = (float *)xmalloc((size_t)V * sizeof(float));
     double *ref_lp = (double *)xmalloc((size_t)G * (size_t)V * sizeof(double));
     double *lp = (double *)xmalloc((size_t)V * sizeof(double)), t0 = now_seconds(), last = t0;
-    kve_result kr = KVE_OK;
     if (S < 1) {
         fprintf(stderr, "error: prompt mode needs at least %d tokens, the text gave %d\n",
                 P + G + 1, n);
@@ -195,44 +235,23 @@ static int run_prompt(const model *m, result *res, int n_pol, const int *tokens,
     }
     for (s = 0; s < S; s++) {
         const int *seg = tokens + (size_t)s * (size_t)(P + G);
-        /* the full cache's next-token distributions, the reference for KL and top-1 */
-        kve_cache_reset(&ref.cache);
-        if ((kr = engine_run(&ref, seg, P, 0, NULL)) != KVE_OK) break;
-        for (i = 0; i < G && kr == KVE_OK; i++) {
-            kr = engine_run(&ref, &seg[P + i], 1, P + i, logits);
-            log_softmax(logits, V, ref_lp + (size_t)i * V);
+        kve_result kr = run_segment(&ref, seg, P, G, NULL, ref_lp, logits, NULL, s, 0);
+        if (kr != KVE_OK) {
+            fprintf(stderr, "error: full cache, segment %d: %s\n", s, kve_result_string(kr));
+            return 1;
         }
-        for (p = 0; p < n_pol && kr == KVE_OK; p++) {
-            result *r = &res[p];
+        for (p = 0; p < n_pol; p++) {
             double ts = now_seconds();
-            kve_cache_reset(&e[p].cache);
-            if ((kr = engine_run(&e[p], seg, P, 0, NULL)) != KVE_OK ||
-                (kr = kve_compress_all(&e[p].cache)) != KVE_OK)
-                break;
-            for (i = 0; i < G; i++) {
-                const double *q = ref_lp + (size_t)i * V;
-                double kl = 0.0;
-                size_t bytes;
-                int j;
-                if ((kr = engine_run(&e[p], &seg[P + i], 1, P + i, logits)) != KVE_OK) break;
-                log_softmax(logits, V, lp);
-                for (j = 0; j < V; j++) kl += exp(q[j]) * (q[j] - lp[j]);
-                r->t[r->n] = s * (P + G) + P + i;
-                r->segment[r->n] = s;
-                r->nll[r->n] = -lp[seg[P + i + 1]];
-                r->kl[r->n] = kl;
-                r->top1[r->n++] = argmax_d(lp, V) == argmax_d(q, V);
-                bytes = kve_bytes_in_use(&e[p].cache);
-                if (bytes > r->peak_bytes) r->peak_bytes = bytes;
+            kr = run_segment(&e[p], seg, P, G, ref_lp, lp, logits, &res[p], s, s * (P + G));
+            if (kr != KVE_OK) {
+                fprintf(stderr, "error: %s, segment %d: %s\n", res[p].spec.text, s,
+                        kve_result_string(kr));
+                return 1;
             }
-            r->seconds += now_seconds() - ts;
-            r->tokens_run += P + G;
+            res[p].seconds += now_seconds() - ts;
+            res[p].tokens_run += P + G;
         }
         progress("segment", s + 1, S, t0, &last);
-    }
-    if (kr != KVE_OK) {
-        fprintf(stderr, "error: segment %d: %s\n", s, kve_result_string(kr));
-        return 1;
     }
     engine_close(&ref);
     for (p = 0; p < n_pol; p++) {
@@ -269,8 +288,10 @@ static void print_stream_table(const model *m, const result *res, int n_pol, int
 {
     int b[4], p, k;
     char head[3][32];
-    b[0] = 0; b[1] = m->seq_len; b[2] = 4 * m->seq_len; b[3] = n_tokens - 1;
-    for (k = 0; k < 3; k++) snprintf(head[k], sizeof head[k], "[%d,%d)", b[k], b[k + 1] > b[k] ? b[k + 1] : b[k]);
+    b[0] = 0; b[3] = n_tokens - 1; /* scored tokens: t in [0, n - 1) */
+    b[1] = m->seq_len < b[3] ? m->seq_len : b[3];
+    b[2] = 4 * m->seq_len < b[3] ? 4 * m->seq_len : b[3];
+    for (k = 0; k < 3; k++) snprintf(head[k], sizeof head[k], "[%d,%d)", b[k], b[k + 1]);
     printf("stream mode, %d tokens, training context %d: mean NLL (perplexity) of the next token\n",
            n_tokens, m->seq_len);
     printf("%-*s  %-16s %-16s %-16s %12s %9s\n", w, "policy", head[0], head[1], head[2], "peak KV",
@@ -380,7 +401,7 @@ static int write_svg(const char *path, const result *res, int n_pol, const char 
     ymax = ceil(ymax);
     for (xstep = 1; xmax / xstep > 10;) /* 1, 2, 5, 10, 20, 50, ... */
         xstep *= fmod(log10(xstep), 1.0) < 0.2 ? 2 : (fmod(log10(xstep), 1.0) < 0.5 ? 2.5 : 2);
-    ystep = ymax > 10 ? 2 : 1;
+    ystep = ymax > 10 ? 2 : (ymax > 3 ? 1 : 0.5);
 #define SX(x) (L + (W - L - R) * (x) / xmax)
 #define SY(y) (T + PH - PH * (y) / ymax)
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
@@ -407,17 +428,18 @@ static int write_svg(const char *path, const result *res, int n_pol, const char 
         const result *r = &res[p];
         double sum = 0.0;
         int every = r->n / 1500 + 1;
-        /* earlier lines wider, so a line hidden under a later one still shows at its edges */
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\" points=\"",
-                color[p % 8], p < 4 ? 2.6 - 0.4 * p : 1.2);
+        /* from the fourth line on dashed, so that a line hidden under a later one still shows */
+        const char *dash = p < 3 ? "" : " stroke-dasharray=\"6,4\"";
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
+                color[p % 8], dash);
         for (i = 0; i < r->n; i++) {
             sum += r->nll[i] - (i >= avg ? r->nll[i - avg] : 0.0);
             if (i % every == 0 || i == r->n - 1)
                 fprintf(f, "%.1f,%.1f ", SX(r->t[i]), SY(sum / (i < avg ? i + 1 : avg)));
         }
         fprintf(f, "\"/>\n<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
-                "stroke-width=\"3\"/><text x=\"%.0f\" y=\"%.0f\">%s</text>\n", L, L + 24,
-                T + PH + 56 + 18 * p, T + PH + 56 + 18 * p, color[p % 8], L + 32,
+                "stroke-width=\"3\"%s/><text x=\"%.0f\" y=\"%.0f\">%s</text>\n", L, L + 24,
+                T + PH + 56 + 18 * p, T + PH + 56 + 18 * p, color[p % 8], dash, L + 32,
                 T + PH + 60 + 18 * p, r->spec.text);
     }
 #undef SX
@@ -434,8 +456,10 @@ static void usage(void)
             "usage: compare --model M --tokenizer T --text F [--tokens N] [--mode stream|prompt]\n"
             "               [--prompt-tokens P] [--continuation G]\n"
             "               --policy SPEC [--policy SPEC ...] [--csv OUT.csv] [--svg OUT.svg]\n"
-            "SPEC: full, streamingllm:capacity=256,sinks=4,pos_shift=1, snapkv:capacity=128,window=8,\n"
-            "      pyramidkv:capacity=128,window=8, h2o:capacity=128,window=8, random:capacity=128\n");
+            "SPEC: full, streamingllm:capacity=256,sinks=4,pos_shift=1,\n"
+            "      snapkv:capacity=128,window=8, pyramidkv:capacity=128,window=8,\n"
+            "      h2o:capacity=128,window=8, random:capacity=128,window=8\n"
+            "      (all parameters: the top of examples/compare.c)\n");
     exit(2);
 }
 
@@ -495,7 +519,7 @@ int main(int argc, char **argv)
         }
     }
     if (!model_path || !tok_path || !text_path || n_pol == 0) {
-        fprintf(stderr, "error: --model, --tokenizer, --text and at least one --policy are needed\n");
+        fprintf(stderr, "error: --model, --tokenizer, --text and a --policy are needed\n");
         usage();
     }
     if (model_load(&m, model_path)) return 1;

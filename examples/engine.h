@@ -114,13 +114,13 @@ static int model_load(model *m, const char *path)
     }
     fclose(f);
 #define ENGINE_TAKE(ptr, count) (ptr = m->data + n, n += (size_t)(count))
-    ENGINE_TAKE(m->emb, m->vocab_size * m->dim);
-    ENGINE_TAKE(m->rms_att, m->n_layers * m->dim);
+    ENGINE_TAKE(m->emb, (size_t)m->vocab_size * m->dim);
+    ENGINE_TAKE(m->rms_att, (size_t)m->n_layers * m->dim);
     ENGINE_TAKE(m->wq, (size_t)m->n_layers * m->dim * m->dim);
     ENGINE_TAKE(m->wk, (size_t)m->n_layers * m->dim * m->kv_dim);
     ENGINE_TAKE(m->wv, (size_t)m->n_layers * m->dim * m->kv_dim);
     ENGINE_TAKE(m->wo, (size_t)m->n_layers * m->dim * m->dim);
-    ENGINE_TAKE(m->rms_ffn, m->n_layers * m->dim);
+    ENGINE_TAKE(m->rms_ffn, (size_t)m->n_layers * m->dim);
     ENGINE_TAKE(m->w1, (size_t)m->n_layers * m->dim * m->hidden_dim);
     ENGINE_TAKE(m->w2, (size_t)m->n_layers * m->hidden_dim * m->dim);
     ENGINE_TAKE(m->w3, (size_t)m->n_layers * m->dim * m->hidden_dim);
@@ -319,6 +319,7 @@ static kve_result random_compress(kve_cache *c, int32_t layer, void *user)
 {
     random_policy *p = (random_policy *)user;
     int32_t h, n, count, i;
+    kve_result r;
     for (h = 0; h < p->n_kv_heads; h++) {
         if ((n = kve_length(c, layer, h)) <= p->keep) continue;
         count = random_old_slots(c, layer, h, p->window, p->slots);
@@ -329,7 +330,7 @@ static kve_result random_compress(kve_cache *c, int32_t layer, void *user)
             p->slots[j] = t;
             if (i >= p->keep - p->window) p->mark[p->slots[i]] = 0;
         }
-        kve_keep_slots(c, layer, h, p->mark);
+        if ((r = kve_keep_slots(c, layer, h, p->mark)) != KVE_OK) return r;
     }
     return KVE_OK;
 }
@@ -345,11 +346,16 @@ typedef struct policy_spec {
     uint64_t seed;
 } policy_spec;
 
-static const struct { const char *name; kve_policy_kind kind; const char *params; } policy_names[] = {
+static const struct {
+    const char *name;
+    kve_policy_kind kind;
+    const char *params;
+} policy_names[] = {
     {"full", KVE_POLICY_FULL, ""},
     {"streamingllm", KVE_POLICY_STREAMINGLLM, "capacity sinks pos_shift"},
     {"snapkv", KVE_POLICY_SNAPKV, "capacity window kernel pooling gqa decode evict_batch"},
-    {"pyramidkv", KVE_POLICY_PYRAMIDKV, "capacity window kernel pooling gqa decode evict_batch beta"},
+    {"pyramidkv", KVE_POLICY_PYRAMIDKV,
+     "capacity window kernel pooling gqa decode evict_batch beta"},
     {"h2o", KVE_POLICY_H2O, "capacity window gqa decode"},
     {"random", KVE_POLICY_CUSTOM, "capacity window seed"},
 };
@@ -365,8 +371,8 @@ static int spec_word(const char *v, const char *const *words, int n)
 
 static int spec_parse(const char *text, policy_spec *s)
 {
-    static const char *const pooling[] = {"max", "avg", "none"}, *const gqa[] = {"mean", "max", "sum"},
-                             *const decode[] = {"grow", "evict"};
+    static const char *const pooling[] = {"max", "avg", "none"};
+    static const char *const gqa[] = {"mean", "max", "sum"}, *const decode[] = {"grow", "evict"};
     char buf[256], *name = buf, *params, *item;
     size_t i, n_names = sizeof policy_names / sizeof policy_names[0];
     memset(s, 0, sizeof *s);
@@ -432,7 +438,8 @@ static int spec_parse(const char *text, policy_spec *s)
         else if (!strcmp(item, "beta")) s->cfg.beta = (int32_t)v;
         else if (!strcmp(item, "evict_batch")) s->cfg.evict_batch = (int32_t)v;
         else if (!strcmp(item, "sinks")) s->cfg.sinks = v == 0 ? KVE_NO_SINKS : (int32_t)v;
-        else if (!strcmp(item, "pos_shift")) s->cfg.pos_shift = v ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
+        else if (!strcmp(item, "pos_shift"))
+            s->cfg.pos_shift = v ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
         else if (!strcmp(item, "seed")) s->seed = (uint64_t)v + 1;
         else if (!strcmp(item, "pooling")) s->cfg.pooling = (kve_pooling)(KVE_POOL_MAX + word);
         else if (!strcmp(item, "gqa")) s->cfg.gqa = (kve_reduce)(KVE_REDUCE_MEAN + word);
@@ -480,8 +487,9 @@ static int spec_setup(const policy_spec *s, const model *m, int stream, int32_t 
         if (stream) pc->decode = KVE_DECODE_EVICT;
         else if (pc->decode == KVE_DECODE_DEFAULT) pc->decode = KVE_DECODE_GROW;
         if (!stream && full_slots > *slots) *slots = full_slots;
-        if (s->cfg.kind == KVE_POLICY_PYRAMIDKV && m->n_layers > 1) {
-            /* the lowest layer keeps more than the mean budget: size the buffers for it */
+        if (s->cfg.kind == KVE_POLICY_PYRAMIDKV && pc->decode == KVE_DECODE_EVICT &&
+            m->n_layers > 1) {
+            /* evicting, the lowest layer keeps more than the mean budget: room for it */
             kve_config c;
             int32_t *b = (int32_t *)xmalloc((size_t)m->n_layers * sizeof(int32_t)), l;
             memset(&c, 0, sizeof c);
@@ -493,6 +501,19 @@ static int spec_setup(const policy_spec *s, const model *m, int stream, int32_t 
                 for (l = 0; l < m->n_layers; l++)
                     if (b[l] > *slots) *slots = b[l];
             free(b);
+        }
+    }
+    {
+        kve_config c; /* the library's own check, so that the message names the policy */
+        kve_result r;
+        memset(&c, 0, sizeof c);
+        c.n_layers = m->n_layers; c.n_heads = m->n_heads; c.n_kv_heads = m->n_kv_heads;
+        c.head_dim = m->head_dim; c.capacity = *slots; c.policy = *pc;
+        if ((r = kve_config_resolve(&c, &c)) != KVE_OK) {
+            int default_window = r == KVE_ERROR_WINDOW_TOO_LARGE && !s->cfg.window;
+            fprintf(stderr, "error: policy '%s': %s%s\n", s->text, kve_result_string(r),
+                    default_window ? " (default window: 32)" : "");
+            return 1;
         }
     }
     if (s->random) { /* freed by the caller */
@@ -508,6 +529,7 @@ typedef struct engine {
     kve_cache cache;
     float *kbuf, *vbuf; /* the K/V buffers: ours, kvevict only manages them */
     void *mem;          /* kvevict's bookkeeping */
+    int32_t capacity;   /* slots per layer and KV head */
     int max_batch;      /* tokens per engine_run */
     float *x, *xb, *hb, *hb2, *q, *k, *v, *att; /* [max_batch][width] */
 } engine;
@@ -535,6 +557,7 @@ static int engine_open(engine *e, const model *m, const kve_policy_config *polic
         return 1;
     }
     e->m = m;
+    e->capacity = capacity;
     e->max_batch = max_batch;
     e->kbuf = (float *)xmalloc(floats * sizeof(float));
     e->vbuf = (float *)xmalloc(floats * sizeof(float));
@@ -600,7 +623,8 @@ static kve_result engine_run(engine *e, const int *tokens, int n, int64_t pos, f
     kve_result r;
     if (n < 1 || n > e->max_batch) return KVE_ERROR_INVALID_COUNT;
     for (t = 0; t < n; t++)
-        memcpy(e->x + (size_t)t * dim, m->emb + (size_t)tokens[t] * dim, (size_t)dim * sizeof(float));
+        memcpy(e->x + (size_t)t * dim, m->emb + (size_t)tokens[t] * dim,
+               (size_t)dim * sizeof(float));
     for (l = 0; l < m->n_layers; l++) {
         size_t lq = (size_t)l * dim * dim, lkv = (size_t)l * dim * kvd, lh = (size_t)l * dim * hid;
         for (t = 0; t < n; t++) {
@@ -610,7 +634,8 @@ static kve_result engine_run(engine *e, const int *tokens, int n, int64_t pos, f
             matmul(e->k + (size_t)t * kvd, xb, m->wk + lkv, dim, kvd);
             matmul(e->v + (size_t)t * kvd, xb, m->wv + lkv, dim, kvd);
             /* kvevict: store k and v (before RoPE); the policy evicts if the layer is full */
-            r = kve_store(&e->cache, l, pos + t, e->k + (size_t)t * kvd, e->v + (size_t)t * kvd, NULL);
+            r = kve_store(&e->cache, l, pos + t, e->k + (size_t)t * kvd, e->v + (size_t)t * kvd,
+                          NULL);
             if (r != KVE_OK) return r;
         }
         /* kvevict: attention of the queries (before RoPE) over what the cache holds */

@@ -115,7 +115,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!model_path || !tok_path) return fprintf(stderr, "error: --model and --tokenizer are needed\n"), usage();
+    if (!model_path || !tok_path) {
+        fprintf(stderr, "error: --model and --tokenizer are needed\n");
+        return usage();
+    }
     if (spec_parse(policy, &spec)) return 2;
     if (spec.cfg.kind == KVE_POLICY_FULL && steps == 0) {
         fprintf(stderr, "error: the full cache grows with every token: give --steps N\n");
