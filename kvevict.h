@@ -628,6 +628,14 @@ KVE_API kve_result kve_config_resolve(const kve_config *in, kve_config *out)
         !isfinite(c.rope_linear_factor) || c.rope_dims < 0 || c.rope_dims % 2 != 0 ||
         c.rope_dims > c.head_dim)
         return KVE_ERROR_INVALID_ROPE;
+    if (c.rope_dims > 0) {
+        /* every angle up to KVE_MAX_POSITION must be a finite double: the frequencies run from 1
+           to theta^(-(rope_dims-2)/rope_dims), positions are divided by the linear factor */
+        double f_last = pow(c.rope_theta, -(double)(c.rope_dims - 2) / (double)c.rope_dims);
+        double f_max = f_last > 1.0 ? f_last : 1.0;
+        double max_angle = (double)KVE_MAX_POSITION / c.rope_linear_factor * f_max;
+        if (!isfinite(f_last) || !(max_angle < 1e300)) return KVE_ERROR_INVALID_ROPE;
+    }
     if (c.key_storage == KVE_KEYS_DEFAULT) c.key_storage = KVE_KEYS_POST_ROPE;
     {
         kve_result r = kve__resolve_policy(&c, &c.policy);
@@ -1904,6 +1912,25 @@ KVE_API size_t kve_bytes_in_use(const kve_cache *c)
     return n;
 }
 
+/* StreamingLLM: the sinks are the oldest tokens, and the ring's next slot holds the oldest recent
+   token once the ring has wrapped (before, the recent slots fill in order from slot `sinks`) */
+static kve_result kve__check_ring(const kve_cache *c, int32_t l)
+{
+    int32_t S = c->sinks, n = *kve__len(c, l, 0), B = c->budget[l], s, next = c->ring_next[l];
+    const int64_t *pos = kve__pos(c, l, 0);
+    int wrapped = c->stored[l] > (int64_t)n;
+    if (next < S || next >= B || next < 0 || (S >= B && next != S)) return KVE_ERROR_CORRUPT;
+    if (!wrapped && n > S && next != S) return KVE_ERROR_CORRUPT;
+    for (s = S; s < n; s++) {
+        if (S > 0 && pos[s] <= pos[S - 1]) return KVE_ERROR_CORRUPT;
+        if (wrapped && next < n && pos[s] < pos[next]) return KVE_ERROR_CORRUPT;
+    }
+    if (!wrapped)
+        for (s = S + 1; s < n; s++)
+            if (pos[s] <= pos[s - 1]) return KVE_ERROR_CORRUPT;
+    return KVE_OK;
+}
+
 KVE_API kve_result kve_check(kve_cache *c)
 {
     int32_t l, h, s, Hk;
@@ -1934,6 +1961,7 @@ KVE_API kve_result kve_check(kve_cache *c)
                 for (s = 1; s < n && s < c->sinks; s++)
                     if (pos[s] <= pos[s - 1]) return KVE_ERROR_CORRUPT;
                 if (n > c->limit[l]) return KVE_ERROR_CORRUPT;
+                if (h == 0 && kve__check_ring(c, l) != KVE_OK) return KVE_ERROR_CORRUPT;
             }
             if (n > 0 && c->newest[l] >= 0) {
                 /* the newest token is always kept */
