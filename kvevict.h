@@ -496,34 +496,6 @@ static int kve__mul_ok(size_t a, size_t b, size_t *out)
     return 1;
 }
 
-/* 64 lanes in 4 independent chains (for head_dim >= 64), else 16: vectorises without -ffast-math,
-   hides the FMA latency, and sums in a fixed order that depends only on n */
-static float kve__dot(const float *a, const float *b, int32_t n)
-{
-    float acc[64];
-    int32_t i = 0, j;
-    for (j = 0; j < 16; j++) acc[j] = 0.0f;
-    if (n >= 64) {
-        for (j = 16; j < 64; j++) acc[j] = 0.0f;
-        for (; i + 64 <= n; i += 64)
-            for (j = 0; j < 64; j++) acc[j] += a[i + j] * b[i + j];
-        for (j = 0; j < 32; j++) acc[j] += acc[j + 32];
-        for (j = 0; j < 16; j++) acc[j] += acc[j + 16];
-    }
-    for (; i + 16 <= n; i += 16)
-        for (j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
-    for (; i < n; i++) acc[i & 15] += a[i] * b[i];
-    for (j = 0; j < 8; j++) acc[j] += acc[j + 8];
-    for (j = 0; j < 4; j++) acc[j] += acc[j + 4];
-    return (acc[0] + acc[2]) + (acc[1] + acc[3]);
-}
-
-static void kve__axpy(float *y, float a, const float *x, int32_t n)
-{
-    int32_t i;
-    for (i = 0; i < n; i++) y[i] += a * x[i];
-}
-
 /* exp(x) for x <= 0 over an array, branch-free so it vectorises; x < -87 gives exactly 0 */
 static void kve__exp_inplace(float *x, int32_t n)
 {
@@ -1077,28 +1049,118 @@ static void kve__rotate_eff(const kve_cache *c, float *x, int64_t p)
     }
 }
 
-/* Logits of nq query rows (rotated, nq x d) against the n slots of (l, h); a slot whose position is
-   above the row's limit gets -inf (causal). Row r goes to logits + r*ld. */
-static void kve__logits(const kve_cache *c, int32_t l, int32_t h, const float *qr, int32_t nq,
-                        const int64_t *limit, const kve__posmap *pm, float *logits, size_t ld)
+/* Kernels. The G query heads that share a KV head are computed together, so each key and value
+   row is read once for all of them (grouped-query attention at one read per KV head). Every dot
+   product runs in 16 lanes over head_dim and folds them in the same fixed order, whichever block
+   it is computed in: results do not depend on blocking or thread count. */
+static float kve__fold16(const float *a)
 {
-    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), s, r;
+    float b[8];
+    int j;
+    for (j = 0; j < 8; j++) b[j] = a[j] + a[j + 8];
+    for (j = 0; j < 4; j++) b[j] += b[j + 4];
+    return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+/* Four independent dot products of head_dim floats, (qa.ka, qb.kb, qc.kc, qd.kd): four
+   accumulator chains that the compiler keeps in registers. The G query rows sharing a key, or one
+   row against four keys, are fed through it. */
+static void kve__dot4(const float *qa, const float *ka, const float *qb, const float *kb,
+                      const float *qc, const float *kc, const float *qd, const float *kd,
+                      int32_t d, float *r0, float *r1, float *r2, float *r3)
+{
+    float a0[16], a1[16], a2[16], a3[16];
+    int32_t i, j;
+    for (j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = 0.0f;
+    for (i = 0; i + 16 <= d; i += 16)
+        for (j = 0; j < 16; j++) {
+            a0[j] += qa[i + j] * ka[i + j];
+            a1[j] += qb[i + j] * kb[i + j];
+            a2[j] += qc[i + j] * kc[i + j];
+            a3[j] += qd[i + j] * kd[i + j];
+        }
+    for (j = 0; j < d - i; j++) { /* the tail: lane j takes element i + j */
+        a0[j] += qa[i + j] * ka[i + j];
+        a1[j] += qb[i + j] * kb[i + j];
+        a2[j] += qc[i + j] * kc[i + j];
+        a3[j] += qd[i + j] * kd[i + j];
+    }
+    *r0 = kve__fold16(a0);
+    *r1 = kve__fold16(a1);
+    *r2 = kve__fold16(a2);
+    *r3 = kve__fold16(a3);
+}
+
+/* y += a x over n floats: vectorises everywhere; the rows being summed stay in L1 */
+static void kve__axpy(float *y, float a, const float *x, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+#define KVE__KEY_BLOCK 4 /* keys per kve__dot4 call */
+
+/* Logits of the G query rows (rotated, G x d) of KV head h against its n slots, scaled by
+   1/sqrt(d); slots whose position is above `limit` get -inf (causal). Row g goes to logits + g*ld. */
+static void kve__logits(const kve_cache *c, int32_t l, int32_t h, const float *qr, int64_t limit,
+                        const kve__posmap *pm, float *logits, size_t ld)
+{
+    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), G = c->group, s, g, t;
     const int64_t *pos = kve__pos(c, l, h);
     float scale = 1.0f / sqrtf((float)d);
     int pre = c->cfg.key_storage == KVE_KEYS_PRE_ROPE && c->cfg.rope_layout != KVE_ROPE_NONE;
-    float kbuf[KVE_MAX_HEAD_DIM];
-    for (s = 0; s < n; s++) {
-        const float *kp = kve__kptr(c, l, h, s);
-        int64_t p = pos[s];
-        if (pre) {
-            int64_t e = s < pm->sinks ? (int64_t)s : p - pm->base;
-            memcpy(kbuf, kp, (size_t)d * sizeof(float));
-            kve__rotate_eff(c, kbuf, e);
-            kp = kbuf;
+    int kb = G == 1 ? 4 : G == 2 ? 2 : 1; /* keys per kve__dot4 call */
+    float kbuf[KVE__KEY_BLOCK][KVE_MAX_HEAD_DIM];
+    const float *kp[KVE__KEY_BLOCK];
+    for (s = 0; s < n; s += kb) {
+        int32_t nb = n - s < kb ? n - s : kb, visible = 0;
+        for (t = 0; t < nb; t++) {
+            kp[t] = kve__kptr(c, l, h, s + t);
+            visible |= pos[s + t] <= limit;
+            if (pre) {
+                int32_t slot = s + t;
+                int64_t e = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
+                memcpy(kbuf[t], kp[t], (size_t)d * sizeof(float));
+                kve__rotate_eff(c, kbuf[t], e);
+                kp[t] = kbuf[t];
+            }
         }
-        for (r = 0; r < nq; r++)
-            logits[(size_t)r * ld + (size_t)s] =
-                p > limit[r] ? -INFINITY : kve__dot(qr + (size_t)r * (size_t)d, kp, d) * scale;
+        if (!visible) { /* a causal prefill skips keys after its query */
+            for (g = 0; g < G; g++)
+                for (t = 0; t < nb; t++) logits[(size_t)g * ld + (size_t)(s + t)] = -INFINITY;
+            continue;
+        }
+        if (G == 1) { /* one row against four keys */
+            float *o = logits + s, dummy[3];
+            for (t = nb; t < 4; t++) kp[t] = kp[0];
+            kve__dot4(qr, kp[0], qr, kp[1], qr, kp[2], qr, kp[3], d, o, nb > 1 ? o + 1 : dummy,
+                      nb > 2 ? o + 2 : dummy + 1, nb > 3 ? o + 3 : dummy + 2);
+        } else if (G == 2) { /* two rows against two keys */
+            float *o = logits + s, dummy[2];
+            const float *k1 = nb > 1 ? kp[1] : kp[0];
+            kve__dot4(qr, kp[0], qr + d, kp[0], qr, k1, qr + d, k1, d, o, o + ld,
+                      nb > 1 ? o + 1 : dummy, nb > 1 ? o + ld + 1 : dummy + 1);
+        } else { /* four rows at a time against one key */
+            for (t = 0; t < nb; t++)
+                for (g = 0; g + 4 <= G; g += 4) {
+                    const float *q0 = qr + (size_t)g * (size_t)d;
+                    float *o = logits + (size_t)g * ld + (size_t)(s + t);
+                    kve__dot4(q0, kp[t], q0 + d, kp[t], q0 + 2 * d, kp[t], q0 + 3 * d, kp[t], d, o,
+                              o + ld, o + 2 * ld, o + 3 * ld);
+                }
+            for (; g < G; g++) /* G not a multiple of 4: the rest one row at a time */
+                for (t = 0; t < nb; t++) {
+                    const float *q0 = qr + (size_t)g * (size_t)d;
+                    float *o = logits + (size_t)g * ld + (size_t)(s + t), dummy[3];
+                    kve__dot4(q0, kp[t], q0, kp[t], q0, kp[t], q0, kp[t], d, o, dummy, dummy + 1,
+                              dummy + 2);
+                }
+        }
+        for (g = 0; g < G; g++)
+            for (t = 0; t < nb; t++) {
+                float *o = logits + (size_t)g * ld + (size_t)(s + t);
+                *o = pos[s + t] > limit ? -INFINITY : *o * scale;
+            }
     }
 }
 
@@ -1121,15 +1183,15 @@ static void kve__softmax(float *x, int32_t n)
 
 /* out (nq x d) = probs (nq rows, stride ld) . V of (l, h); V read once for all rows */
 static void kve__weighted_values(const kve_cache *c, int32_t l, int32_t h, const float *probs,
-                                 int32_t nq, size_t ld, float *out)
+                                 size_t ld, float *out)
 {
-    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), s, r;
-    memset(out, 0, (size_t)nq * (size_t)d * sizeof(float));
-    for (s = 0; s < n; s++) {
+    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), G = c->group, s, g;
+    memset(out, 0, (size_t)G * (size_t)d * sizeof(float));
+    for (s = 0; s < n; s++) { /* each value row is read once for the G query heads */
         const float *vp = kve__vptr(c, l, h, s);
-        for (r = 0; r < nq; r++) {
-            float w = probs[(size_t)r * ld + (size_t)s];
-            if (w != 0.0f) kve__axpy(out + (size_t)r * (size_t)d, w, vp, d);
+        for (g = 0; g < G; g++) {
+            float w = probs[(size_t)g * ld + (size_t)s];
+            if (w != 0.0f) kve__axpy(out + (size_t)g * (size_t)d, w, vp, d);
         }
     }
 }
@@ -1182,10 +1244,8 @@ static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpo
         int32_t n = *kve__len(c, l, h), g, s;
         float *qr = c->scratch_q + (size_t)h * (size_t)G * (size_t)d;
         float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
-        int64_t lim[KVE_MAX_HEADS];
-        for (g = 0; g < G; g++) lim[g] = qpos;
         kve__rotate_queries(c, q, h, &qa, qr);
-        kve__logits(c, l, h, qr, G, lim, pm, lg, cap);
+        kve__logits(c, l, h, qr, qpos, pm, lg, cap);
         for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
         if (c->scores)
             for (g = 0; g < G; g++) {
@@ -1210,7 +1270,7 @@ static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpo
                 }
             }
         }
-        kve__weighted_values(c, l, h, lg, G, cap, out + (size_t)h * (size_t)G * (size_t)d);
+        kve__weighted_values(c, l, h, lg, cap, out + (size_t)h * (size_t)G * (size_t)d);
     }
 }
 
@@ -1290,15 +1350,13 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
             int32_t n = *kve__len(cache, layer, h), g, j, s;
             float *qr = cache->scratch_q + (size_t)h * (size_t)G * (size_t)d;
             float *lg = cache->scratch_f1 + (size_t)h * (size_t)G * cap;
-            int64_t lim[KVE_MAX_HEADS];
             kve__qangles qa;
             for (j = 0; j < nq; j++) {
                 int64_t qp = q_pos ? q_pos[j] : newest - nq + 1 + j;
                 const float *qj = q + (size_t)j * hd;
-                for (g = 0; g < G; g++) lim[g] = qp;
                 kve__query_angles(cache, qp, &pm, &qa);
                 kve__rotate_queries(cache, qj, h, &qa, qr);
-                kve__logits(cache, layer, h, qr, G, lim, &pm, lg, cap);
+                kve__logits(cache, layer, h, qr, qp, &pm, lg, cap);
                 for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
                 if (cache->scores)
                     for (g = 0; g < G; g++) {
@@ -1306,7 +1364,7 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
                         const float *pr = lg + (size_t)g * cap;
                         for (s = 0; s < n; s++) acc[s] += pr[s];
                     }
-                kve__weighted_values(cache, layer, h, lg, G, cap,
+                kve__weighted_values(cache, layer, h, lg, cap,
                                      out + (size_t)j * hd + (size_t)h * (size_t)G * (size_t)d);
             }
         }
@@ -1557,7 +1615,6 @@ static kve_result kve__window_scores(kve_cache *c, int32_t l, int32_t h, kve_red
     float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
     float *sum = c->scratch_f2 + (size_t)h * (size_t)G * cap;
     kve__posmap pm = kve__make_posmap(c, l);
-    int64_t lim[KVE_MAX_HEADS];
     if (w == 0 || c->query_count[l] == 0) return KVE_ERROR_NO_QUERIES;
     nq = c->query_count[l] < (int64_t)w ? (int32_t)c->query_count[l] : (int32_t)w;
     for (g = 0; g < G; g++) memset(sum + (size_t)g * cap, 0, (size_t)n * sizeof(float));
@@ -1567,8 +1624,7 @@ static kve_result kve__window_scores(kve_cache *c, int32_t l, int32_t h, kve_red
         kve__qangles qa;
         kve__query_angles(c, qp, &pm, &qa);
         kve__rotate_queries(c, c->queries + ((size_t)l * w + at) * hd, h, &qa, qr);
-        for (g = 0; g < G; g++) lim[g] = qp;
-        kve__logits(c, l, h, qr, G, lim, &pm, lg, cap);
+        kve__logits(c, l, h, qr, qp, &pm, lg, cap);
         for (g = 0; g < G; g++) {
             float *row = lg + (size_t)g * cap, *acc = sum + (size_t)g * cap;
             kve__softmax(row, n);
