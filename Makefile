@@ -77,7 +77,8 @@ FUZZ_SECONDS ?= 60
 fuzz: | $(BUILD)
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz_kvevict.c -o $(BUILD)/fuzz -lm
 	mkdir -p $(BUILD)/fuzz-corpus
-	$(BUILD)/fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz-corpus tests/fuzz-corpus
+	$(BUILD)/fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=$(BUILD)/ \
+	  $(BUILD)/fuzz-corpus tests/fuzz-corpus
 
 clean:
 	rm -rf build build-san build-noomp

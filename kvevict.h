@@ -1012,8 +1012,11 @@ static int kve__pos_shift(const kve_cache *c)
    renumbering). Returns the oldest recent token's position, or -1 when the sinks stay put. */
 static int64_t kve__sink_anchor(const kve_cache *c, int32_t l)
 {
-    int32_t S = c->sinks, n = *kve__len(c, l, 0), oldest;
-    if (!kve__pos_shift(c) || S == 0 || n <= S) return -1;
+    int32_t S = c->sinks, n, oldest;
+    if (!kve__pos_shift(c) || S == 0) return -1; /* before reading a length another head's
+                                                    compression may be changing */
+    n = *kve__len(c, l, 0);
+    if (n <= S) return -1;
     oldest = c->stored[l] > (int64_t)n ? c->ring_next[l] : S;
     return kve__pos(c, l, 0)[oldest];
 }
