@@ -1234,10 +1234,47 @@ static void kve__record_query(kve_cache *c, int32_t l, const float *q, int64_t q
 }
 
 /* attention of one query token (all heads) at qpos over layer l, keys with position <= qpos */
+/* reduces G values x[0], x[stride], ... by mean, max or sum */
+static float kve__reduce(const float *x, int32_t G, size_t stride, kve_reduce mode)
+{
+    float a = x[0];
+    int32_t g;
+    for (g = 1; g < G; g++) {
+        float y = x[(size_t)g * stride];
+        a = mode == KVE_REDUCE_MAX ? (y > a ? y : a) : a + y;
+    }
+    return mode == KVE_REDUCE_MEAN ? a / (float)G : a;
+}
+
+/* Attention of one query token's G heads that share KV head h, keys with position <= qpos: writes
+   the G output rows and returns the G rows of softmax weights (stride capacity, by slot), after
+   adding them to the accumulated scores when the policy keeps them. */
+static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, const float *q,
+                                         int64_t qpos, const kve__qangles *qa,
+                                         const kve__posmap *pm, float *out)
+{
+    int32_t n = *kve__len(c, l, h), G = c->group, d = c->cfg.head_dim, g, s;
+    size_t cap = (size_t)c->cfg.capacity;
+    float *qr = c->scratch_q + (size_t)h * (size_t)G * (size_t)d;
+    float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
+    kve__rotate_queries(c, q, h, qa, qr);
+    kve__logits(c, l, h, qr, qpos, pm, lg, cap);
+    for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
+    if (c->scores)
+        for (g = 0; g < G; g++) {
+            float *acc = kve__score_row(c, l, h * G + g);
+            const float *pr = lg + (size_t)g * cap;
+            for (s = 0; s < n; s++) acc[s] += pr[s];
+        }
+    kve__weighted_values(c, l, h, lg, cap, out + (size_t)h * (size_t)G * (size_t)d);
+    return lg;
+}
+
+/* decode attention of one query token (all heads) at qpos over layer l */
 static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpos, float *out,
                             const kve_attend_options *opt, const kve__posmap *pm, int parallel)
 {
-    int32_t Hk = c->cfg.n_kv_heads, G = c->group, d = c->cfg.head_dim, h;
+    int32_t Hk = c->cfg.n_kv_heads, G = c->group, h;
     size_t cap = (size_t)c->cfg.capacity;
     kve__qangles qa;
     kve__query_angles(c, qpos, pm, &qa);
@@ -1245,35 +1282,15 @@ static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpo
     KVE__OMP("omp parallel for schedule(static) if(parallel)")
     for (h = 0; h < Hk; h++) {
         int32_t n = *kve__len(c, l, h), g, s;
-        float *qr = c->scratch_q + (size_t)h * (size_t)G * (size_t)d;
-        float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
-        kve__rotate_queries(c, q, h, &qa, qr);
-        kve__logits(c, l, h, qr, qpos, pm, lg, cap);
-        for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
-        if (c->scores)
-            for (g = 0; g < G; g++) {
-                float *acc = kve__score_row(c, l, h * G + g);
-                const float *pr = lg + (size_t)g * cap;
-                for (s = 0; s < n; s++) acc[s] += pr[s];
-            }
-        if (opt && opt->weights) {
-            if (opt->weights_reduce == KVE_REDUCE_DEFAULT) {
-                for (g = 0; g < G; g++)
-                    memcpy(opt->weights + (size_t)(h * G + g) * cap, lg + (size_t)g * cap,
-                           (size_t)n * sizeof(float));
-            } else {
-                float *w = opt->weights + (size_t)h * cap;
-                for (s = 0; s < n; s++) {
-                    float a = lg[s];
-                    for (g = 1; g < G; g++) {
-                        float x = lg[(size_t)g * cap + (size_t)s];
-                        a = opt->weights_reduce == KVE_REDUCE_MAX ? (x > a ? x : a) : a + x;
-                    }
-                    w[s] = opt->weights_reduce == KVE_REDUCE_MEAN ? a / (float)G : a;
-                }
-            }
-        }
-        kve__weighted_values(c, l, h, lg, cap, out + (size_t)h * (size_t)G * (size_t)d);
+        const float *w = kve__group_attention(c, l, h, q, qpos, &qa, pm, out);
+        if (!opt || !opt->weights) continue;
+        if (opt->weights_reduce == KVE_REDUCE_DEFAULT)
+            for (g = 0; g < G; g++)
+                memcpy(opt->weights + (size_t)(h * G + g) * cap, w + (size_t)g * cap,
+                       (size_t)n * sizeof(float));
+        else
+            for (s = 0; s < n; s++)
+                opt->weights[(size_t)h * cap + (size_t)s] = kve__reduce(w + s, G, cap, opt->weights_reduce);
     }
 }
 
@@ -1322,14 +1339,13 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
                                const int64_t *q_pos, float *out)
 {
     kve_result r;
-    int32_t h, i, Hk, G, d;
-    size_t hd, cap;
+    int32_t h, i, Hk, d;
+    size_t hd;
     int64_t newest;
     kve__posmap pm;
     if ((r = kve__check_layer(cache, layer)) != KVE_OK) return r;
     if (!q || !out) return KVE_ERROR_NULL_ARGUMENT;
-    Hk = cache->cfg.n_kv_heads; G = cache->group; d = cache->cfg.head_dim;
-    cap = (size_t)cache->cfg.capacity;
+    Hk = cache->cfg.n_kv_heads; d = cache->cfg.head_dim;
     for (h = 0; h < Hk; h++)
         if (*kve__len(cache, layer, h) == 0) return KVE_ERROR_EMPTY;
     if (nq <= 0 || (int64_t)nq > cache->stored[layer] || nq > cache->cfg.capacity)
@@ -1350,25 +1366,13 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
         (void)parallel;
         KVE__OMP("omp parallel for schedule(static) if(parallel)")
         for (h = 0; h < Hk; h++) {
-            int32_t n = *kve__len(cache, layer, h), g, j, s;
-            float *qr = cache->scratch_q + (size_t)h * (size_t)G * (size_t)d;
-            float *lg = cache->scratch_f1 + (size_t)h * (size_t)G * cap;
+            int32_t j;
             kve__qangles qa;
             for (j = 0; j < nq; j++) {
                 int64_t qp = q_pos ? q_pos[j] : newest - nq + 1 + j;
-                const float *qj = q + (size_t)j * hd;
                 kve__query_angles(cache, qp, &pm, &qa);
-                kve__rotate_queries(cache, qj, h, &qa, qr);
-                kve__logits(cache, layer, h, qr, qp, &pm, lg, cap);
-                for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
-                if (cache->scores)
-                    for (g = 0; g < G; g++) {
-                        float *acc = kve__score_row(cache, layer, h * G + g);
-                        const float *pr = lg + (size_t)g * cap;
-                        for (s = 0; s < n; s++) acc[s] += pr[s];
-                    }
-                kve__weighted_values(cache, layer, h, lg, cap,
-                                     out + (size_t)j * hd + (size_t)h * (size_t)G * (size_t)d);
+                kve__group_attention(cache, layer, h, q + (size_t)j * hd, qp, &qa, &pm,
+                                     out + (size_t)j * hd);
             }
         }
     }
@@ -1594,17 +1598,6 @@ static void kve__order_by_position(const kve_cache *c, int32_t l, int32_t h, int
         }
         memcpy(order, tmp, (size_t)n * sizeof(int32_t));
     }
-}
-
-static float kve__reduce(const float *x, int32_t G, size_t stride, kve_reduce mode)
-{
-    float a = x[0];
-    int32_t g;
-    for (g = 1; g < G; g++) {
-        float y = x[(size_t)g * stride];
-        a = mode == KVE_REDUCE_MAX ? (y > a ? y : a) : a + y;
-    }
-    return mode == KVE_REDUCE_MEAN ? a / (float)G : a;
 }
 
 /* per query head sums of window softmax weights into rows (G x cap), then reduced into out */
