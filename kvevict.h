@@ -1101,6 +1101,16 @@ static void kve__axpy(float *y, float a, const float *x, int32_t n)
     for (i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+/* y += (a0 x0 + a1 x1) + (a2 x2 + a3 x3): four value rows per pass over y, a quarter of the
+   loads and stores of y */
+static void kve__axpy4(float *y, const float *a, const float *x0, const float *x1,
+                       const float *x2, const float *x3, int32_t n)
+{
+    int32_t i;
+    const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    for (i = 0; i < n; i++) y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
+}
+
 #define KVE__KEY_BLOCK 4 /* keys per kve__dot4 call */
 
 /* Logits of the G query rows (rotated, G x d) of KV head h against its n slots, scaled by
@@ -1188,14 +1198,20 @@ static void kve__softmax(float *x, int32_t n)
 static void kve__weighted_values(const kve_cache *c, int32_t l, int32_t h, const float *probs,
                                  size_t ld, float *out)
 {
-    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), G = c->group, s, g;
+    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), G = c->group, s = 0, g;
     memset(out, 0, (size_t)G * (size_t)d * sizeof(float));
-    for (s = 0; s < n; s++) { /* each value row is read once for the G query heads */
+    /* four value rows at a time, each read once for the G query heads (they stay in L1) */
+    for (; s + 4 <= n; s += 4) {
+        const float *v0 = kve__vptr(c, l, h, s), *v1 = kve__vptr(c, l, h, s + 1);
+        const float *v2 = kve__vptr(c, l, h, s + 2), *v3 = kve__vptr(c, l, h, s + 3);
+        for (g = 0; g < G; g++)
+            kve__axpy4(out + (size_t)g * (size_t)d, probs + (size_t)g * ld + (size_t)s, v0, v1, v2,
+                       v3, d);
+    }
+    for (; s < n; s++) {
         const float *vp = kve__vptr(c, l, h, s);
-        for (g = 0; g < G; g++) {
-            float w = probs[(size_t)g * ld + (size_t)s];
-            if (w != 0.0f) kve__axpy(out + (size_t)g * (size_t)d, w, vp, d);
-        }
+        for (g = 0; g < G; g++)
+            kve__axpy(out + (size_t)g * (size_t)d, probs[(size_t)g * ld + (size_t)s], vp, d);
     }
 }
 
@@ -1796,15 +1812,28 @@ static kve_result kve__snap_make_room(kve_cache *c, int32_t l, int32_t *ws, void
 {
     const kve_policy_config *p = &c->cfg.policy;
     int32_t h, budget = c->budget[l], target = budget - p->evict_batch;
-    kve_result r;
+    kve_result r = KVE_OK;
     (void)ws; (void)u;
     if (p->decode != KVE_DECODE_EVICT) return KVE_ERROR_CACHE_FULL;
     if (target < p->window) target = p->window;
     if (target >= budget) target = budget - 1;
-    for (h = 0; h < c->cfg.n_kv_heads; h++) {
-        if (*kve__len(c, l, h) < budget) continue;
-        if ((r = kve__shrink(c, l, h, target, p->window, KVE__FROM_WINDOW)) != KVE_OK) return r;
+    {
+        int32_t Hk = c->cfg.n_kv_heads;
+        int parallel = kve__work_is_large(c, l, p->window);
+        (void)parallel;
+        /* heads are independent, each with its own scratch */
+        KVE__OMP("omp parallel for schedule(static) if(parallel)")
+        for (h = 0; h < Hk; h++) {
+            kve_result rh;
+            if (*kve__len(c, l, h) < budget) continue;
+            rh = kve__shrink(c, l, h, target, p->window, KVE__FROM_WINDOW);
+            if (rh != KVE_OK) {
+                KVE__OMP("omp critical")
+                r = rh;
+            }
+        }
     }
+    if (r != KVE_OK) return r;
     c->limit[l] = budget;
     return KVE_OK;
 }

@@ -716,21 +716,6 @@ static double st_median_store(const stepper *st, int evicted, int *count)
     return m;
 }
 
-/* runs the steppers in turn, in alternating order, so that slow drifts of the machine hit all of
-   them alike: per round and stepper `warm` untimed steps (the other caches have pushed this one out
-   of the L3; one step is not enough to bring it back), then `per_block` timed steps */
-static void st_run_rounds(stepper **sts, int nst, const shape *s, tokgen *tg, float *out, int rounds,
-                          int warm, int per_block)
-{
-    int r, i, j;
-    for (r = 0; r < rounds; r++)
-        for (i = 0; i < nst; i++) {
-            stepper *st = sts[r % 2 ? nst - 1 - i : i];
-            for (j = 0; j < warm; j++) st_step(st, s, tg, out, 0);
-            for (j = 0; j < per_block; j++) st_step(st, s, tg, out, 1);
-        }
-}
-
 /* ratio of a over b: the median over rounds of (median of a's times in the round) / (median of
    b's); a and b hold `rounds` blocks of `per` times each */
 static double paired_ratio(const double *a, const double *b, int rounds, int per)
@@ -752,108 +737,147 @@ static kve_config streaming_cfg(const shape *s, int32_t cap, kve_pos_shift ps, k
     return c;
 }
 
+/* Variants of one measurement (pos-shift on/off, pre-RoPE; H2O/FULL) share the same K/V buffers
+   and bookkeeping block: each turn initialises its cache on them and refills it with the same
+   tokens, so all variants read the same physical memory (caches of their own would sit
+   differently in the shared L3; measured, that alone moves a ratio by up to 30%). */
+typedef struct variant {
+    const char *label;
+    kve_config cfg;
+    double *t_step, *t_store, *t_attend; /* rounds * per_block timed steps */
+    int n_timed;
+} variant;
+
+/* mode 0: a decode step is kve_store (evicting once full) + kve_attend; mode 1: kve_attend alone */
+static void run_variants(const shape *s, variant *v, int nv, int32_t fill, int rounds, int warm,
+                         int per_block, int mode)
+{
+    size_t floats = 0, mem_bytes = 0, f, m;
+    float *k, *vb, *out = (float *)xalloc((size_t)s->heads * (size_t)s->dim * sizeof(float));
+    void *mem;
+    kve_buffers buf;
+    tokgen tg;
+    int r, i, j;
+    for (i = 0; i < nv; i++) {
+        check(kve_buffer_floats(&v[i].cfg, KVE_LAYOUT_HEAD_MAJOR, &f), "kve_buffer_floats");
+        check(kve_cache_size(&v[i].cfg, &m), "kve_cache_size");
+        floats = f > floats ? f : floats;
+        mem_bytes = m > mem_bytes ? m : mem_bytes;
+        v[i].t_step = (double *)xalloc((size_t)(rounds * per_block) * sizeof(double));
+        v[i].t_store = (double *)xalloc((size_t)(rounds * per_block) * sizeof(double));
+        v[i].t_attend = (double *)xalloc((size_t)(rounds * per_block) * sizeof(double));
+        v[i].n_timed = 0;
+    }
+    k = (float *)xalloc(floats * sizeof(float));
+    vb = (float *)xalloc(floats * sizeof(float));
+    mem = xalloc(mem_bytes);
+    memset(&buf, 0, sizeof buf);
+    buf.k = k;
+    buf.v = vb;
+    buf.k_floats = buf.v_floats = floats;
+    buf.layout = KVE_LAYOUT_HEAD_MAJOR;
+    tg_init(&tg, s);
+    for (r = 0; r < rounds; r++)
+        for (i = 0; i < nv; i++) {
+            variant *x = &v[r % 2 ? nv - 1 - i : i]; /* alternating order */
+            kve_cache c;
+            int64_t pos = 0;
+            check(kve_cache_init(&x->cfg, &buf, mem, mem_bytes, &c), "kve_cache_init");
+            rng_state = 1000 + (uint64_t)r; /* the same tokens for every variant of a round */
+            for (j = 0; j < fill; j++) {
+                tg_next(&tg, s);
+                check(kve_store(&c, 0, pos++, tg.k, tg.v, NULL), "kve_store (fill)");
+            }
+            for (j = 0; j < warm + per_block; j++) {
+                double t0, t1, t2;
+                if (mode == 0) tg_next(&tg, s);
+                t0 = now_s();
+                if (mode == 0) check(kve_store(&c, 0, pos++, tg.k, tg.v, NULL), "kve_store (step)");
+                t1 = now_s();
+                check(kve_attend(&c, 0, tg.q, out), "kve_attend (step)");
+                t2 = now_s();
+                if (j >= warm) {
+                    x->t_store[x->n_timed] = t1 - t0;
+                    x->t_attend[x->n_timed] = t2 - t1;
+                    x->t_step[x->n_timed] = t2 - t0;
+                    x->n_timed++;
+                }
+            }
+        }
+    tg_free(&tg);
+    free(k);
+    free(vb);
+    free(mem);
+    free(out);
+}
+
+static void free_variants(variant *v, int nv)
+{
+    int i;
+    for (i = 0; i < nv; i++) {
+        free(v[i].t_step);
+        free(v[i].t_store);
+        free(v[i].t_attend);
+    }
+}
+
 static void bench_streaming(const shape *s, int32_t cap, int threads)
 {
-    stepper off, on, pre, *all[3];
-    tokgen tg;
-    float *out = (float *)xalloc((size_t)s->heads * (size_t)s->dim * sizeof(float));
-    kve_config c_off = streaming_cfg(s, cap, KVE_POS_SHIFT_OFF, KVE_KEYS_POST_ROPE);
-    kve_config c_on = streaming_cfg(s, cap, KVE_POS_SHIFT_ON, KVE_KEYS_POST_ROPE);
-    kve_config c_pre = streaming_cfg(s, cap, KVE_POS_SHIFT_ON, KVE_KEYS_PRE_ROPE);
-    int rounds = quick ? 3 : 7, per_block = cap <= 1024 ? (quick ? 12 : 24) : (quick ? 4 : 8);
-    int warm = cap <= 1024 ? 4 : 2, i;
-    double m_off, r_on, r_pre;
+    variant v[3];
+    int rounds = quick ? 3 : 11, per_block = cap <= 1024 ? (quick ? 12 : 24) : (quick ? 4 : 8);
+    int warm = cap <= 1024 ? 4 : 3, i;
+    double m_off, r_on, r_pre, s_off, s_on;
+    memset(v, 0, sizeof v);
+    v[0].label = "pos-shift off";
+    v[0].cfg = streaming_cfg(s, cap, KVE_POS_SHIFT_OFF, KVE_KEYS_POST_ROPE);
+    v[1].label = "pos-shift on";
+    v[1].cfg = streaming_cfg(s, cap, KVE_POS_SHIFT_ON, KVE_KEYS_POST_ROPE);
+    v[2].label = "pre-RoPE";
+    v[2].cfg = streaming_cfg(s, cap, KVE_POS_SHIFT_ON, KVE_KEYS_PRE_ROPE);
     set_threads(threads);
-    tg_init(&tg, s);
-    st_init(&off, "pos-shift off", &c_off, 0, rounds * per_block);
-    st_init(&on, "pos-shift on", &c_on, 0, rounds * per_block);
-    st_init(&pre, "pre-RoPE", &c_pre, 0, rounds * per_block);
-    all[0] = &off;
-    all[1] = &on;
-    all[2] = &pre;
-    for (i = 0; i < 3; i++) {
-        rng_state = 12345; /* the same tokens in every cache */
-        st_fill(all[i], s, &tg, cap + 8); /* full, and the ring has turned */
-    }
-    st_run_rounds(all, 3, s, &tg, out, rounds, warm, per_block);
-    m_off = median(off.t_step, off.n_timed);
-    r_on = paired_ratio(on.t_step, off.t_step, rounds, per_block);
-    r_pre = paired_ratio(pre.t_step, on.t_step, rounds, per_block);
-    for (i = 0; i < 3; i++) {
-        int ne;
-        double st_ev = st_median_store(all[i], 1, &ne);
-        printf("%-7s %6d %2d %-14s %9.3f %9.3f %9.3f %7.3f\n", s->name, cap, threads, all[i]->label,
-               median(all[i]->t_step, all[i]->n_timed) * 1e3, st_ev * 1e3,
-               median(all[i]->t_attend, all[i]->n_timed) * 1e3,
-               median(all[i]->t_step, all[i]->n_timed) / m_off);
-    }
+    /* full, and the ring has turned: every timed step evicts */
+    run_variants(s, v, 3, cap + 8, rounds, warm, per_block, 0);
+    m_off = median(v[0].t_step, v[0].n_timed);
+    r_on = paired_ratio(v[1].t_step, v[0].t_step, rounds, per_block);
+    r_pre = paired_ratio(v[2].t_step, v[1].t_step, rounds, per_block);
+    for (i = 0; i < 3; i++)
+        printf("%-7s %6d %2d %-14s %9.3f %9.3f %9.3f %7.3f\n", s->name, cap, threads, v[i].label,
+               median(v[i].t_step, v[i].n_timed) * 1e3, median(v[i].t_store, v[i].n_timed) * 1e3,
+               median(v[i].t_attend, v[i].n_timed) * 1e3, median(v[i].t_step, v[i].n_timed) / m_off);
+    /* the attention work of pos-shift on and off is the same; only the store differs */
+    s_off = median(v[0].t_store, v[0].n_timed);
+    s_on = median(v[1].t_store, v[1].n_timed);
+    printf("%-7s %6d %2d %-14s posshift_overhead %.3f (store alone: %.3f), prerope_overhead "
+           "%.3f; per-round pairs\n",
+           s->name, cap, threads, "figures", r_on, 1.0 + (s_on - s_off) / m_off, r_pre);
     fflush(stdout);
-    {
-        int ne;
-        double s_off = st_median_store(&off, 1, &ne), s_on = st_median_store(&on, 1, &ne);
-        /* the attention work of pos-shift on and off is the same; only the store differs */
-        printf("%-7s %6d %2d %-14s posshift_overhead %.3f (store alone: %.3f), prerope_overhead "
-               "%.3f; per-round pairs\n",
-               s->name, cap, threads, "figures", r_on, 1.0 + (s_on - s_off) / m_off, r_pre);
-    }
     figure(r_on, "posshift_overhead_%s_%d_t%d", s->name, cap, threads);
     figure(r_pre, "prerope_overhead_%s_%d_t%d", s->name, cap, threads);
-    for (i = 0; i < 3; i++) st_free(all[i]);
-    tg_free(&tg);
-    free(out);
+    free_variants(v, 3);
 }
 
 /* H2O's score accumulation inside attention, against plain attention on the same tokens */
 static void bench_h2o_decode(const shape *s, int32_t n, int threads)
 {
-    bcache full, h2o;
-    tokgen tg;
-    kve_config c_full = make_cfg(s, 1, n, KVE_POLICY_FULL), c_h2o = make_cfg(s, 1, n, KVE_POLICY_H2O);
-    float *out = (float *)xalloc((size_t)s->heads * (size_t)s->dim * sizeof(float));
-    int rounds = quick ? 3 : 7, per_block = n <= 1024 ? (quick ? 12 : 24) : (quick ? 4 : 8);
-    int warm = n <= 1024 ? 4 : 2, r, j, k = 0;
-    double *tf = (double *)xalloc((size_t)rounds * (size_t)per_block * sizeof(double));
-    double *th = (double *)xalloc((size_t)rounds * (size_t)per_block * sizeof(double));
+    variant v[2];
+    int rounds = quick ? 3 : 11, per_block = n <= 1024 ? (quick ? 12 : 24) : (quick ? 4 : 8);
+    int warm = n <= 1024 ? 4 : 3;
     double mf, mh, ratio;
-    int32_t i;
+    memset(v, 0, sizeof v);
+    v[0].label = "full";
+    v[0].cfg = make_cfg(s, 1, n, KVE_POLICY_FULL);
+    v[1].label = "h2o";
+    v[1].cfg = make_cfg(s, 1, n, KVE_POLICY_H2O);
     set_threads(threads);
-    tg_init(&tg, s);
-    bc_init(&full, &c_full);
-    bc_init(&h2o, &c_h2o);
-    rng_state = 777;
-    for (i = 0; i < n; i++) {
-        tg_next(&tg, s);
-        check(kve_store(&full.c, 0, i, tg.k, tg.v, NULL), "kve_store");
-        check(kve_store(&h2o.c, 0, i, tg.k, tg.v, NULL), "kve_store");
-    }
-    for (r = 0; r < rounds; r++) {
-        int v;
-        for (v = 0; v < 2; v++) { /* alternating order */
-            int h = (v + r) % 2;
-            bcache *b = h ? &h2o : &full;
-            double *tt = h ? th : tf;
-            for (j = 0; j < warm; j++) kve_attend(&b->c, 0, tg.q, out); /* back into the L3 */
-            for (j = 0; j < per_block; j++) {
-                double t0 = now_s();
-                kve_attend(&b->c, 0, tg.q, out);
-                tt[k + j] = now_s() - t0;
-            }
-        }
-        k += per_block;
-    }
-    mf = median(tf, k);
-    mh = median(th, k);
-    ratio = paired_ratio(th, tf, rounds, per_block);
+    run_variants(s, v, 2, n, rounds, warm, per_block, 1);
+    mf = median(v[0].t_attend, v[0].n_timed);
+    mh = median(v[1].t_attend, v[1].n_timed);
+    ratio = paired_ratio(v[1].t_attend, v[0].t_attend, rounds, per_block);
     printf("%-7s %6d %2d %-14s %9.3f %9.3f %7.3f\n", s->name, n, threads, "h2o scores", mf * 1e3,
            mh * 1e3, ratio);
     fflush(stdout);
     figure(ratio, "h2o_decode_overhead_%s_%d_t%d", s->name, n, threads);
-    bc_free(&full);
-    bc_free(&h2o);
-    tg_free(&tg);
-    free(out);
-    free(tf);
-    free(th);
+    free_variants(v, 2);
 }
 
 /* one eviction (kve_store on a full layer) of each policy against one kve_attend of that cache */
@@ -1060,9 +1084,9 @@ int main(int argc, char **argv)
     if (max_threads() > 1) printf(", %.1f GFLOP/s on 2", peak_gflops[2]);
     printf("\n\n");
 
-    printf("1-2. decode attention (kve_attend, FULL policy): bytes = K+V read; read bw = sum of the same\n"
-           "     bytes, same threads, best of reps; flops = 4*heads*n*head_dim; naive = llama2.c-style loop\n"
-           "     (its own [slot][kv_head][dim] layout); exp = fused one-pass kernel (experiment, not the library)\n");
+    printf("1-2. decode attention (kve_attend, FULL policy). bytes: K+V read; read bw: sum of the same\n"
+           "     bytes, same threads, best of reps; flops: 4*heads*n*head_dim; naive: llama2.c-style loop\n"
+           "     (its own [slot][kv_head][dim] layout); exp: fused one-pass kernel (experiment, not the library)\n");
     printf("%-7s %6s %2s %8s %-4s %8s %9s %8s %6s %7s %7s %9s %7s %8s %6s %8s %8s\n", "config", "n", "t",
            "K+V MiB", "LLC", "read GB/s", "attend ms", "GB/s", "ratio", "GFLOP/s", "peak", "naive ms",
            "speedup", "exp GB/s", "exp r", "naive d", "exp d");
@@ -1089,7 +1113,7 @@ int main(int argc, char **argv)
         }
 
     printf("\n6. one eviction (kve_store on a full layer) over one kve_attend of the same cache;\n"
-           "   snapkv/pyramidkv: decode EVICT, 32 tokens freed per eviction (per-token = /32)\n");
+           "   snapkv/pyramidkv: decode EVICT, 32 tokens freed per eviction (per-tok: divided by 32)\n");
     printf("%-7s %6s %2s %-14s %4s %9s %9s %9s %7s %7s\n", "config", "n", "t", "policy", "evs",
            "attend ms", "evict ms", "append ms", "ratio", "per-tok");
     for (i = 0; i < ncaps && RUN("evict"); i++)
@@ -1100,7 +1124,7 @@ int main(int argc, char **argv)
 
     printf("\n4. prompt compression (kve_compress: score, select, compact) over kve_prefill of L tokens;\n"
            "   4 query heads, 2 KV heads, head_dim 128, budget 1024, window 32, kernel 7; PyramidKV: layer 16\n"
-           "   of 32; L = 16384 once, on all threads\n");
+           "   of 32; L 16384 once, on all threads\n");
     printf("%-8s %6s %2s %10s %7s %10s %8s %10s %8s %6s %6s\n", "config", "L", "t", "prefill ms",
            "GFLOP/s", "snapkv ms", "ratio", "pyramid ms", "ratio", "kept", "kept");
     /* L = 16384 costs tens of seconds per prefill: one prefill, all threads only */
