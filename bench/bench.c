@@ -372,23 +372,7 @@ static void naive_attend(const shape *s, const float *kc, const float *vc, int32
 
 static void exp_exp16(float *x)
 {
-    int i;
-    for (i = 0; i < 16; i++) { /* the library's branch-free exp, one block */
-        float v = x[i], vc = v < -87.0f ? -87.0f : v;
-        float t = vc * 1.44269504088896341f + 12582912.0f, k = t - 12582912.0f;
-        float r = vc - k * 0.693359375f, p = 1.9875691500e-4f, scale;
-        uint32_t bits;
-        r = r - k * -2.12194440e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r + 1.0f;
-        bits = (uint32_t)((int32_t)k + 127) << 23;
-        memcpy(&scale, &bits, 4);
-        x[i] = v < -87.0f ? 0.0f : p * scale;
-    }
+    kve__exp_inplace(x, 16); /* the library's branch-free exp (this file holds the implementation) */
 }
 
 /* logits of one query row against nb <= 16 keys (rows of d floats, d a multiple of 16) */
