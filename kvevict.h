@@ -364,8 +364,8 @@ typedef struct kve_attend_options {
 KVE_API kve_result kve_attend(kve_cache *cache, int32_t layer, const float *q, float *out);
 KVE_API kve_result kve_attend_ex(kve_cache *cache, int32_t layer, const float *q, float *out,
                                  const kve_attend_options *options);
-/* Causal attention of the last n_queries stored tokens (q, out: [n_queries][n_heads*head_dim]);
-   q_pos gives their positions (NULL: consecutive, ending at the newest). */
+/* Causal attention of the last n_queries stored tokens (q, out: [n_queries][n_heads*head_dim],
+   not overlapping); q_pos gives their positions (NULL: consecutive, ending at the newest). */
 KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t n_queries, const float *q,
                                const int64_t *q_pos, float *out);
 
