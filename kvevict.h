@@ -523,6 +523,9 @@ static void kve__exp_inplace(float *x, int32_t n)
 }
 
 /* ---- configuration ---------------------------------------------------------------------------- */
+static int64_t kve__pyramid_prefix(int64_t C, int64_t w, int64_t beta, int32_t n_layers,
+                                   int32_t layer, int64_t L);
+
 static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
 {
     if ((int)p->kind < 0 || p->kind > KVE_POLICY_CUSTOM) return KVE_ERROR_INVALID_ENUM;
@@ -559,10 +562,10 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
         if (p->kind != KVE_POLICY_H2O && p->kernel % 2 == 0) return KVE_ERROR_EVEN_KERNEL;
         if (p->budget <= p->window) return KVE_ERROR_WINDOW_TOO_LARGE;
         if (p->kind == KVE_POLICY_PYRAMIDKV) {
-            /* evicting while decoding, the largest layer budget 2(C-w) - (C-w)/beta + w must fit */
-            int64_t cw = (int64_t)p->budget - p->window;
-            int64_t top = 2 * cw - cw / p->beta + p->window;
-            if (p->decode == KVE_DECODE_EVICT && c->n_layers > 1 && top > c->capacity)
+            /* evicting while decoding, the largest layer budget (layer 0's) must fit */
+            int64_t top = kve__pyramid_prefix(p->budget, p->window, p->beta, c->n_layers, 0,
+                                              KVE_MAX_POSITION) + p->window;
+            if (p->decode == KVE_DECODE_EVICT && top > c->capacity)
                 return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
         }
         break;
@@ -1769,7 +1772,10 @@ static kve_result kve__streaming_make_room(kve_cache *c, int32_t l, int32_t *ws,
     return KVE_OK;
 }
 
-static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_source src)
+/* Shrinks every KV head of layer l with target[h] >= 0 to that many tokens (the newest `window`
+   kept), the heads in parallel: they are independent, each with its own scratch. */
+static kve_result kve__shrink_heads(kve_cache *c, int32_t l, const int32_t *target,
+                                    kve__score_source src)
 {
     const kve_policy_config *p = &c->cfg.policy;
     int32_t h, Hk = c->cfg.n_kv_heads;
@@ -1778,21 +1784,32 @@ static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_sourc
     (void)parallel;
     KVE__OMP("omp parallel for schedule(static) if(parallel)")
     for (h = 0; h < Hk; h++) {
-        int32_t n = *kve__len(c, l, h);
-        int64_t keep_prefix;
         kve_result rh;
-        if (p->kind == KVE_POLICY_PYRAMIDKV)
-            keep_prefix = kve__pyramid_prefix(p->budget, p->window, p->beta, c->cfg.n_layers, l, n);
-        else
-            keep_prefix = n < p->budget ? -1 : p->budget - p->window;
-        if (keep_prefix < 0) continue;
-        rh = kve__shrink(c, l, h, (int32_t)keep_prefix + p->window, p->window, src);
+        if (target[h] < 0) continue;
+        rh = kve__shrink(c, l, h, target[h], p->window, src);
         if (rh != KVE_OK) {
             KVE__OMP("omp critical")
             r = rh;
         }
     }
     return r;
+}
+
+/* prompt compression: each head keeps its prefix budget (PyramidKV: by layer) plus the window */
+static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_source src)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t h, target[KVE_MAX_HEADS];
+    for (h = 0; h < c->cfg.n_kv_heads; h++) {
+        int32_t n = *kve__len(c, l, h);
+        int64_t keep_prefix;
+        if (p->kind == KVE_POLICY_PYRAMIDKV)
+            keep_prefix = kve__pyramid_prefix(p->budget, p->window, p->beta, c->cfg.n_layers, l, n);
+        else
+            keep_prefix = n < p->budget ? -1 : p->budget - p->window;
+        target[h] = keep_prefix < 0 ? -1 : (int32_t)keep_prefix + p->window;
+    }
+    return kve__shrink_heads(c, l, target, src);
 }
 
 static kve_result kve__snap_compress(kve_cache *c, int32_t l, void *u)
@@ -1811,29 +1828,14 @@ static kve_result kve__h2o_compress(kve_cache *c, int32_t l, void *u)
 static kve_result kve__snap_make_room(kve_cache *c, int32_t l, int32_t *ws, void *u)
 {
     const kve_policy_config *p = &c->cfg.policy;
-    int32_t h, budget = c->budget[l], target = budget - p->evict_batch;
-    kve_result r = KVE_OK;
+    int32_t h, budget = c->budget[l], target = budget - p->evict_batch, targets[KVE_MAX_HEADS];
+    kve_result r;
     (void)ws; (void)u;
     if (p->decode != KVE_DECODE_EVICT) return KVE_ERROR_CACHE_FULL;
     if (target < p->window) target = p->window;
     if (target >= budget) target = budget - 1;
-    {
-        int32_t Hk = c->cfg.n_kv_heads;
-        int parallel = kve__work_is_large(c, l, p->window);
-        (void)parallel;
-        /* heads are independent, each with its own scratch */
-        KVE__OMP("omp parallel for schedule(static) if(parallel)")
-        for (h = 0; h < Hk; h++) {
-            kve_result rh;
-            if (*kve__len(c, l, h) < budget) continue;
-            rh = kve__shrink(c, l, h, target, p->window, KVE__FROM_WINDOW);
-            if (rh != KVE_OK) {
-                KVE__OMP("omp critical")
-                r = rh;
-            }
-        }
-    }
-    if (r != KVE_OK) return r;
+    for (h = 0; h < c->cfg.n_kv_heads; h++) targets[h] = *kve__len(c, l, h) < budget ? -1 : target;
+    if ((r = kve__shrink_heads(c, l, targets, KVE__FROM_WINDOW)) != KVE_OK) return r;
     c->limit[l] = budget;
     return KVE_OK;
 }
