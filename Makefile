@@ -22,11 +22,11 @@ LDLIBS  := -lm $(OMPFLAG) $(LDSAN)
 MODEL_DIR ?= $(firstword $(foreach d,$(KVEVICT_MODEL_DIR) models ../shared/models,$(if $(wildcard $(d)/stories260K.bin),$(d),)))
 TEXT      ?= $(firstword $(wildcard $(KVEVICT_TEXT) data/tinystories-valid-68.txt ../shared/data/tinystories-valid-68.txt))
 
-TESTS    := test_core test_policies test_reliability
+TESTS    := test_core test_policies test_properties test_reliability
 EXAMPLES := minimal custom_policy compare generate
 TOOLS    := kvcase judge soak
 
-.PHONY: all test demo bench bench-quick fuzz sanitize model-check compile-check clean
+.PHONY: all test mutate demo bench bench-quick fuzz sanitize model-check compile-check clean
 all: $(addprefix $(BUILD)/,$(TESTS) $(EXAMPLES) $(TOOLS))
 
 $(BUILD):
@@ -40,9 +40,16 @@ $(BUILD)/%: examples/%.c kvevict.h examples/engine.h | $(BUILD)
 $(BUILD)/bench: bench/bench.c kvevict.h | $(BUILD)
 	$(CC) $(WARN) -O3 -march=native $(OMPFLAG) -I. $< -o $@ -lm $(OMPFLAG)
 
-# The test command: unit tests, golden cases through build/kvcase, then the compile matrix.
-test: $(addprefix $(BUILD)/,$(TESTS) kvcase judge)
+# The test command: unit tests, golden cases through build/kvcase, the model-free examples, then
+# the compile matrix.
+test: $(addprefix $(BUILD)/,$(TESTS) kvcase judge minimal custom_policy)
 	@sh tests/run.sh $(BUILD)
+
+# Mutation testing: each mutant in tests/mutants.txt (a small bug) must make the suite fail.
+# MUTANTS=file runs another list; MUTATE_ARGS passes options (--sample 0.5, --only id, --jobs 1).
+MUTANTS ?= tests/mutants.txt
+mutate:
+	python3 tests/mutate.py --list $(MUTANTS) $(MUTATE_ARGS)
 
 compile-check:
 	@sh tests/compile_check.sh

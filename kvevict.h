@@ -659,15 +659,33 @@ typedef struct kve__plan {
     int32_t obs_window, sinks, wants_scores;
 } kve__plan;
 
-static int kve__plan_add(size_t *at, size_t *field, size_t count, size_t elem)
+/* a * b, or 0 with *ok cleared when it overflows: size products chain through it */
+static size_t kve__mul(size_t a, size_t b, int *ok)
+{
+    size_t r;
+    if (!kve__mul_ok(a, b, &r)) {
+        *ok = 0;
+        return 0;
+    }
+    return r;
+}
+
+/* places `count` elements of `elem` bytes at the next aligned offset; a no-op once *ok is 0 */
+static void kve__plan_add(int *ok, size_t *at, size_t *field, size_t count, size_t elem)
 {
     size_t bytes, start;
-    if (!kve__mul_ok(count, elem, &bytes)) return 0;
+    if (!*ok) return;
+    if (!kve__mul_ok(count, elem, &bytes)) {
+        *ok = 0;
+        return;
+    }
     start = (*at + (KVE__ALIGN - 1)) & ~(size_t)(KVE__ALIGN - 1);
-    if (start < *at || bytes > SIZE_MAX - start - KVE__ALIGN) return 0;
+    if (start < *at || bytes > SIZE_MAX - start - KVE__ALIGN) {
+        *ok = 0;
+        return;
+    }
     *field = start;
     *at = start + bytes;
-    return 1;
 }
 
 static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
@@ -683,39 +701,45 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
                      pc->kind == KVE_POLICY_CUSTOM) ? pc->window : 0;
     p->wants_scores = pc->kind == KVE_POLICY_H2O ||
                       (pc->kind == KVE_POLICY_CUSTOM && pc->custom && pc->custom->wants_scores);
-    lh = L * Hk; /* L, Hk bounded by the limits, no overflow */
-    ok = ok && kve__mul_ok(lh, cap, &lhc);
-    ok = ok && kve__mul_ok(L * H, cap, &lhcap);
-    ok = ok && kve__plan_add(&at, &p->limit, L, sizeof(int32_t));
-    ok = ok && kve__plan_add(&at, &p->budget, L, sizeof(int32_t));
-    ok = ok && kve__plan_add(&at, &p->pos, lhc, sizeof(int64_t));
-    ok = ok && kve__plan_add(&at, &p->len, lh, sizeof(int32_t));
-    ok = ok && kve__plan_add(&at, &p->newest, L, sizeof(int64_t));
-    ok = ok && kve__plan_add(&at, &p->stored, L, sizeof(int64_t));
-    ok = ok && kve__plan_add(&at, &p->ring_next, L, sizeof(int32_t));
-    ok = ok && kve__plan_add(&at, &p->sink_anchor_done, L, sizeof(int64_t));
-    ok = ok && kve__plan_add(&at, &p->sink_keys, lh * (size_t)p->sinks * d, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->sink_cos, (size_t)p->sinks * half, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->sink_sin, (size_t)p->sinks * half, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->sink_angle_pos, (size_t)p->sinks, sizeof(int64_t));
-    ok = ok && kve__plan_add(&at, &p->scores, p->wants_scores ? lhcap : 0, sizeof(float));
-    ok = ok && kve__mul_ok(L * (size_t)p->obs_window, H * d, &t);
-    ok = ok && kve__plan_add(&at, &p->queries, t, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->query_pos, L * (size_t)p->obs_window, sizeof(int64_t));
-    ok = ok && kve__plan_add(&at, &p->query_count, L, sizeof(int64_t));
-    ok = ok && kve__plan_add(&at, &p->recent_pos,
-                             pc->kind == KVE_POLICY_H2O ? L * (size_t)pc->window : 0, sizeof(int64_t));
-    ok = ok && kve__plan_add(&at, &p->freq, half, sizeof(double));
-    t = c->key_storage == KVE_KEYS_PRE_ROPE && c->rope_layout != KVE_ROPE_NONE ? cap * half : 0;
-    ok = ok && kve__plan_add(&at, &p->rope_cos, t, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->rope_sin, t, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->scratch_q, H * d, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->scratch_f1, H * cap, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->scratch_f2, H * cap, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->scratch_f3, Hk * cap * 2, sizeof(float));
-    ok = ok && kve__plan_add(&at, &p->scratch_i1, Hk * cap, sizeof(int32_t));
-    ok = ok && kve__plan_add(&at, &p->scratch_i2, Hk * cap, sizeof(int32_t));
-    ok = ok && kve__plan_add(&at, &p->scratch_u8, Hk * cap, 1);
+    lh = kve__mul(L, Hk, &ok);
+    lhc = kve__mul(lh, cap, &ok);
+    lhcap = kve__mul(kve__mul(L, H, &ok), cap, &ok);
+    kve__plan_add(&ok, &at, &p->limit, L, sizeof(int32_t));
+    kve__plan_add(&ok, &at, &p->budget, L, sizeof(int32_t));
+    kve__plan_add(&ok, &at, &p->pos, lhc, sizeof(int64_t));
+    kve__plan_add(&ok, &at, &p->len, lh, sizeof(int32_t));
+    kve__plan_add(&ok, &at, &p->newest, L, sizeof(int64_t));
+    kve__plan_add(&ok, &at, &p->stored, L, sizeof(int64_t));
+    kve__plan_add(&ok, &at, &p->ring_next, L, sizeof(int32_t));
+    kve__plan_add(&ok, &at, &p->sink_anchor_done, L, sizeof(int64_t));
+    kve__plan_add(&ok, &at, &p->sink_keys,
+                  kve__mul(kve__mul(lh, (size_t)p->sinks, &ok), d, &ok), sizeof(float));
+    kve__plan_add(&ok, &at, &p->sink_cos, kve__mul((size_t)p->sinks, half, &ok), sizeof(float));
+    kve__plan_add(&ok, &at, &p->sink_sin, kve__mul((size_t)p->sinks, half, &ok), sizeof(float));
+    kve__plan_add(&ok, &at, &p->sink_angle_pos, (size_t)p->sinks, sizeof(int64_t));
+    kve__plan_add(&ok, &at, &p->scores, p->wants_scores ? lhcap : 0, sizeof(float));
+    t = kve__mul(kve__mul(L, (size_t)p->obs_window, &ok), kve__mul(H, d, &ok), &ok);
+    kve__plan_add(&ok, &at, &p->queries, t, sizeof(float));
+    kve__plan_add(&ok, &at, &p->query_pos, kve__mul(L, (size_t)p->obs_window, &ok),
+                  sizeof(int64_t));
+    kve__plan_add(&ok, &at, &p->query_count, L, sizeof(int64_t));
+    kve__plan_add(&ok, &at, &p->recent_pos,
+                  pc->kind == KVE_POLICY_H2O ? kve__mul(L, (size_t)pc->window, &ok) : 0,
+                  sizeof(int64_t));
+    kve__plan_add(&ok, &at, &p->freq, half, sizeof(double));
+    t = c->key_storage == KVE_KEYS_PRE_ROPE && c->rope_layout != KVE_ROPE_NONE
+            ? kve__mul(cap, half, &ok) /* the angle table of pre-RoPE keys */
+            : 0;
+    kve__plan_add(&ok, &at, &p->rope_cos, t, sizeof(float));
+    kve__plan_add(&ok, &at, &p->rope_sin, t, sizeof(float));
+    kve__plan_add(&ok, &at, &p->scratch_q, kve__mul(H, d, &ok), sizeof(float));
+    kve__plan_add(&ok, &at, &p->scratch_f1, kve__mul(H, cap, &ok), sizeof(float));
+    kve__plan_add(&ok, &at, &p->scratch_f2, kve__mul(H, cap, &ok), sizeof(float));
+    kve__plan_add(&ok, &at, &p->scratch_f3, kve__mul(kve__mul(Hk, cap, &ok), 2, &ok),
+                  sizeof(float));
+    kve__plan_add(&ok, &at, &p->scratch_i1, kve__mul(Hk, cap, &ok), sizeof(int32_t));
+    kve__plan_add(&ok, &at, &p->scratch_i2, kve__mul(Hk, cap, &ok), sizeof(int32_t));
+    kve__plan_add(&ok, &at, &p->scratch_u8, kve__mul(Hk, cap, &ok), 1);
     if (!ok || at > SIZE_MAX - KVE__ALIGN) return KVE_ERROR_SIZE_OVERFLOW;
     p->total = at;
     return KVE_OK;

@@ -15,7 +15,7 @@ count() { # adds the "N passed, M failed" of a program's last summary line
   passed=$((passed + $1)); failed=$((failed + $2))
 }
 
-for t in test_core test_policies test_reliability; do
+for t in test_core test_policies test_properties test_reliability; do
   echo "== $t"
   if "$B/$t" > "$tmp/$t.out" 2>&1; then :; else echo "  $t exited with status $?"; failed=$((failed + 1)); fi
   grep -E 'FAIL|passed' "$tmp/$t.out" | tail -n 20
@@ -43,6 +43,11 @@ if "$B/judge" "$f" "$tmp/bad.out" > /dev/null; then failed=$((failed + 1)); echo
 printf 'kvevict-case 1\nkind select\nn_heads 2\nq 3 1 2\n' > "$tmp/malformed.case"
 "$B/kvcase" "$tmp/malformed.case" > /dev/null 2> "$tmp/err.txt"
 if [ $? -eq 2 ] && grep -q ':4:' "$tmp/err.txt"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "  FAIL: malformed case not reported with its line and status 2"; fi
+
+echo "== the examples that need no files, and what they print"
+sh tests/examples_check.sh "$B" > "$tmp/ex.out" 2>&1
+grep -E 'FAIL|passed' "$tmp/ex.out"
+count "$tmp/ex.out"
 
 echo "== the header compiles cleanly everywhere (gcc, clang, C++, with and without OpenMP)"
 sh tests/compile_check.sh > "$tmp/cc.out" 2>&1
