@@ -1344,9 +1344,11 @@ static void test_checker_newest(void)
     t.c.pos[3] = 4; /* a duplicate position */
     CHECK_RESULT(kve_check(&t.c), KVE_ERROR_CORRUPT);
     t.c.pos[3] = 6;
-    t.c.pos[6] = 3; /* a position beyond the length */
-    CHECK_RESULT(kve_check(&t.c), KVE_ERROR_CORRUPT);
-    t.c.pos[6] = -1;
+    for (s = 5; s < 10; s++) { /* a position in any slot past the length */
+        t.c.pos[s] = 3;
+        CHECK_RESULT(kve_check(&t.c), KVE_ERROR_CORRUPT);
+        t.c.pos[s] = -1;
+    }
     CHECK_RESULT(kve_check(&t.c), KVE_OK);
     tu_close(&t);
 }
