@@ -21,8 +21,9 @@
        kve_config cfg = { .n_layers = 5, .n_heads = 8, .n_kv_heads = 4, .head_dim = 8,
                           .capacity = 256,
                           .policy = { .kind = KVE_POLICY_STREAMINGLLM, .sinks = 4 } };
-       kve_buffers buf = { .k = key_cache, .v = value_cache,        // your float arrays
-                           .k_floats = n, .v_floats = n };           // their lengths
+       size_t kb, vb; kve_buffer_bytes(&cfg, KVE_LAYOUT_DEFAULT, &kb, &vb);
+       kve_buffers buf = { .k = key_cache, .v = value_cache,        // your buffers
+                           .k_bytes = kb, .v_bytes = vb };           // their sizes
        size_t bytes; kve_cache_size(&cfg, &bytes);                  // bookkeeping size
        void *mem = malloc(bytes);                                    // yours, 64-byte aligned is best
        kve_cache cache; kve_result r = kve_cache_init(&cfg, &buf, mem, bytes, &cache);
@@ -36,15 +37,29 @@
 
    MEMORY AND LAYOUT
    -----------------
-   The K and V buffers are the caller's, float32, head_dim contiguous floats per vector. Where the
-   vector of (layer, kv_head, slot) lives is given by three strides in floats (kve_buffers):
+   The K and V buffers are the caller's: head_dim contiguous values per vector, stored as
+   cfg.k_type / cfg.v_type (kve_type: f32 by default, f16, bf16, or ggml's q8_0 blocks). Where the
+   vector of (layer, kv_head, slot) lives is given by strides in bytes (kve_buffers):
        KVE_LAYOUT_DEFAULT      llama2.c: [layer][slot][kv_head][head_dim]
        KVE_LAYOUT_HEAD_MAJOR   [layer][kv_head][slot][head_dim]
-       KVE_LAYOUT_STRIDES      your own layer_stride, kv_head_stride, slot_stride
-   The library reads and writes only inside [k, k + k_floats) and [v, v + v_floats); init checks that
-   every vector fits and that no two vectors overlap. Everything else the library needs (a 64-bit
-   position per slot, a length per layer and KV head, recorded queries, scores, scratch) lives in
-   the block `mem` whose size kve_cache_size() reports. The library never allocates.
+       KVE_LAYOUT_STRIDES      your own k_/v_layer_stride, k_/v_head_stride, k_/v_slot_stride
+   kve_buffer_bytes() gives the sizes of the two packed layouts. The library reads and writes only
+   inside [k, k + k_bytes) and [v, v + v_bytes); init checks that every vector fits, that no two
+   overlap and that buffers and strides are aligned for their type (4 bytes for f32, 2 for the
+   others). Everything else the library needs (a 64-bit position per slot, a length per layer and
+   KV head, recorded queries, scores, scratch) lives in the block `mem` whose size
+   kve_cache_size() reports. The library never allocates.
+
+   STORAGE TYPES
+   -------------
+   Vectors are converted when stored (f16 and bf16 round to nearest even; q8_0 as ggml's
+   quantize_row_q8_0_ref: per 32 values an f16 scale d = max|x| / 127 and int8 round(x / d), so
+   buffers can be exchanged with a ggml cache) and read back as float32; every sum is float32.
+   kve_row_from_float() / kve_row_to_float() are those conversions; kve_read_key() /
+   kve_read_value() read a stored vector. A value the type cannot hold (f16 from 65520 on; q8_0
+   when max|x| / 127 would) is KVE_ERROR_OUT_OF_TYPE_RANGE; post-RoPE keys are judged by each
+   rotated pair's norm, which bounds them at every position. StreamingLLM's pre-RoPE sink copies
+   stay float32, so re-rotated sinks are rounded once. q8_0 needs head_dim a multiple of 32.
 
    Slots: each (layer, KV head) holds its tokens in slots 0 .. len-1, in no particular order (after
    eviction slot != position); every slot knows its position. KV heads of one layer may keep
@@ -112,15 +127,18 @@
    ------
    positions: int64 in [0, KVE_MAX_POSITION = 2^52], strictly increasing per layer.
    capacity <= KVE_MAX_CAPACITY (2^30) slots; head_dim <= KVE_MAX_HEAD_DIM (1024), even with RoPE.
-   float32 K/V only.
+   K/V types: f32, f16, bf16, q8_0 (head_dim a multiple of 32).
 
    kvevict DOES NOT
    ----------------
-   allocate, keep global state, quantise K/V, batch several sequences in one cache (use one cache
-   per sequence), or run on a GPU.
+   allocate, keep global state, quantise K/V below 8 bits, batch several sequences in one cache
+   (use one cache per sequence), or run on a GPU.
 
    HISTORY
    -------
+   0.2  K/V storage types (f16, bf16, q8_0); buffers, sizes and strides in bytes
+        (kve_buffer_bytes replaces kve_buffer_floats; kve_key/kve_value return the raw vector,
+        kve_read_key/kve_read_value the floats).
    0.1  first release: RoPE, caller-owned cache, attention, StreamingLLM, SnapKV, PyramidKV, H2O.
 */
 #ifndef KVEVICT_H
@@ -130,7 +148,7 @@
 #include <stdint.h>
 
 #define KVEVICT_VERSION_MAJOR 0
-#define KVEVICT_VERSION_MINOR 1
+#define KVEVICT_VERSION_MINOR 2
 #define KVEVICT_VERSION_PATCH 0
 
 #ifndef KVE_API
@@ -184,7 +202,9 @@ typedef enum kve_result {
     KVE_ERROR_CORRUPT = -24,             /* kve_check() found broken bookkeeping */
     KVE_ERROR_INVALID_COUNT = -25,       /* a count (queries, tokens) <= 0 or above what is held */
     KVE_ERROR_OVERLAPPING_BUFFERS = -26, /* K, V and the bookkeeping memory must not overlap */
-    KVE_ERROR_WRONG_POLICY = -27         /* the call does not apply to the cache's policy */
+    KVE_ERROR_WRONG_POLICY = -27,        /* the call does not apply to the cache's policy */
+    KVE_ERROR_INVALID_TYPE = -28,        /* q8_0 K/V needs head_dim a multiple of 32 */
+    KVE_ERROR_OUT_OF_TYPE_RANGE = -29    /* a K or V value too large for its storage type */
 } kve_result;
 
 /* ---- configuration (every enum's 0 is "default") --------------------------------------------- */
@@ -200,6 +220,17 @@ typedef enum kve_key_storage {
     KVE_KEYS_POST_ROPE,
     KVE_KEYS_PRE_ROPE
 } kve_key_storage;
+
+/* How K and V are stored in the caller's buffers (each independently). Conversion rounds to
+   nearest even; q8_0 is llama.cpp/ggml's block_q8_0 (per 32 values: an f16 scale d = max|x|/127,
+   then 32 int8 round(x/d)), so buffers can be shared with a ggml cache. Math is in float32. */
+typedef enum kve_type {
+    KVE_TYPE_DEFAULT = 0, /* f32 */
+    KVE_TYPE_F32,
+    KVE_TYPE_F16,         /* IEEE half: |x| < 65520 (rounds to at most 65504) */
+    KVE_TYPE_BF16,
+    KVE_TYPE_Q8_0         /* head_dim a multiple of 32; 34 bytes per 32 values */
+} kve_type;
 
 typedef enum kve_policy_kind {
     KVE_POLICY_DEFAULT = 0, /* full */
@@ -282,6 +313,7 @@ typedef struct kve_config {
     int32_t rope_dims;        /* rotated dims, even, <= head_dim; 0 = head_dim */
     double rope_linear_factor;/* positions are divided by it (linear RoPE scaling); 0 = 1 */
     kve_key_storage key_storage;
+    kve_type k_type, v_type;  /* 0 = f32 */
     kve_policy_config policy;
 } kve_config;
 
@@ -292,10 +324,12 @@ typedef enum kve_layout {
 } kve_layout;
 
 typedef struct kve_buffers {
-    float *k, *v;
-    size_t k_floats, v_floats;  /* how many floats each buffer holds */
+    void *k, *v;
+    size_t k_bytes, v_bytes;    /* how many bytes each buffer holds */
     kve_layout layout;
-    size_t layer_stride, kv_head_stride, slot_stride; /* in floats, for KVE_LAYOUT_STRIDES */
+    /* KVE_LAYOUT_STRIDES: bytes from one layer, KV head and slot to the next, for K and for V */
+    size_t k_layer_stride, k_head_stride, k_slot_stride;
+    size_t v_layer_stride, v_head_stride, v_slot_stride;
 } kve_buffers;
 
 /* The cache. Public so it can live on the stack; treat its fields as private. */
@@ -303,8 +337,10 @@ typedef struct kve_cache {
     uint32_t magic;
     kve_config cfg;                /* resolved */
     int32_t group;                 /* n_heads / n_kv_heads */
-    float *k, *v;
-    size_t k_floats, v_floats, layer_stride, kv_head_stride, slot_stride;
+    unsigned char *k, *v;
+    size_t k_bytes, v_bytes;
+    size_t k_stride[3], v_stride[3]; /* bytes per layer, KV head, slot */
+    size_t k_row, v_row;             /* bytes of one vector at k_type, v_type */
     const kve_policy_vtable *vtable;
     void *vtable_user;
     int32_t obs_window;            /* queries recorded per layer (0: none) */
@@ -337,11 +373,20 @@ typedef struct kve_cache {
 /* ---- configuration and memory ---------------------------------------------------------------- */
 KVE_API const char *kve_result_string(kve_result r);
 KVE_API kve_result kve_config_resolve(const kve_config *in, kve_config *out);
-KVE_API kve_result kve_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats);
+/* the bytes the K and V buffers need in a layout (not KVE_LAYOUT_STRIDES) */
+KVE_API kve_result kve_buffer_bytes(const kve_config *cfg, kve_layout layout, size_t *k_bytes,
+                                    size_t *v_bytes);
 KVE_API kve_result kve_cache_size(const kve_config *cfg, size_t *bytes);
 KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *buffers, void *memory,
                                   size_t memory_bytes, kve_cache *cache);
 KVE_API kve_result kve_cache_reset(kve_cache *cache); /* forget every token (a new sequence) */
+
+/* ---- storage types ---------------------------------------------------------------------------- */
+/* bytes of n values at a type (0 if n is not a valid count for it: q8_0 needs multiples of 32) */
+KVE_API size_t kve_row_bytes(kve_type type, int32_t n);
+/* n floats to the type and back, exactly as the cache stores and reads them */
+KVE_API kve_result kve_row_from_float(kve_type type, const float *x, int32_t n, void *out);
+KVE_API kve_result kve_row_to_float(kve_type type, const void *in, int32_t n, float *out);
 
 /* ---- RoPE (x holds head_dim floats; cfg need not be resolved) --------------------------------- */
 KVE_API kve_result kve_rope_apply(const kve_config *cfg, float *x, int64_t pos);
@@ -396,8 +441,14 @@ KVE_API kve_result kve_keep_slots(kve_cache *cache, int32_t layer, int32_t kv_he
 KVE_API int32_t kve_length(const kve_cache *cache, int32_t layer, int32_t kv_head); /* -1 bad args */
 KVE_API int64_t kve_slot_position(const kve_cache *cache, int32_t layer, int32_t kv_head,
                                   int32_t slot); /* -1 when out of range */
-KVE_API float *kve_key(const kve_cache *cache, int32_t layer, int32_t kv_head, int32_t slot);
-KVE_API float *kve_value(const kve_cache *cache, int32_t layer, int32_t kv_head, int32_t slot);
+/* where a slot's vector lives in the K or V buffer (at its storage type), NULL when out of range */
+KVE_API void *kve_key(const kve_cache *cache, int32_t layer, int32_t kv_head, int32_t slot);
+KVE_API void *kve_value(const kve_cache *cache, int32_t layer, int32_t kv_head, int32_t slot);
+/* a stored vector as head_dim floats (keys as stored: rotated when post-RoPE) */
+KVE_API kve_result kve_read_key(const kve_cache *cache, int32_t layer, int32_t kv_head,
+                                int32_t slot, float *out);
+KVE_API kve_result kve_read_value(const kve_cache *cache, int32_t layer, int32_t kv_head,
+                                  int32_t slot, float *out);
 /* accumulated attention of query head `head` per slot (policies with wants_scores), or NULL */
 KVE_API float *kve_scores(const kve_cache *cache, int32_t layer, int32_t head);
 KVE_API int32_t kve_layer_budget(const kve_cache *cache, int32_t layer);
@@ -468,6 +519,8 @@ KVE_API const char *kve_result_string(kve_result r)
     case KVE_ERROR_INVALID_COUNT: return "a count is <= 0 or larger than what the layer holds";
     case KVE_ERROR_OVERLAPPING_BUFFERS: return "the K buffer, the V buffer and the bookkeeping memory overlap";
     case KVE_ERROR_WRONG_POLICY: return "this call does not apply to the cache's policy";
+    case KVE_ERROR_INVALID_TYPE: return "k_type or v_type is q8_0 and head_dim is not a multiple of 32";
+    case KVE_ERROR_OUT_OF_TYPE_RANGE: return "a K or V value is too large for its storage type (f16: |x| < 65520, q8_0: |x| < 127 * 65520; for post-RoPE keys, each rotated pair's norm)";
     }
     return "unknown kve_result";
 }
@@ -496,6 +549,17 @@ static int kve__mul_ok(size_t a, size_t b, size_t *out)
     return 1;
 }
 
+/* a * b, or 0 with *ok cleared when it overflows: size products chain through it */
+static size_t kve__mul(size_t a, size_t b, int *ok)
+{
+    size_t r;
+    if (!kve__mul_ok(a, b, &r)) {
+        *ok = 0;
+        return 0;
+    }
+    return r;
+}
+
 /* exp(x) for x <= 0 over an array, branch-free so it vectorises; x < -87 gives exactly 0 */
 static void kve__exp_inplace(float *x, int32_t n)
 {
@@ -520,6 +584,193 @@ static void kve__exp_inplace(float *x, int32_t n)
         memcpy(&scale, &bits, 4);
         x[i] = v < -87.0f ? 0.0f : p * scale;
     }
+}
+
+/* ---- storage types ---------------------------------------------------------------------------- */
+/* float32 -> float16, round to nearest even (finite inputs; 65520 and above become Inf) */
+static uint16_t kve__f16_from_f32(float f)
+{
+    uint32_t x, sign;
+    memcpy(&x, &f, 4);
+    sign = (x >> 16) & 0x8000u;
+    x &= 0x7fffffffu;
+    if (x > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
+    if (x >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to Inf */
+    if (x >= 0x38800000u) {                                  /* a normal half */
+        uint32_t r = x - 0x38000000u;                        /* exponent rebiased 127 -> 15 */
+        r += 0x0fffu + ((r >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
+    } else {                                                 /* a subnormal half, in 2^-24 units */
+        uint32_t e = x >> 23, m = (x & 0x7fffffu) | 0x800000u, q, rest, half;
+        int32_t shift = 126 - (int32_t)e;
+        if (shift > 24) return (uint16_t)sign;
+        q = m >> shift;
+        rest = m & ((1u << shift) - 1u);
+        half = 1u << (shift - 1);
+        q += rest > half || (rest == half && (q & 1u));
+        return (uint16_t)(sign | q);
+    }
+}
+
+static float kve__f32_from_f16(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
+    float f;
+    if (e == 0) {
+        f = (float)m * 5.9604644775390625e-8f; /* m * 2^-24, exact */
+        memcpy(&x, &f, 4);
+        x |= sign;
+    } else if (e == 31) {
+        x = sign | 0x7f800000u | (m << 13);
+    } else {
+        x = sign | ((e + 112u) << 23) | (m << 13);
+    }
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+static uint16_t kve__bf16_from_f32(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* NaN stays NaN */
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+static float kve__f32_from_bf16(uint16_t h)
+{
+    uint32_t x = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+#define KVE__Q8_BLOCK 32
+#define KVE__Q8_BYTES 34 /* f16 scale, little endian, then 32 int8 */
+
+static size_t kve__row_bytes(kve_type t, int32_t n)
+{
+    switch (t) {
+    case KVE_TYPE_DEFAULT:
+    case KVE_TYPE_F32: return (size_t)n * 4;
+    case KVE_TYPE_F16:
+    case KVE_TYPE_BF16: return (size_t)n * 2;
+    case KVE_TYPE_Q8_0: return n % KVE__Q8_BLOCK ? 0 : (size_t)(n / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
+    }
+    return 0;
+}
+
+/* the alignment a buffer of the type needs (its widest element) */
+static size_t kve__type_align(kve_type t) { return t == KVE_TYPE_F32 || t == KVE_TYPE_DEFAULT ? 4 : 2; }
+
+static void kve__encode(kve_type t, const float *x, int32_t n, unsigned char *out)
+{
+    int32_t i, b;
+    if (t == KVE_TYPE_F32 || t == KVE_TYPE_DEFAULT) {
+        memcpy(out, x, (size_t)n * sizeof(float));
+    } else if (t == KVE_TYPE_F16 || t == KVE_TYPE_BF16) {
+        for (i = 0; i < n; i++) {
+            uint16_t h = t == KVE_TYPE_F16 ? kve__f16_from_f32(x[i]) : kve__bf16_from_f32(x[i]);
+            memcpy(out + 2 * (size_t)i, &h, 2);
+        }
+    } else { /* q8_0, as ggml's quantize_row_q8_0_ref */
+        for (b = 0; b < n / KVE__Q8_BLOCK; b++) {
+            const float *xb = x + (size_t)b * KVE__Q8_BLOCK;
+            unsigned char *ob = out + (size_t)b * KVE__Q8_BYTES;
+            float amax = 0.0f, d, id;
+            uint16_t dh;
+            for (i = 0; i < KVE__Q8_BLOCK; i++) amax = fabsf(xb[i]) > amax ? fabsf(xb[i]) : amax;
+            d = amax / 127.0f;
+            id = d != 0.0f ? 1.0f / d : 0.0f;
+            dh = kve__f16_from_f32(d);
+            ob[0] = (unsigned char)(dh & 0xffu);
+            ob[1] = (unsigned char)(dh >> 8);
+            for (i = 0; i < KVE__Q8_BLOCK; i++) {
+                int8_t q = (int8_t)roundf(xb[i] * id);
+                memcpy(ob + 2 + i, &q, 1);
+            }
+        }
+    }
+}
+
+static void kve__decode(kve_type t, const unsigned char *in, int32_t n, float *x)
+{
+    int32_t i, b;
+    if (t == KVE_TYPE_F32 || t == KVE_TYPE_DEFAULT) {
+        memcpy(x, in, (size_t)n * sizeof(float));
+    } else if (t == KVE_TYPE_F16 || t == KVE_TYPE_BF16) {
+        for (i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, in + 2 * (size_t)i, 2);
+            x[i] = t == KVE_TYPE_F16 ? kve__f32_from_f16(h) : kve__f32_from_bf16(h);
+        }
+    } else {
+        for (b = 0; b < n / KVE__Q8_BLOCK; b++) {
+            const unsigned char *ib = in + (size_t)b * KVE__Q8_BYTES;
+            float d = kve__f32_from_f16((uint16_t)(ib[0] | (ib[1] << 8)));
+            for (i = 0; i < KVE__Q8_BLOCK; i++) {
+                int8_t q;
+                memcpy(&q, ib + 2 + i, 1);
+                x[(size_t)b * KVE__Q8_BLOCK + i] = (float)q * d;
+            }
+        }
+    }
+}
+
+/* Whether values up to `magnitude` stay finite at the type: an f16 rounds to Inf from 65520 on;
+   q8_0 keeps max|x| / 127 as an f16 scale. */
+static int kve__fits(kve_type t, float magnitude)
+{
+    if (t == KVE_TYPE_F16) return magnitude < 65520.0f;
+    if (t == KVE_TYPE_Q8_0) return magnitude / 127.0f < 65520.0f;
+    return 1;
+}
+
+/* The largest magnitude x can take after any rotation of its first `rotated` dims (the norm of
+   each rotated pair; RoPE keeps it), or as it is when rotated is 0. */
+static float kve__max_magnitude(const kve_config *c, const float *x, int32_t n, int32_t rotated)
+{
+    int32_t half = rotated / 2, i;
+    float m = 0.0f;
+    for (i = 0; i < n; i++) {
+        int32_t partner = -1;
+        float a = fabsf(x[i]);
+        if (i < rotated) {
+            if (c->rope_layout == KVE_ROPE_HALF) partner = i < half ? i + half : i - half;
+            else partner = i ^ 1;
+            a = sqrtf(x[i] * x[i] + x[partner] * x[partner]);
+        }
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
+KVE_API size_t kve_row_bytes(kve_type type, int32_t n)
+{
+    if ((int)type < 0 || type > KVE_TYPE_Q8_0 || n < 0) return 0;
+    return kve__row_bytes(type, n);
+}
+
+KVE_API kve_result kve_row_from_float(kve_type type, const float *x, int32_t n, void *out)
+{
+    int32_t i;
+    if (!x || !out) return KVE_ERROR_NULL_ARGUMENT;
+    if ((int)type < 0 || type > KVE_TYPE_Q8_0) return KVE_ERROR_INVALID_ENUM;
+    if (n < 0 || (n > 0 && kve__row_bytes(type, n) == 0)) return KVE_ERROR_INVALID_COUNT;
+    if (!kve__finite(x, (size_t)n)) return KVE_ERROR_NOT_FINITE;
+    for (i = 0; i < n; i++)
+        if (!kve__fits(type, fabsf(x[i]))) return KVE_ERROR_OUT_OF_TYPE_RANGE;
+    kve__encode(type, x, n, KVE__CAST(unsigned char *, out));
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_row_to_float(kve_type type, const void *in, int32_t n, float *out)
+{
+    if (!in || !out) return KVE_ERROR_NULL_ARGUMENT;
+    if ((int)type < 0 || type > KVE_TYPE_Q8_0) return KVE_ERROR_INVALID_ENUM;
+    if (n < 0 || (n > 0 && kve__row_bytes(type, n) == 0)) return KVE_ERROR_INVALID_COUNT;
+    kve__decode(type, KVE__CAST(const unsigned char *, in), n, out);
+    return KVE_OK;
 }
 
 /* ---- configuration ---------------------------------------------------------------------------- */
@@ -612,6 +863,13 @@ KVE_API kve_result kve_config_resolve(const kve_config *in, kve_config *out)
         if (!isfinite(f_last) || !(max_angle < 1e300)) return KVE_ERROR_INVALID_ROPE;
     }
     if (c.key_storage == KVE_KEYS_DEFAULT) c.key_storage = KVE_KEYS_POST_ROPE;
+    if ((int)c.k_type < 0 || c.k_type > KVE_TYPE_Q8_0 || (int)c.v_type < 0 ||
+        c.v_type > KVE_TYPE_Q8_0)
+        return KVE_ERROR_INVALID_ENUM;
+    if (c.k_type == KVE_TYPE_DEFAULT) c.k_type = KVE_TYPE_F32;
+    if (c.v_type == KVE_TYPE_DEFAULT) c.v_type = KVE_TYPE_F32;
+    if (kve__row_bytes(c.k_type, c.head_dim) == 0 || kve__row_bytes(c.v_type, c.head_dim) == 0)
+        return KVE_ERROR_INVALID_TYPE;
     {
         kve_result r = kve__resolve_policy(&c, &c.policy);
         if (r != KVE_OK) return r;
@@ -620,34 +878,44 @@ KVE_API kve_result kve_config_resolve(const kve_config *in, kve_config *out)
     return KVE_OK;
 }
 
-static kve_result kve__layout_strides(const kve_config *c, kve_layout layout, size_t *ls,
-                                      size_t *hs, size_t *ss)
+/* strides in bytes (layer, KV head, slot) of vectors of `row` bytes in a packed layout */
+static kve_result kve__layout_strides(const kve_config *c, kve_layout layout, size_t row,
+                                      size_t *stride)
 {
-    size_t d = (size_t)c->head_dim, cap = (size_t)c->capacity, hk = (size_t)c->n_kv_heads, t;
+    size_t cap = (size_t)c->capacity, hk = (size_t)c->n_kv_heads, t;
+    int ok = 1;
     if (layout == KVE_LAYOUT_DEFAULT) {
-        *hs = d;
-        *ss = hk * d;
+        stride[1] = row;
+        stride[2] = kve__mul(hk, row, &ok);
     } else if (layout == KVE_LAYOUT_HEAD_MAJOR) {
-        *ss = d;
-        *hs = cap * d;
+        stride[2] = row;
+        stride[1] = kve__mul(cap, row, &ok);
     } else {
         return KVE_ERROR_INVALID_ENUM;
     }
-    if (!kve__mul_ok(cap * d, hk, &t)) return KVE_ERROR_SIZE_OVERFLOW;
-    *ls = t;
+    t = kve__mul(kve__mul(cap, row, &ok), hk, &ok);
+    if (!ok) return KVE_ERROR_SIZE_OVERFLOW;
+    stride[0] = t;
     return KVE_OK;
 }
 
-KVE_API kve_result kve_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats)
+KVE_API kve_result kve_buffer_bytes(const kve_config *cfg, kve_layout layout, size_t *k_bytes,
+                                    size_t *v_bytes)
 {
     kve_config c;
-    size_t ls, hs, ss;
+    size_t ks[3], vs[3];
     kve_result r;
-    if (!floats) return KVE_ERROR_NULL_ARGUMENT;
-    *floats = 0;
+    if (!k_bytes || !v_bytes) return KVE_ERROR_NULL_ARGUMENT;
+    *k_bytes = *v_bytes = 0;
     if ((r = kve_config_resolve(cfg, &c)) != KVE_OK) return r;
-    if ((r = kve__layout_strides(&c, layout, &ls, &hs, &ss)) != KVE_OK) return r;
-    if (!kve__mul_ok(ls, (size_t)c.n_layers, floats)) return KVE_ERROR_SIZE_OVERFLOW;
+    if ((r = kve__layout_strides(&c, layout, kve__row_bytes(c.k_type, c.head_dim), ks)) != KVE_OK ||
+        (r = kve__layout_strides(&c, layout, kve__row_bytes(c.v_type, c.head_dim), vs)) != KVE_OK)
+        return r;
+    if (!kve__mul_ok(ks[0], (size_t)c.n_layers, k_bytes) ||
+        !kve__mul_ok(vs[0], (size_t)c.n_layers, v_bytes)) {
+        *k_bytes = *v_bytes = 0;
+        return KVE_ERROR_SIZE_OVERFLOW;
+    }
     return KVE_OK;
 }
 
@@ -658,17 +926,6 @@ typedef struct kve__plan {
         scratch_f3, scratch_i1, scratch_i2, scratch_u8, total;
     int32_t obs_window, sinks, wants_scores;
 } kve__plan;
-
-/* a * b, or 0 with *ok cleared when it overflows: size products chain through it */
-static size_t kve__mul(size_t a, size_t b, int *ok)
-{
-    size_t r;
-    if (!kve__mul_ok(a, b, &r)) {
-        *ok = 0;
-        return 0;
-    }
-    return r;
-}
 
 /* places `count` elements of `elem` bytes at the next aligned offset; a no-op once *ok is 0 */
 static void kve__plan_add(int *ok, size_t *at, size_t *field, size_t count, size_t elem)
@@ -762,21 +1019,21 @@ static int32_t kve__layer_budget_of(const kve_config *c, int32_t layer);
 
 /* Checks that every (layer, head, slot) vector lies inside the buffer and no two overlap: sorted by
    stride, each dimension's stride must step over the whole extent of the finer ones. */
-static kve_result kve__check_strides(const kve_config *c, size_t ls, size_t hs, size_t ss,
-                                     size_t floats)
+static kve_result kve__check_strides(const kve_config *c, const size_t *strides, size_t row,
+                                     size_t bytes)
 {
     size_t stride[3], count[3], extent, last, t;
     int i, j;
-    stride[0] = ls; count[0] = (size_t)c->n_layers;
-    stride[1] = hs; count[1] = (size_t)c->n_kv_heads;
-    stride[2] = ss; count[2] = (size_t)c->capacity;
+    stride[0] = strides[0]; count[0] = (size_t)c->n_layers;
+    stride[1] = strides[1]; count[1] = (size_t)c->n_kv_heads;
+    stride[2] = strides[2]; count[2] = (size_t)c->capacity;
     for (i = 0; i < 3; i++)
         for (j = i + 1; j < 3; j++)
             if (stride[j] < stride[i] || (stride[j] == stride[i] && count[j] < count[i])) {
                 t = stride[i]; stride[i] = stride[j]; stride[j] = t;
                 t = count[i]; count[i] = count[j]; count[j] = t;
             }
-    extent = (size_t)c->head_dim;
+    extent = row;
     last = 0;
     for (i = 0; i < 3; i++) {
         if (count[i] == 1) continue;
@@ -784,10 +1041,10 @@ static kve_result kve__check_strides(const kve_config *c, size_t ls, size_t hs, 
         if (!kve__mul_ok(stride[i], count[i] - 1, &t) || t > SIZE_MAX - last)
             return KVE_ERROR_SIZE_OVERFLOW;
         last += t;
-        extent = last + (size_t)c->head_dim;
+        extent = last + row;
     }
-    if (last > SIZE_MAX - (size_t)c->head_dim) return KVE_ERROR_SIZE_OVERFLOW;
-    if (last + (size_t)c->head_dim > floats) return KVE_ERROR_BUFFER_TOO_SMALL;
+    if (last > SIZE_MAX - row) return KVE_ERROR_SIZE_OVERFLOW;
+    if (last + row > bytes) return KVE_ERROR_BUFFER_TOO_SMALL;
     return KVE_OK;
 }
 
@@ -834,7 +1091,7 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     kve_config c;
     kve__plan p;
     kve_result r;
-    size_t ls, hs, ss, i;
+    size_t ks[3], vs[3], krow, vrow, ka, va, i;
     unsigned char *m = KVE__CAST(unsigned char *, memory);
     if (!cache) return KVE_ERROR_NULL_ARGUMENT;
     memset(cache, 0, sizeof *cache);
@@ -842,23 +1099,30 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     if ((r = kve_config_resolve(cfg, &c)) != KVE_OK) return r;
     if ((r = kve__make_plan(&c, &p)) != KVE_OK) return r;
     if (!b->k || !b->v) return KVE_ERROR_NULL_ARGUMENT;
-    if ((uintptr_t)b->k % sizeof(float) || (uintptr_t)b->v % sizeof(float) ||
-        (uintptr_t)memory % 8)
+    krow = kve__row_bytes(c.k_type, c.head_dim);
+    vrow = kve__row_bytes(c.v_type, c.head_dim);
+    ka = kve__type_align(c.k_type);
+    va = kve__type_align(c.v_type);
+    if ((uintptr_t)b->k % ka || (uintptr_t)b->v % va || (uintptr_t)memory % 8)
         return KVE_ERROR_MISALIGNED;
     if (memory_bytes < p.total) return KVE_ERROR_MEMORY_TOO_SMALL;
     if ((int)b->layout < 0 || b->layout > KVE_LAYOUT_STRIDES) return KVE_ERROR_INVALID_ENUM;
     if (b->layout == KVE_LAYOUT_STRIDES) {
-        ls = b->layer_stride; hs = b->kv_head_stride; ss = b->slot_stride;
-    } else if ((r = kve__layout_strides(&c, b->layout, &ls, &hs, &ss)) != KVE_OK) {
+        ks[0] = b->k_layer_stride; ks[1] = b->k_head_stride; ks[2] = b->k_slot_stride;
+        vs[0] = b->v_layer_stride; vs[1] = b->v_head_stride; vs[2] = b->v_slot_stride;
+        for (i = 0; i < 3; i++)
+            if (ks[i] % ka || vs[i] % va) return KVE_ERROR_MISALIGNED;
+    } else if ((r = kve__layout_strides(&c, b->layout, krow, ks)) != KVE_OK ||
+               (r = kve__layout_strides(&c, b->layout, vrow, vs)) != KVE_OK) {
         return r;
     }
-    if ((r = kve__check_strides(&c, ls, hs, ss, b->k_floats)) != KVE_OK) return r;
-    if ((r = kve__check_strides(&c, ls, hs, ss, b->v_floats)) != KVE_OK) return r;
+    if ((r = kve__check_strides(&c, ks, krow, b->k_bytes)) != KVE_OK) return r;
+    if ((r = kve__check_strides(&c, vs, vrow, b->v_bytes)) != KVE_OK) return r;
     {
         /* compared as integers: the three regions are separate objects */
         uintptr_t k0 = (uintptr_t)b->k, v0 = (uintptr_t)b->v, m0 = (uintptr_t)memory;
-        uintptr_t k1 = kve__region_end(k0, b->k_floats, sizeof(float));
-        uintptr_t v1 = kve__region_end(v0, b->v_floats, sizeof(float));
+        uintptr_t k1 = kve__region_end(k0, b->k_bytes, 1);
+        uintptr_t v1 = kve__region_end(v0, b->v_bytes, 1);
         uintptr_t m1 = kve__region_end(m0, p.total, 1);
         if ((k0 < v1 && v0 < k1) || (k0 < m1 && m0 < k1) || (v0 < m1 && m0 < v1))
             return KVE_ERROR_OVERLAPPING_BUFFERS;
@@ -866,9 +1130,14 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
 
     cache->cfg = c;
     cache->group = c.n_heads / c.n_kv_heads;
-    cache->k = b->k; cache->v = b->v;
-    cache->k_floats = b->k_floats; cache->v_floats = b->v_floats;
-    cache->layer_stride = ls; cache->kv_head_stride = hs; cache->slot_stride = ss;
+    cache->k = KVE__CAST(unsigned char *, b->k);
+    cache->v = KVE__CAST(unsigned char *, b->v);
+    cache->k_bytes = b->k_bytes; cache->v_bytes = b->v_bytes;
+    for (i = 0; i < 3; i++) {
+        cache->k_stride[i] = ks[i];
+        cache->v_stride[i] = vs[i];
+    }
+    cache->k_row = krow; cache->v_row = vrow;
     cache->vtable = c.policy.kind == KVE_POLICY_CUSTOM ? c.policy.custom
                                                        : kve__builtin_vtable(c.policy.kind);
     cache->vtable_user = c.policy.custom_user;
@@ -1003,15 +1272,18 @@ KVE_API kve_result kve_rope_shift(const kve_config *cfg, float *x, int64_t delta
 }
 
 /* ---- addressing ------------------------------------------------------------------------------- */
-static float *kve__kptr(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+static unsigned char *kve__kptr(const kve_cache *c, int32_t l, int32_t h, int32_t s)
 {
-    return c->k + (size_t)l * c->layer_stride + (size_t)h * c->kv_head_stride +
-           (size_t)s * c->slot_stride;
+    return c->k + (size_t)l * c->k_stride[0] + (size_t)h * c->k_stride[1] + (size_t)s * c->k_stride[2];
 }
-static float *kve__vptr(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+static unsigned char *kve__vptr(const kve_cache *c, int32_t l, int32_t h, int32_t s)
 {
-    return c->v + (size_t)l * c->layer_stride + (size_t)h * c->kv_head_stride +
-           (size_t)s * c->slot_stride;
+    return c->v + (size_t)l * c->v_stride[0] + (size_t)h * c->v_stride[1] + (size_t)s * c->v_stride[2];
+}
+/* a stored f32 vector read in place (float32 buffers are 4-byte aligned: init checks it) */
+static const float *kve__f32_row(const unsigned char *row)
+{
+    return KVE__CAST(const float *, KVE__CAST(const void *, row));
 }
 static int64_t *kve__pos(const kve_cache *c, int32_t l, int32_t h)
 {
@@ -1149,21 +1421,25 @@ static void kve__logits(const kve_cache *c, int32_t l, int32_t h, const float *q
     const int64_t *pos = kve__pos(c, l, h);
     float scale = 1.0f / sqrtf((float)d);
     int pre = c->cfg.key_storage == KVE_KEYS_PRE_ROPE && c->cfg.rope_layout != KVE_ROPE_NONE;
+    int in_place = !pre && c->cfg.k_type == KVE_TYPE_F32; /* read where stored, no conversion */
     int kb = G == 1 ? 4 : G == 2 ? 2 : 1; /* keys per kve__dot4 call */
     float kbuf[KVE__KEY_BLOCK][KVE_MAX_HEAD_DIM];
     const float *kp[KVE__KEY_BLOCK];
     for (s = 0; s < n; s += kb) {
         int32_t nb = n - s < kb ? n - s : kb, visible = 0;
-        for (t = 0; t < nb; t++) {
-            kp[t] = kve__kptr(c, l, h, s + t);
-            visible |= pos[s + t] <= limit;
+        for (t = 0; t < nb; t++) visible |= pos[s + t] <= limit;
+        for (t = 0; t < nb && visible; t++) {
+            const unsigned char *row = kve__kptr(c, l, h, s + t);
+            if (in_place) {
+                kp[t] = kve__f32_row(row);
+                continue;
+            }
+            kve__decode(c->cfg.k_type, row, d, kbuf[t]);
             if (pre) {
                 int32_t slot = s + t;
-                int64_t e = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
-                memcpy(kbuf[t], kp[t], (size_t)d * sizeof(float));
-                kve__rotate_eff(c, kbuf[t], e);
-                kp[t] = kbuf[t];
+                kve__rotate_eff(c, kbuf[t], slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base);
             }
+            kp[t] = kbuf[t];
         }
         if (!visible) { /* a causal prefill skips keys after its query */
             for (g = 0; g < G; g++)
@@ -1225,18 +1501,32 @@ static void kve__softmax(float *x, int32_t n)
 static void kve__weighted_values(const kve_cache *c, int32_t l, int32_t h, const float *probs,
                                  size_t ld, float *out)
 {
-    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), G = c->group, s = 0, g;
+    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), G = c->group, s = 0, g, t;
+    int in_place = c->cfg.v_type == KVE_TYPE_F32;
+    float vbuf[4][KVE_MAX_HEAD_DIM];
+    const float *vr[4];
     memset(out, 0, (size_t)G * (size_t)d * sizeof(float));
     /* four value rows at a time, each read once for the G query heads (they stay in L1) */
     for (; s + 4 <= n; s += 4) {
-        const float *v0 = kve__vptr(c, l, h, s), *v1 = kve__vptr(c, l, h, s + 1);
-        const float *v2 = kve__vptr(c, l, h, s + 2), *v3 = kve__vptr(c, l, h, s + 3);
+        const float *v0, *v1, *v2, *v3;
+        for (t = 0; t < 4; t++) {
+            const unsigned char *row = kve__vptr(c, l, h, s + t);
+            if (in_place) {
+                vr[t] = kve__f32_row(row);
+            } else {
+                kve__decode(c->cfg.v_type, row, d, vbuf[t]);
+                vr[t] = vbuf[t];
+            }
+        }
+        v0 = vr[0]; v1 = vr[1]; v2 = vr[2]; v3 = vr[3];
         for (g = 0; g < G; g++)
             kve__axpy4(out + (size_t)g * (size_t)d, probs + (size_t)g * ld + (size_t)s, v0, v1, v2,
                        v3, d);
     }
     for (; s < n; s++) {
-        const float *vp = kve__vptr(c, l, h, s);
+        const float *vp = vbuf[0];
+        if (in_place) vp = kve__f32_row(kve__vptr(c, l, h, s));
+        else kve__decode(c->cfg.v_type, kve__vptr(c, l, h, s), d, vbuf[0]);
         for (g = 0; g < G; g++)
             kve__axpy(out + (size_t)g * (size_t)d, probs[(size_t)g * ld + (size_t)s], vp, d);
     }
@@ -1446,12 +1736,13 @@ static void kve__update_sinks(kve_cache *c, int32_t l)
             c->sink_angle_pos[s] = target;
         }
         for (h = 0; h < c->cfg.n_kv_heads; h++) {
-            float *kp = kve__kptr(c, l, h, s);
+            float kr[KVE_MAX_HEAD_DIM];
             const float *pre = c->sink_keys +
                                (((size_t)l * (size_t)c->cfg.n_kv_heads + (size_t)h) * (size_t)S +
                                 (size_t)s) * (size_t)d;
-            memcpy(kp, pre, (size_t)d * sizeof(float));
-            kve__rotate_cs(&c->cfg, kp, cs, sn);
+            memcpy(kr, pre, (size_t)d * sizeof(float));
+            kve__rotate_cs(&c->cfg, kr, cs, sn);
+            kve__encode(c->cfg.k_type, kr, d, kve__kptr(c, l, h, s));
         }
     }
     c->sink_anchor_done[l] = anchor;
@@ -1470,6 +1761,18 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
     if (pos < 0 || pos > KVE_MAX_POSITION || pos <= c->newest[layer]) return KVE_ERROR_POSITION;
     if (!kve__finite(k, (size_t)Hk * (size_t)d) || !kve__finite(v, (size_t)Hk * (size_t)d))
         return KVE_ERROR_NOT_FINITE;
+    if (c->cfg.k_type == KVE_TYPE_F16 || c->cfg.k_type == KVE_TYPE_Q8_0 ||
+        c->cfg.v_type == KVE_TYPE_F16 || c->cfg.v_type == KVE_TYPE_Q8_0) {
+        /* what will be stored must fit the type, rotated keys included (and pos-shifted sinks:
+           a pair's norm bounds it at every angle) */
+        int32_t rotated = c->cfg.key_storage == KVE_KEYS_POST_ROPE ? c->cfg.rope_dims : 0;
+        for (h = 0; h < Hk; h++) {
+            const float *kh = k + (size_t)h * (size_t)d, *vh = v + (size_t)h * (size_t)d;
+            if (!kve__fits(c->cfg.k_type, kve__max_magnitude(&c->cfg, kh, d, rotated)) ||
+                !kve__fits(c->cfg.v_type, kve__max_magnitude(&c->cfg, vh, d, 0)))
+                return KVE_ERROR_OUT_OF_TYPE_RANGE;
+        }
+    }
     for (h = 0; h < Hk; h++) {
         write_slot[h] = -1;
         if (*kve__len(c, layer, h) >= c->limit[layer]) need_room = 1;
@@ -1487,17 +1790,22 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
     for (h = 0; h < Hk; h++) {
         int32_t *n = kve__len(c, layer, h);
         int32_t s = write_slot[h] >= 0 ? write_slot[h] : (*n)++;
-        float *kp = kve__kptr(c, layer, h, s);
-        memcpy(kp, k + (size_t)h * (size_t)d, (size_t)d * sizeof(float));
-        memcpy(kve__vptr(c, layer, h, s), v + (size_t)h * (size_t)d, (size_t)d * sizeof(float));
+        const float *kin = k + (size_t)h * (size_t)d;
+        float kr[KVE_MAX_HEAD_DIM];
+        kve__encode(c->cfg.v_type, v + (size_t)h * (size_t)d, d, kve__vptr(c, layer, h, s));
         kve__pos(c, layer, h)[s] = pos;
         if (c->scores)
             for (g = 0; g < G; g++) kve__score_row(c, layer, h * G + g)[s] = 0.0f;
-        if (s < c->sinks && c->stored[layer] < c->sinks)
+        if (s < c->sinks && c->stored[layer] < c->sinks) /* the pre-RoPE copy stays f32 */
             memcpy(c->sink_keys + (((size_t)layer * (size_t)Hk + (size_t)h) * (size_t)c->sinks +
                                   (size_t)s) * (size_t)d,
-                   kp, (size_t)d * sizeof(float));
-        if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__rotate_cs(&c->cfg, kp, cs, sn);
+                   kin, (size_t)d * sizeof(float));
+        if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) {
+            memcpy(kr, kin, (size_t)d * sizeof(float));
+            kve__rotate_cs(&c->cfg, kr, cs, sn);
+            kin = kr;
+        }
+        kve__encode(c->cfg.k_type, kin, d, kve__kptr(c, layer, h, s));
         if (slots) slots[h] = s;
     }
     if (c->recent_pos) {
@@ -1586,7 +1894,7 @@ KVE_API kve_result kve_pool1d(const float *in, int32_t n, int32_t kernel, kve_po
 KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsigned char *keep)
 {
     kve_result r;
-    int32_t n, kept = 0, s, src, G, g, d;
+    int32_t n, kept = 0, s, src, G, g;
     int64_t *pos;
     if ((r = kve__check_layer(c, l)) != KVE_OK) return r;
     if (!keep) return KVE_ERROR_NULL_ARGUMENT;
@@ -1596,15 +1904,14 @@ KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsi
     n = *kve__len(c, l, h);
     pos = kve__pos(c, l, h);
     G = c->group;
-    d = c->cfg.head_dim;
     for (s = 0; s < n; s++) kept += keep[s] != 0;
     /* holes below `kept` are filled from kept slots at or above it, in slot order */
     src = kept;
     for (s = 0; s < kept; s++) {
         if (keep[s]) continue;
         while (!keep[src]) src++;
-        memcpy(kve__kptr(c, l, h, s), kve__kptr(c, l, h, src), (size_t)d * sizeof(float));
-        memcpy(kve__vptr(c, l, h, s), kve__vptr(c, l, h, src), (size_t)d * sizeof(float));
+        memcpy(kve__kptr(c, l, h, s), kve__kptr(c, l, h, src), c->k_row);
+        memcpy(kve__vptr(c, l, h, s), kve__vptr(c, l, h, src), c->v_row);
         pos[s] = pos[src];
         if (c->scores)
             for (g = 0; g < G; g++) {
@@ -1964,16 +2271,32 @@ KVE_API int64_t kve_slot_position(const kve_cache *c, int32_t l, int32_t h, int3
     return kve__pos(c, l, h)[s];
 }
 
-KVE_API float *kve_key(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+KVE_API void *kve_key(const kve_cache *c, int32_t l, int32_t h, int32_t s)
 {
     if (!kve__in_range(c, l, h) || s < 0 || s >= c->cfg.capacity) return NULL;
     return kve__kptr(c, l, h, s);
 }
 
-KVE_API float *kve_value(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+KVE_API void *kve_value(const kve_cache *c, int32_t l, int32_t h, int32_t s)
 {
     if (!kve__in_range(c, l, h) || s < 0 || s >= c->cfg.capacity) return NULL;
     return kve__vptr(c, l, h, s);
+}
+
+KVE_API kve_result kve_read_key(const kve_cache *c, int32_t l, int32_t h, int32_t s, float *out)
+{
+    if (!kve__valid(c) || !out) return KVE_ERROR_NULL_ARGUMENT;
+    if (!kve__in_range(c, l, h) || s < 0 || s >= c->cfg.capacity) return KVE_ERROR_INDEX_OUT_OF_RANGE;
+    kve__decode(c->cfg.k_type, kve__kptr(c, l, h, s), c->cfg.head_dim, out);
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_read_value(const kve_cache *c, int32_t l, int32_t h, int32_t s, float *out)
+{
+    if (!kve__valid(c) || !out) return KVE_ERROR_NULL_ARGUMENT;
+    if (!kve__in_range(c, l, h) || s < 0 || s >= c->cfg.capacity) return KVE_ERROR_INDEX_OUT_OF_RANGE;
+    kve__decode(c->cfg.v_type, kve__vptr(c, l, h, s), c->cfg.head_dim, out);
+    return KVE_OK;
 }
 
 KVE_API float *kve_scores(const kve_cache *c, int32_t l, int32_t head)
@@ -2007,7 +2330,7 @@ KVE_API size_t kve_layer_bytes(const kve_cache *c, int32_t l)
     int32_t h;
     if (!kve__valid(c) || l < 0 || l >= c->cfg.n_layers) return 0;
     for (h = 0; h < c->cfg.n_kv_heads; h++) n += (size_t)*kve__len(c, l, h);
-    return n * (size_t)c->cfg.head_dim * 2 * sizeof(float);
+    return n * (c->k_row + c->v_row);
 }
 
 KVE_API size_t kve_bytes_in_use(const kve_cache *c)

@@ -18,6 +18,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* f32 K/V buffers sized in floats, as most tests use them (the library counts bytes) */
+static kve_result f32_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats)
+{
+    size_t kb = 0, vb = 0;
+    kve_result r = kve_buffer_bytes(cfg, layout, floats ? &kb : NULL, &vb);
+    if (floats) *floats = kb / sizeof(float);
+    return r;
+}
+
 #ifdef _OPENMP
 #include <omp.h>
 #define B_OMP(x) _Pragma(x)
@@ -254,7 +263,7 @@ static void bc_init(bcache *b, const kve_config *cfg)
     kve_buffers buf;
     memset(b, 0, sizeof *b);
     b->cfg = *cfg;
-    check(kve_buffer_floats(cfg, KVE_LAYOUT_HEAD_MAJOR, &b->floats), "kve_buffer_floats");
+    check(f32_buffer_floats(cfg, KVE_LAYOUT_HEAD_MAJOR, &b->floats), "kve_buffer_floats");
     check(kve_cache_size(cfg, &b->mem_bytes), "kve_cache_size");
     b->k = (float *)xalloc(b->floats * sizeof(float));
     b->v = (float *)xalloc(b->floats * sizeof(float));
@@ -262,7 +271,7 @@ static void bc_init(bcache *b, const kve_config *cfg)
     memset(&buf, 0, sizeof buf);
     buf.k = b->k;
     buf.v = b->v;
-    buf.k_floats = buf.v_floats = b->floats;
+    buf.k_bytes = buf.v_bytes = sizeof(float) * (b->floats);
     buf.layout = KVE_LAYOUT_HEAD_MAJOR;
     check(kve_cache_init(cfg, &buf, b->mem, b->mem_bytes, &b->c), "kve_cache_init");
 }
@@ -743,7 +752,7 @@ static void run_variants(const shape *s, variant *v, int nv, int32_t fill, int r
     tokgen tg;
     int r, i, j;
     for (i = 0; i < nv; i++) {
-        check(kve_buffer_floats(&v[i].cfg, KVE_LAYOUT_HEAD_MAJOR, &f), "kve_buffer_floats");
+        check(f32_buffer_floats(&v[i].cfg, KVE_LAYOUT_HEAD_MAJOR, &f), "kve_buffer_floats");
         check(kve_cache_size(&v[i].cfg, &m), "kve_cache_size");
         floats = f > floats ? f : floats;
         mem_bytes = m > mem_bytes ? m : mem_bytes;
@@ -758,7 +767,7 @@ static void run_variants(const shape *s, variant *v, int nv, int32_t fill, int r
     memset(&buf, 0, sizeof buf);
     buf.k = k;
     buf.v = vb;
-    buf.k_floats = buf.v_floats = floats;
+    buf.k_bytes = buf.v_bytes = sizeof(float) * (floats);
     buf.layout = KVE_LAYOUT_HEAD_MAJOR;
     tg_init(&tg, s);
     for (r = 0; r < rounds; r++)

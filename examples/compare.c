@@ -3,6 +3,7 @@
    build/compare --model M --tokenizer T --text F [--tokens N] [--mode stream|prompt]
                  [--prompt-tokens P] [--continuation G]
                  --policy SPEC [--policy SPEC ...] [--csv OUT.csv] [--svg OUT.svg]
+                 [--kv-type f32|f16|bf16|q8_0] [--k-type T] [--v-type T]
 
    The text: stories separated by lines "<|endoftext|>", each encoded with a leading BOS, one after
    another; the first N tokens are used (default: all).
@@ -22,12 +23,30 @@
            others are paired with, segment by segment, for the KL differences.
    --csv: one row per scored token, "policy,t,nll" (prompt mode adds segment,kl,top1), t being
    the stream index of the token fed (nll is that of the token after it). --svg: NLL against t,
-   a moving average, one line per policy. Defaults of the library's parameters: kvevict.h. */
+   a moving average, one line per policy. --kv-type (or --k-type, --v-type): how the policies'
+   caches store K and V (default f32; prompt mode's full-cache reference stays f32), to see what
+   a storage type costs in quality next to the memory it saves. Defaults of the library's
+   parameters: kvevict.h. */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
 #include "examples/engine.h"
 
 #define MAX_POLICIES 16
+
+static kve_type g_kv_types[2] = {KVE_TYPE_F32, KVE_TYPE_F32}; /* K, V of the policies' caches */
+static const char *const g_type_names[] = {"f32", "f32", "f16", "bf16", "q8_0"};
+
+static int type_arg(const char *name, const char *v, kve_type *out)
+{
+    int i;
+    for (i = 1; i < 5; i++)
+        if (!strcmp(v, g_type_names[i])) {
+            *out = (kve_type)i;
+            return 0;
+        }
+    fprintf(stderr, "error: %s is f32, f16, bf16 or q8_0, not '%s'\n", name, v);
+    return 2;
+}
 
 typedef struct result {
     policy_spec spec;
@@ -148,7 +167,8 @@ static int run_stream(const model *m, result *r, const int *tokens, int n)
     float *logits = (float *)xmalloc((size_t)V * sizeof(float));
     double *lp = (double *)xmalloc((size_t)V * sizeof(double)), t0 = now_seconds(), last = t0;
     memset(&rnd, 0, sizeof rnd);
-    if (spec_setup(&r->spec, m, 1, n, &rnd, &pc, &slots) || engine_open(&e, m, &pc, slots, 1))
+    if (spec_setup(&r->spec, m, 1, n, &rnd, &pc, &slots) ||
+        engine_open(&e, m, &pc, slots, 1, g_kv_types))
         return 1;
     alloc_scores(r, n);
     for (t = 0; t + 1 < n; t++) {
@@ -224,12 +244,12 @@ static int run_prompt(const model *m, result *res, int n_pol, const int *tokens,
     }
     memset(&full, 0, sizeof full);
     memset(rnd, 0, sizeof rnd);
-    if (engine_open(&ref, m, &full, P + G, P)) return 1;
+    if (engine_open(&ref, m, &full, P + G, P, NULL)) return 1;
     for (p = 0; p < n_pol; p++) {
         kve_policy_config pc;
         int32_t slots;
         if (spec_setup(&res[p].spec, m, 0, P + G, &rnd[p], &pc, &slots) ||
-            engine_open(&e[p], m, &pc, slots, P))
+            engine_open(&e[p], m, &pc, slots, P, g_kv_types))
             return 1;
         alloc_scores(&res[p], S * G);
     }
@@ -459,7 +479,8 @@ static void usage(void)
             "SPEC: full, streamingllm:capacity=256,sinks=4,pos_shift=1,\n"
             "      snapkv:capacity=128,window=8, pyramidkv:capacity=128,window=8,\n"
             "      h2o:capacity=128,window=8, random:capacity=128,window=8\n"
-            "      (all parameters: the top of examples/compare.c)\n");
+            "      (all parameters: the top of examples/compare.c)\n"
+            "       [--kv-type f32|f16|bf16|q8_0] [--k-type T] [--v-type T]\n");
     exit(2);
 }
 
@@ -499,6 +520,14 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--continuation")) G = int_arg(a, v, 1);
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--svg")) svg = v;
+        else if (!strcmp(a, "--kv-type")) {
+            if (type_arg(a, v, &g_kv_types[0])) return 2;
+            g_kv_types[1] = g_kv_types[0];
+        } else if (!strcmp(a, "--k-type")) {
+            if (type_arg(a, v, &g_kv_types[0])) return 2;
+        } else if (!strcmp(a, "--v-type")) {
+            if (type_arg(a, v, &g_kv_types[1])) return 2;
+        }
         else if (!strcmp(a, "--mode")) {
             if (strcmp(v, "stream") && strcmp(v, "prompt")) {
                 fprintf(stderr, "error: --mode is stream or prompt, not '%s'\n", v);
@@ -534,6 +563,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: the text gives %d tokens, too few to score\n", n);
         return 1;
     }
+    if (g_kv_types[0] != KVE_TYPE_F32 || g_kv_types[1] != KVE_TYPE_F32)
+        printf("K/V stored as %s (K) and %s (V)\n", g_type_names[g_kv_types[0]],
+               g_type_names[g_kv_types[1]]);
     if (prompt) {
         if (run_prompt(&m, res, n_pol, tokens, n, P, G)) return 1;
         print_prompt_table(res, n_pol, P, G, w);

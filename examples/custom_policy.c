@@ -13,16 +13,18 @@
 #include <stdlib.h>
 
 /* ---- the policy ------------------------------------------------------------------------------ */
+enum { HEAD_DIM_MAX = 256 };
+
 typedef struct l2_policy {
     int32_t n_kv_heads, head_dim;
     int32_t recent; /* the newest tokens, the incoming one included, are never evicted */
 } l2_policy;
 
-/* squared norm of a stored key (stored after RoPE, which keeps the norm) */
+/* squared norm of a stored key (stored after RoPE, which keeps the norm), at any storage type */
 static float key_norm2(const kve_cache *c, int32_t layer, int32_t h, int32_t slot, int32_t d)
 {
-    const float *k = kve_key(c, layer, h, slot);
-    float s = 0.0f;
+    float k[HEAD_DIM_MAX], s = 0.0f;
+    kve_read_key(c, layer, h, slot, k);
     for (int32_t i = 0; i < d; i++) s += k[i] * k[i];
     return s;
 }
@@ -73,17 +75,17 @@ int main(void)
                       .head_dim = HEAD_DIM, .capacity = CAPACITY,
                       .policy = {.kind = KVE_POLICY_CUSTOM, .custom = &l2_vtable,
                                  .custom_user = &pol}};
-    size_t floats, bytes;
+    size_t k_bytes, v_bytes, bytes;
     kve_cache cache;
     kve_result r;
-    if ((r = kve_buffer_floats(&cfg, KVE_LAYOUT_DEFAULT, &floats)) != KVE_OK ||
+    if ((r = kve_buffer_bytes(&cfg, KVE_LAYOUT_DEFAULT, &k_bytes, &v_bytes)) != KVE_OK ||
         (r = kve_cache_size(&cfg, &bytes)) != KVE_OK) {
         fprintf(stderr, "error: %s\n", kve_result_string(r));
         return 1;
     }
-    float *kbuf = malloc(floats * sizeof(float)), *vbuf = malloc(floats * sizeof(float));
+    void *kbuf = malloc(k_bytes), *vbuf = malloc(v_bytes);
     void *mem = malloc(bytes);
-    kve_buffers buf = {.k = kbuf, .v = vbuf, .k_floats = floats, .v_floats = floats};
+    kve_buffers buf = {.k = kbuf, .v = vbuf, .k_bytes = k_bytes, .v_bytes = v_bytes};
     if (!kbuf || !vbuf || !mem || (r = kve_cache_init(&cfg, &buf, mem, bytes, &cache)) != KVE_OK) {
         fprintf(stderr, "error: %s\n",
                 kbuf && vbuf && mem ? kve_result_string(r) : "out of memory");

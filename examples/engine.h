@@ -527,19 +527,20 @@ static int spec_setup(const policy_spec *s, const model *m, int stream, int32_t 
 typedef struct engine {
     const model *m;
     kve_cache cache;
-    float *kbuf, *vbuf; /* the K/V buffers: ours, kvevict only manages them */
+    void *kbuf, *vbuf;  /* the K/V buffers: ours, kvevict only manages them */
     void *mem;          /* kvevict's bookkeeping */
     int32_t capacity;   /* slots per layer and KV head */
     int max_batch;      /* tokens per engine_run */
     float *x, *xb, *hb, *hb2, *q, *k, *v, *att; /* [max_batch][width] */
 } engine;
 
+/* kv_types: K and V storage types (NULL: float32) */
 static int engine_open(engine *e, const model *m, const kve_policy_config *policy,
-                       int32_t capacity, int max_batch)
+                       int32_t capacity, int max_batch, const kve_type *kv_types)
 {
     kve_config cfg;
     kve_buffers buf;
-    size_t floats, bytes, B = (size_t)max_batch;
+    size_t k_bytes, v_bytes, bytes, B = (size_t)max_batch;
     kve_result r;
     memset(e, 0, sizeof *e);
     memset(&cfg, 0, sizeof cfg);
@@ -551,7 +552,11 @@ static int engine_open(engine *e, const model *m, const kve_policy_config *polic
     cfg.capacity = capacity;
     cfg.rope_layout = KVE_ROPE_INTERLEAVED; /* llama2.c; theta 0 = 10000 */
     cfg.policy = *policy;
-    if ((r = kve_buffer_floats(&cfg, KVE_LAYOUT_DEFAULT, &floats)) != KVE_OK ||
+    if (kv_types) {
+        cfg.k_type = kv_types[0];
+        cfg.v_type = kv_types[1];
+    }
+    if ((r = kve_buffer_bytes(&cfg, KVE_LAYOUT_DEFAULT, &k_bytes, &v_bytes)) != KVE_OK ||
         (r = kve_cache_size(&cfg, &bytes)) != KVE_OK) {
         fprintf(stderr, "error: cache configuration: %s\n", kve_result_string(r));
         return 1;
@@ -559,15 +564,16 @@ static int engine_open(engine *e, const model *m, const kve_policy_config *polic
     e->m = m;
     e->capacity = capacity;
     e->max_batch = max_batch;
-    e->kbuf = (float *)xmalloc(floats * sizeof(float));
-    e->vbuf = (float *)xmalloc(floats * sizeof(float));
+    e->kbuf = xmalloc(k_bytes);
+    e->vbuf = xmalloc(v_bytes);
     e->mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!e->mem) {
         fprintf(stderr, "error: out of memory (%zu bytes)\n", bytes);
         exit(1);
     }
     buf.k = e->kbuf; buf.v = e->vbuf;
-    buf.k_floats = buf.v_floats = floats;
+    buf.k_bytes = k_bytes;
+    buf.v_bytes = v_bytes;
     if ((r = kve_cache_init(&cfg, &buf, e->mem, bytes, &e->cache)) != KVE_OK) {
         fprintf(stderr, "error: kve_cache_init: %s\n", kve_result_string(r));
         return 1;

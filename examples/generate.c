@@ -130,7 +130,7 @@ int main(int argc, char **argv)
     memset(&rnd, 0, sizeof rnd);
     full_slots = np + steps < KVE_MAX_CAPACITY ? (int32_t)(np + steps) : KVE_MAX_CAPACITY;
     if (spec_setup(&spec, &m, 1, full_slots, &rnd, &pc, &slots)) return 1;
-    if (engine_open(&e, &m, &pc, slots, np <= slots ? np : 1)) return 1;
+    if (engine_open(&e, &m, &pc, slots, np <= slots ? np : 1, NULL)) return 1;
     logits = (float *)xmalloc((size_t)m.vocab_size * sizeof(float));
     pi = (prob_index *)xmalloc((size_t)m.vocab_size * sizeof(prob_index));
 

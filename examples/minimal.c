@@ -56,14 +56,14 @@ int main(void)
                       .policy = {.kind = KVE_POLICY_STREAMINGLLM, .sinks = 4}};
 
     /* 2. the K/V buffers are yours (llama2.c layout); kvevict's bookkeeping needs `bytes` more */
-    size_t floats, bytes;
-    CHECK(kve_buffer_floats(&cfg, KVE_LAYOUT_DEFAULT, &floats));
+    size_t k_bytes, v_bytes, bytes;
+    CHECK(kve_buffer_bytes(&cfg, KVE_LAYOUT_DEFAULT, &k_bytes, &v_bytes));
     CHECK(kve_cache_size(&cfg, &bytes));
-    float *key_cache = malloc(floats * sizeof(float));
-    float *value_cache = malloc(floats * sizeof(float));
+    float *key_cache = malloc(k_bytes);   /* float32 K/V: the default k_type and v_type */
+    float *value_cache = malloc(v_bytes);
     void *mem = malloc(bytes);
     if (!key_cache || !value_cache || !mem) return 1;
-    kve_buffers buf = {.k = key_cache, .v = value_cache, .k_floats = floats, .v_floats = floats};
+    kve_buffers buf = {.k = key_cache, .v = value_cache, .k_bytes = k_bytes, .v_bytes = v_bytes};
     kve_cache cache;
     CHECK(kve_cache_init(&cfg, &buf, mem, bytes, &cache));
 

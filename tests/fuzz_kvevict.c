@@ -29,6 +29,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* f32 K/V buffers sized in floats, as most tests use them (the library counts bytes) */
+/* a stride given in floats, as bytes (huge ones, meant to overflow, stay huge) */
+static size_t f32_stride(size_t floats) { return floats > SIZE_MAX / sizeof(float) ? floats & ~(size_t)3 : floats * sizeof(float); }
+
+static kve_result f32_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats)
+{
+    size_t kb = 0, vb = 0;
+    kve_result r = kve_buffer_bytes(cfg, layout, floats ? &kb : NULL, &vb);
+    if (floats) *floats = kb / sizeof(float);
+    return r;
+}
+
 #define MAX_OPS 256
 #define GUARD 16
 
@@ -349,7 +361,7 @@ static int fz_open(fz_state *s, fz_in *f)
                 (int)c->policy.decode, (int)layout, kve_result_string(r));
     r2 = kve_cache_size(c, &bytes);
     FZ_ASSERT(r2 == r, "kve_cache_size %d, kve_config_resolve %d", (int)r2, (int)r);
-    r2 = kve_buffer_floats(c, KVE_LAYOUT_DEFAULT, &floats);
+    r2 = f32_buffer_floats(c, KVE_LAYOUT_DEFAULT, &floats);
     FZ_ASSERT(r2 == r, "kve_buffer_floats %d, kve_config_resolve %d", (int)r2, (int)r);
     if (r != KVE_OK) {
         FZ_ASSERT(fz_named(r), "unnamed configuration error %d", (int)r);
@@ -408,9 +420,9 @@ static int fz_open(fz_state *s, fz_in *f)
     s->spos = (int64_t *)fz_alloc((size_t)s->L * (size_t)s->Hk * (size_t)s->cap * sizeof(int64_t));
     memset(&bu, 0, sizeof bu);
     bu.k = s->k; bu.v = s->v;
-    bu.k_floats = bu.v_floats = s->floats;
+    bu.k_bytes = bu.v_bytes = sizeof(float) * (s->floats);
     bu.layout = layout;
-    bu.layer_stride = stride[0]; bu.kv_head_stride = stride[1]; bu.slot_stride = stride[2];
+    bu.k_layer_stride = bu.v_layer_stride = f32_stride(stride[0]); bu.k_head_stride = bu.v_head_stride = f32_stride(stride[1]); bu.k_slot_stride = bu.v_slot_stride = f32_stride(stride[2]);
     r = kve_cache_init(c, &bu, s->mem, bytes, &s->c);
     if (r != KVE_OK) {
         FZ_ASSERT(fz_named(r), "unnamed init error %d", (int)r);

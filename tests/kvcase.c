@@ -7,6 +7,15 @@
 #include "kvevict.h"
 #include "golden_case.h"
 
+/* f32 K/V buffers sized in floats, as most tests use them (the library counts bytes) */
+static kve_result f32_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats)
+{
+    size_t kb = 0, vb = 0;
+    kve_result r = kve_buffer_bytes(cfg, layout, floats ? &kb : NULL, &vb);
+    if (floats) *floats = kb / sizeof(float);
+    return r;
+}
+
 static void check(kve_result r, const char *what)
 {
     if (r != KVE_OK) {
@@ -22,13 +31,13 @@ static kve_cache open_cache(kve_config *cfg, float **k, float **v, void **mem)
     size_t floats, bytes;
     kve_buffers b;
     kve_cache c;
-    check(kve_buffer_floats(cfg, KVE_LAYOUT_DEFAULT, &floats), "config");
+    check(f32_buffer_floats(cfg, KVE_LAYOUT_DEFAULT, &floats), "config");
     check(kve_cache_size(cfg, &bytes), "config");
     *k = (float *)xalloc(floats * sizeof(float));
     *v = (float *)xalloc(floats * sizeof(float));
     *mem = xalloc(bytes);
     memset(&b, 0, sizeof b);
-    b.k = *k; b.v = *v; b.k_floats = floats; b.v_floats = floats;
+    b.k = *k; b.v = *v; b.k_bytes = sizeof(float) * (floats); b.v_bytes = sizeof(float) * (floats);
     check(kve_cache_init(cfg, &b, *mem, bytes, &c), "init");
     return c;
 }

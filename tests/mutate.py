@@ -6,8 +6,8 @@ kvevict.h and what it becomes. For each mutant this script writes the mutated he
 copy of the project (the real kvevict.h is never touched), builds the test programs and runs them,
 cheapest first, stopping at the first failure:
 
-    test_core, the golden cases (keys post- and pre-RoPE), test_policies, test_properties, the
-    examples' own checks (minimal, custom_policy), test_reliability
+    test_core, the golden cases (keys post- and pre-RoPE), test_policies, test_properties,
+    test_types, the examples' own checks (minimal, custom_policy), test_reliability
 
 A mutant is *killed* when a program fails, crashes or runs past its time limit; *survived* when
 everything passes; *invalid* when it does not compile. Mutants marked `equivalent:` in the list
@@ -126,6 +126,7 @@ def stages():
         Stage("golden", ["tests/kvcase.c", "tests/judge.c"], golden_runs()),
         Stage("test_policies", ["tests/test_policies.c"], [["build/test_policies"]]),
         Stage("test_properties", ["tests/test_properties.c"], [["build/test_properties"]]),
+        Stage("test_types", ["tests/test_types.c"], [["build/test_types"]]),
         Stage("examples", ["examples/minimal.c", "examples/custom_policy.c"],
               [["sh", "tests/examples_check.sh", "build"]]),
         Stage("test_reliability", ["tests/test_reliability.c"], [["build/test_reliability"]]),

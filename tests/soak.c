@@ -21,6 +21,15 @@
 #include <string.h>
 #include <sys/resource.h>
 
+/* f32 K/V buffers sized in floats, as most tests use them (the library counts bytes) */
+static kve_result f32_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats)
+{
+    size_t kb = 0, vb = 0;
+    kve_result r = kve_buffer_bytes(cfg, layout, floats ? &kb : NULL, &vb);
+    if (floats) *floats = kb / sizeof(float);
+    return r;
+}
+
 #define N_LAYERS 2
 #define N_HEADS 4
 #define N_KV_HEADS 2
@@ -64,7 +73,7 @@ static int open_stream(stream *s, kve_key_storage storage)
     cfg.policy.kind = KVE_POLICY_STREAMINGLLM;
     cfg.policy.sinks = SINKS;
     cfg.policy.pos_shift = KVE_POS_SHIFT_ON;
-    if ((r = kve_buffer_floats(&cfg, KVE_LAYOUT_DEFAULT, &s->floats)) != KVE_OK ||
+    if ((r = f32_buffer_floats(&cfg, KVE_LAYOUT_DEFAULT, &s->floats)) != KVE_OK ||
         (r = kve_cache_size(&cfg, &s->bytes)) != KVE_OK) {
         fprintf(stderr, "soak: %s\n", kve_result_string(r));
         return 0;
@@ -77,7 +86,7 @@ static int open_stream(stream *s, kve_key_storage storage)
         return 0;
     }
     memset(&b, 0, sizeof b);
-    b.k = s->k; b.v = s->v; b.k_floats = b.v_floats = s->floats;
+    b.k = s->k; b.v = s->v; b.k_bytes = b.v_bytes = sizeof(float) * (s->floats);
     if ((r = kve_cache_init(&cfg, &b, s->mem, s->bytes, &s->c)) != KVE_OK) {
         fprintf(stderr, "soak: kve_cache_init: %s\n", kve_result_string(r));
         return 0;

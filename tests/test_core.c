@@ -249,14 +249,15 @@ static void test_storage_and_layouts_agree(void)
         size_t floats, bytes;
         memset(&b, 0, sizeof b);
         c.key_storage = mode == 1 ? KVE_KEYS_PRE_ROPE : KVE_KEYS_POST_ROPE;
-        kve_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
+        f32_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
         if (mode == 3) {
             /* padded custom strides: [layer][kv_head][slot] with 8 spare floats per vector */
             b.layout = KVE_LAYOUT_STRIDES;
-            b.slot_stride = (size_t)d + 8;
-            b.kv_head_stride = b.slot_stride * cap + 16;
-            b.layer_stride = b.kv_head_stride * Hk;
-            floats = b.layer_stride * 3;
+            size_t slot = (size_t)d + 8, head = slot * cap + 16, layer = head * Hk;
+            b.k_slot_stride = b.v_slot_stride = f32_stride(slot);
+            b.k_head_stride = b.v_head_stride = f32_stride(head);
+            b.k_layer_stride = b.v_layer_stride = f32_stride(layer);
+            floats = layer * 3;
         } else if (mode == 2) {
             b.layout = KVE_LAYOUT_HEAD_MAJOR;
         }
@@ -264,7 +265,7 @@ static void test_storage_and_layouts_agree(void)
         bufs[2 * mode] = (float *)tu_alloc(floats * sizeof(float));
         bufs[2 * mode + 1] = (float *)tu_alloc(floats * sizeof(float));
         mems[mode] = tu_alloc(bytes);
-        b.k = bufs[2 * mode]; b.v = bufs[2 * mode + 1]; b.k_floats = floats; b.v_floats = floats;
+        b.k = bufs[2 * mode]; b.v = bufs[2 * mode + 1]; b.k_bytes = sizeof(float) * (floats); b.v_bytes = sizeof(float) * (floats);
         CHECK_RESULT(kve_cache_init(&c, &b, mems[mode], bytes, &caches[mode]), KVE_OK);
     }
     tu_seed(11);
@@ -430,7 +431,7 @@ static void test_config_errors(void)
     c.capacity = KVE_MAX_CAPACITY;
     {
         size_t floats;
-        kve_result r1 = kve_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
+        kve_result r1 = f32_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
         kve_result r2 = kve_cache_size(&c, &bytes);
         CHECK(r1 == KVE_ERROR_SIZE_OVERFLOW || sizeof(size_t) > 8, "huge buffer: %s", kve_result_string(r1));
         /* the bookkeeping fits 64 bits here; it must not have wrapped around */
@@ -448,13 +449,13 @@ static void test_init_errors(void)
     size_t floats, bytes;
     float *k, *v;
     char *mem;
-    kve_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
+    f32_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
     kve_cache_size(&c, &bytes);
     k = (float *)tu_alloc((floats + 1) * sizeof(float));
     v = (float *)tu_alloc(floats * sizeof(float));
     mem = (char *)tu_alloc(bytes + 8);
     memset(&b, 0, sizeof b);
-    b.k = k; b.v = v; b.k_floats = floats; b.v_floats = floats;
+    b.k = k; b.v = v; b.k_bytes = sizeof(float) * (floats); b.v_bytes = sizeof(float) * (floats);
     CHECK_RESULT(kve_cache_init(&c, &b, mem, bytes, NULL), KVE_ERROR_NULL_ARGUMENT);
     CHECK_RESULT(kve_cache_init(NULL, &b, mem, bytes, &cache), KVE_ERROR_NULL_ARGUMENT);
     CHECK_RESULT(kve_cache_init(&c, NULL, mem, bytes, &cache), KVE_ERROR_NULL_ARGUMENT);
@@ -464,18 +465,18 @@ static void test_init_errors(void)
     b.k = (float *)((char *)k + 2);
     CHECK_RESULT(kve_cache_init(&c, &b, mem, bytes, &cache), KVE_ERROR_MISALIGNED);
     b.k = k;
-    b.k_floats = floats - 1;
+    b.k_bytes = sizeof(float) * (floats - 1);
     CHECK_RESULT(kve_cache_init(&c, &b, mem, bytes, &cache), KVE_ERROR_BUFFER_TOO_SMALL);
-    b.k_floats = floats;
-    b.v_floats = 0;
+    b.k_bytes = sizeof(float) * (floats);
+    b.v_bytes = sizeof(float) * (0);
     CHECK_RESULT(kve_cache_init(&c, &b, mem, bytes, &cache), KVE_ERROR_BUFFER_TOO_SMALL);
-    b.v_floats = floats;
+    b.v_bytes = sizeof(float) * (floats);
     b.layout = KVE_LAYOUT_STRIDES;
-    b.slot_stride = 4; b.kv_head_stride = 8 * 16; b.layer_stride = 8 * 16 * 2; /* slot < head_dim */
+    b.k_slot_stride = b.v_slot_stride = f32_stride(4); b.k_head_stride = b.v_head_stride = f32_stride(8 * 16); b.k_layer_stride = b.v_layer_stride = f32_stride(8 * 16 * 2); /* slot < head_dim */
     CHECK_RESULT(kve_cache_init(&c, &b, mem, bytes, &cache), KVE_ERROR_OVERLAPPING_STRIDES);
-    b.slot_stride = 8; b.kv_head_stride = 8; b.layer_stride = 8 * 16 * 2;   /* heads alias slots */
+    b.k_slot_stride = b.v_slot_stride = f32_stride(8); b.k_head_stride = b.v_head_stride = f32_stride(8); b.k_layer_stride = b.v_layer_stride = f32_stride(8 * 16 * 2);   /* heads alias slots */
     CHECK_RESULT(kve_cache_init(&c, &b, mem, bytes, &cache), KVE_ERROR_OVERLAPPING_STRIDES);
-    b.slot_stride = 16; b.kv_head_stride = 8; b.layer_stride = 8 * 16 * 2; /* interleaved: fine */
+    b.k_slot_stride = b.v_slot_stride = f32_stride(16); b.k_head_stride = b.v_head_stride = f32_stride(8); b.k_layer_stride = b.v_layer_stride = f32_stride(8 * 16 * 2); /* interleaved: fine */
     CHECK_RESULT(kve_cache_init(&c, &b, mem, bytes, &cache), KVE_OK);
     b.layout = (kve_layout)7;
     CHECK_RESULT(kve_cache_init(&c, &b, mem, bytes, &cache), KVE_ERROR_INVALID_ENUM);
@@ -594,7 +595,7 @@ static void test_no_writes_outside(void)
     int s, clean = 1;
     c.policy.kind = KVE_POLICY_STREAMINGLLM;
     c.policy.sinks = 2;
-    kve_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
+    f32_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
     kve_cache_size(&c, &bytes);
     k = (float *)tu_alloc((floats + 2 * guard) * sizeof(float));
     v = (float *)tu_alloc((floats + 2 * guard) * sizeof(float));
@@ -602,7 +603,7 @@ static void test_no_writes_outside(void)
     for (i = 0; i < floats + 2 * guard; i++) k[i] = v[i] = 12345.0f;
     memset(mem, 0xAB, bytes + 2 * guard);
     memset(&b, 0, sizeof b);
-    b.k = k + guard; b.v = v + guard; b.k_floats = floats; b.v_floats = floats;
+    b.k = k + guard; b.v = v + guard; b.k_bytes = sizeof(float) * (floats); b.v_bytes = sizeof(float) * (floats);
     CHECK_RESULT(kve_cache_init(&c, &b, mem + guard, bytes, &cache), KVE_OK);
     for (s = 0; s < 100; s++) {
         tu_fill(q, 32, 1.0f); tu_fill(kk, 16, 1.0f); tu_fill(vv, 16, 1.0f);

@@ -473,7 +473,7 @@ static void test_custom_policy(void)
     }
     CHECK(ok && calls > 0, "custom policy ran (%d calls)", calls);
     for (s = 0; s < kve_length(&t.c, 0, 1); s++)
-        CHECK(kve_key(&t.c, 0, 1, s)[0] == (float)kve_slot_position(&t.c, 0, 1, s), "compaction kept k with its position");
+        CHECK(((const float *)kve_key(&t.c, 0, 1, s))[0] == (float)kve_slot_position(&t.c, 0, 1, s), "compaction kept k with its position");
     tu_close(&t);
     cfg.policy.custom = &lazy;
     CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);

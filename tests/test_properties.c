@@ -1291,14 +1291,14 @@ static void test_enums_and_edges(void)
         c = base; c.n_heads = 1; c.capacity = 5;
         CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_OK);
         memset(&b, 0, sizeof b);
-        b.k = k; b.v = v; b.k_floats = b.v_floats = 40; b.layout = KVE_LAYOUT_STRIDES;
-        b.layer_stride = 0; b.kv_head_stride = 0; b.slot_stride = 8;
+        b.k = k; b.v = v; b.k_bytes = b.v_bytes = sizeof(float) * (40); b.layout = KVE_LAYOUT_STRIDES;
+        b.k_layer_stride = b.v_layer_stride = f32_stride(0); b.k_head_stride = b.v_head_stride = f32_stride(0); b.k_slot_stride = b.v_slot_stride = f32_stride(8);
         CHECK_RESULT(init_with(&c, &b, mem, sizeof mem), KVE_OK);
-        b.slot_stride = 7;
+        b.k_slot_stride = b.v_slot_stride = f32_stride(7);
         CHECK_RESULT(init_with(&c, &b, mem, sizeof mem), KVE_ERROR_OVERLAPPING_STRIDES);
-        b.slot_stride = 8; b.v_floats = 39;
+        b.k_slot_stride = b.v_slot_stride = f32_stride(8); b.v_bytes = sizeof(float) * (39);
         CHECK_RESULT(init_with(&c, &b, mem, sizeof mem), KVE_ERROR_BUFFER_TOO_SMALL);
-        b.v_floats = 40;
+        b.v_bytes = sizeof(float) * (40);
         CHECK_RESULT(init_with(&c, &b, mem, bytes - 1), KVE_ERROR_MEMORY_TOO_SMALL);
         CHECK_RESULT(init_with(&c, &b, mem, bytes), KVE_OK);
     }
@@ -1311,7 +1311,7 @@ static void test_enums_and_edges(void)
         CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_OK);
         CHECK(bytes < 4096 * sizeof(float), "a small cache: %zu bytes", bytes);
         memset(&b, 0, sizeof b);
-        b.k = pool; b.v = pool + 2048; b.k_floats = b.v_floats = 40;
+        b.k = pool; b.v = pool + 2048; b.k_bytes = b.v_bytes = sizeof(float) * (40);
         CHECK_RESULT(init_with(&c, &b, pool + 4096, bytes), KVE_OK);
         CHECK_RESULT(init_with(&c, &b, pool + 2048 + 32, bytes), KVE_ERROR_OVERLAPPING_BUFFERS); /* in V */
         CHECK_RESULT(init_with(&c, &b, pool + 32, bytes), KVE_ERROR_OVERLAPPING_BUFFERS);        /* in K */

@@ -26,6 +26,18 @@
 #include <omp.h>
 #endif
 
+/* f32 K/V buffers sized in floats, as most tests use them (the library counts bytes) */
+/* a stride given in floats, as bytes (huge ones, meant to overflow, stay huge) */
+static size_t f32_stride(size_t floats) { return floats > SIZE_MAX / sizeof(float) ? floats & ~(size_t)3 : floats * sizeof(float); }
+
+static kve_result f32_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats)
+{
+    size_t kb = 0, vb = 0;
+    kve_result r = kve_buffer_bytes(cfg, layout, floats ? &kb : NULL, &vb);
+    if (floats) *floats = kb / sizeof(float);
+    return r;
+}
+
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define RL_CLANG_SANITIZED 1
@@ -171,7 +183,7 @@ static kve_result tc_open(tcache *t, const kve_config *cfg, kve_layout layout)
     t->floats = (L - 1) * t->ls + (Hk - 1) * t->hs + (cap - 1) * t->ss + d +
                 (layout == KVE_LAYOUT_STRIDES ? 2 : 0);
     if (layout != KVE_LAYOUT_STRIDES) {
-        if ((r = kve_buffer_floats(cfg, layout, &lib_floats)) != KVE_OK) return r;
+        if ((r = f32_buffer_floats(cfg, layout, &lib_floats)) != KVE_OK) return r;
         EXPECT(lib_floats == t->floats, "kve_buffer_floats gave %zu floats, layout needs %zu",
                lib_floats, t->floats);
     }
@@ -190,10 +202,10 @@ static kve_result tc_open(tcache *t, const kve_config *cfg, kve_layout layout)
     t->mem = xalloc(t->bytes);
     memset(&b, 0, sizeof b);
     b.k = t->k; b.v = t->v;
-    b.k_floats = t->floats; b.v_floats = t->floats;
+    b.k_bytes = sizeof(float) * (t->floats); b.v_bytes = sizeof(float) * (t->floats);
     b.layout = layout;
     if (layout == KVE_LAYOUT_STRIDES) {
-        b.layer_stride = t->ls; b.kv_head_stride = t->hs; b.slot_stride = t->ss;
+        b.k_layer_stride = b.v_layer_stride = f32_stride(t->ls); b.k_head_stride = b.v_head_stride = f32_stride(t->hs); b.k_slot_stride = b.v_slot_stride = f32_stride(t->ss);
     }
     return kve_cache_init(cfg, &b, t->mem, t->bytes, &t->c);
 }
@@ -1098,11 +1110,11 @@ static void test_bad_configs(void)
         r = kve_cache_size(&c, &bytes);
         EXPECT(r == want && bytes == 0, "kve_cache_size, %s: %s (bytes %zu), expected %s", name,
                kve_result_string(r), bytes, kve_result_string(want));
-        r = kve_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
+        r = f32_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
         EXPECT(r == want && floats == 0, "kve_buffer_floats, %s: %s, expected %s", name,
                kve_result_string(r), kve_result_string(want));
         memset(&b, 0, sizeof b);
-        b.k = kb; b.v = vb; b.k_floats = b.v_floats = sizeof kb / sizeof kb[0];
+        b.k = kb; b.v = vb; b.k_bytes = b.v_bytes = sizeof(float) * (sizeof kb / sizeof kb[0]);
         r = kve_cache_init(&c, &b, mem, sizeof mem, &cache);
         EXPECT(r == want, "kve_cache_init, %s: %s, expected %s", name, kve_result_string(r), kve_result_string(want));
         EXPECT(kve_check(&cache) == KVE_ERROR_NULL_ARGUMENT, "%s: a failed init left a usable cache", name);
@@ -1137,24 +1149,24 @@ static void test_bad_init(void)
     unsigned char *mem;
     g_test = "bad input: kve_cache_init";
     EXPECT_RESULT(kve_cache_size(&c, &bytes), KVE_OK);
-    EXPECT_RESULT(kve_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats), KVE_OK);
+    EXPECT_RESULT(f32_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats), KVE_OK);
     EXPECT(floats == 2 * 16 * 2 * 8, "kve_buffer_floats = %zu", floats);
     need = floats;
     k = (float *)xalloc((need + 8) * sizeof(float));
     v = (float *)xalloc((need + 8) * sizeof(float));
     mem = (unsigned char *)xalloc(bytes + 64);
     memset(&b, 0, sizeof b);
-    b.k = k; b.v = v; b.k_floats = need; b.v_floats = need;
+    b.k = k; b.v = v; b.k_bytes = sizeof(float) * (need); b.v_bytes = sizeof(float) * (need);
 
     EXPECT_RESULT(kve_config_resolve(NULL, &c), KVE_ERROR_NULL_ARGUMENT);
     EXPECT_RESULT(kve_config_resolve(&c, NULL), KVE_ERROR_NULL_ARGUMENT);
     EXPECT_RESULT(kve_cache_size(NULL, &floats), KVE_ERROR_NULL_ARGUMENT);
     EXPECT(floats == 0, "kve_cache_size left %zu in *bytes after failing", floats);
     EXPECT_RESULT(kve_cache_size(&c, NULL), KVE_ERROR_NULL_ARGUMENT);
-    EXPECT_RESULT(kve_buffer_floats(NULL, KVE_LAYOUT_DEFAULT, &floats), KVE_ERROR_NULL_ARGUMENT);
-    EXPECT_RESULT(kve_buffer_floats(&c, KVE_LAYOUT_DEFAULT, NULL), KVE_ERROR_NULL_ARGUMENT);
-    EXPECT_RESULT(kve_buffer_floats(&c, KVE_LAYOUT_STRIDES, &floats), KVE_ERROR_INVALID_ENUM);
-    EXPECT_RESULT(kve_buffer_floats(&c, (kve_layout)7, &floats), KVE_ERROR_INVALID_ENUM);
+    EXPECT_RESULT(f32_buffer_floats(NULL, KVE_LAYOUT_DEFAULT, &floats), KVE_ERROR_NULL_ARGUMENT);
+    EXPECT_RESULT(f32_buffer_floats(&c, KVE_LAYOUT_DEFAULT, NULL), KVE_ERROR_NULL_ARGUMENT);
+    EXPECT_RESULT(f32_buffer_floats(&c, KVE_LAYOUT_STRIDES, &floats), KVE_ERROR_INVALID_ENUM);
+    EXPECT_RESULT(f32_buffer_floats(&c, (kve_layout)7, &floats), KVE_ERROR_INVALID_ENUM);
 
     EXPECT_RESULT(kve_cache_init(&c, &b, mem, bytes, NULL), KVE_ERROR_NULL_ARGUMENT);
     EXPECT_RESULT(kve_cache_init(NULL, &b, mem, bytes, &cache), KVE_ERROR_NULL_ARGUMENT);
@@ -1171,32 +1183,32 @@ static void test_bad_init(void)
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_MISALIGNED);
     b2 = b; b2.v = (float *)(void *)((unsigned char *)v + 1);
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_MISALIGNED);
-    b2 = b; b2.k_floats = need - 1; /* capacity above what the K buffer holds */
+    b2 = b; b2.k_bytes = sizeof(float) * (need - 1); /* capacity above what the K buffer holds */
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_BUFFER_TOO_SMALL);
-    b2 = b; b2.v_floats = 0;
+    b2 = b; b2.v_bytes = sizeof(float) * (0);
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_BUFFER_TOO_SMALL);
     b2 = b; b2.layout = (kve_layout)9;
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_INVALID_ENUM);
     b2 = b; b2.layout = (kve_layout)-1;
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_INVALID_ENUM);
     /* strides: [layer][kv_head][slot] of 8 floats is 16*8 per head, 2*16*8 per layer */
-    b2 = b; b2.layout = KVE_LAYOUT_STRIDES; b2.slot_stride = 8; b2.kv_head_stride = 128; b2.layer_stride = 256;
+    b2 = b; b2.layout = KVE_LAYOUT_STRIDES; b2.k_slot_stride = b2.v_slot_stride = f32_stride(8); b2.k_head_stride = b2.v_head_stride = f32_stride(128); b2.k_layer_stride = b2.v_layer_stride = f32_stride(256);
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_OK);
-    b2.slot_stride = 7; /* vectors overlap */
+    b2.k_slot_stride = b2.v_slot_stride = f32_stride(7); /* vectors overlap */
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_OVERLAPPING_STRIDES);
-    b2.slot_stride = 8; b2.kv_head_stride = 120; /* heads overlap */
+    b2.k_slot_stride = b2.v_slot_stride = f32_stride(8); b2.k_head_stride = b2.v_head_stride = f32_stride(120); /* heads overlap */
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_OVERLAPPING_STRIDES);
-    b2.kv_head_stride = 128; b2.layer_stride = 128; /* layers on top of heads */
+    b2.k_head_stride = b2.v_head_stride = f32_stride(128); b2.k_layer_stride = b2.v_layer_stride = f32_stride(128); /* layers on top of heads */
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_OVERLAPPING_STRIDES);
-    b2.layer_stride = 0;
+    b2.k_layer_stride = b2.v_layer_stride = f32_stride(0);
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_OVERLAPPING_STRIDES);
-    b2.layer_stride = 256; b2.slot_stride = 0; b2.kv_head_stride = 0;
+    b2.k_layer_stride = b2.v_layer_stride = f32_stride(256); b2.k_slot_stride = b2.v_slot_stride = f32_stride(0); b2.k_head_stride = b2.v_head_stride = f32_stride(0);
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_OVERLAPPING_STRIDES);
-    b2.slot_stride = 9; b2.kv_head_stride = 16 * 9 + 1; b2.layer_stride = 2 * (16 * 9 + 1) + 3; /* padded */
+    b2.k_slot_stride = b2.v_slot_stride = f32_stride(9); b2.k_head_stride = b2.v_head_stride = f32_stride(16 * 9 + 1); b2.k_layer_stride = b2.v_layer_stride = f32_stride(2 * (16 * 9 + 1) + 3); /* padded */
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_BUFFER_TOO_SMALL);
-    b2.slot_stride = 8; b2.kv_head_stride = 128; b2.layer_stride = SIZE_MAX / 2; /* layer 1 far away */
+    b2.k_slot_stride = b2.v_slot_stride = f32_stride(8); b2.k_head_stride = b2.v_head_stride = f32_stride(128); b2.k_layer_stride = b2.v_layer_stride = f32_stride(SIZE_MAX / 2); /* layer 1 far away */
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_BUFFER_TOO_SMALL);
-    b2.layer_stride = 256; b2.slot_stride = SIZE_MAX / 4;
+    b2.k_layer_stride = b2.v_layer_stride = f32_stride(256); b2.k_slot_stride = b2.v_slot_stride = f32_stride(SIZE_MAX / 4);
     EXPECT_RESULT(kve_cache_init(&c, &b2, mem, bytes, &cache), KVE_ERROR_SIZE_OVERFLOW);
     /* K, V and the bookkeeping block must be separate */
     b2 = b; b2.v = k;
@@ -1770,11 +1782,11 @@ static void regress_aliased_buffers(void)
     kve_cache cache;
     kve_result r;
     g_test = "regression: aliased buffers";
-    kve_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
+    f32_buffer_floats(&c, KVE_LAYOUT_DEFAULT, &floats);
     kve_cache_size(&c, &bytes);
     buf = (float *)xalloc((2 * floats + bytes / sizeof(float) + 64) * sizeof(float));
     memset(&b, 0, sizeof b);
-    b.k = buf; b.v = buf; b.k_floats = b.v_floats = floats;
+    b.k = buf; b.v = buf; b.k_bytes = b.v_bytes = sizeof(float) * (floats);
     r = kve_cache_init(&c, &b, buf + 2 * floats + 16, bytes, &cache);
     EXPECT(r != KVE_OK, "regression: kve_cache_init accepted V == K (returned %s)", kve_result_string(r));
     b.v = buf + floats / 2; /* half of V on top of K */
@@ -1987,7 +1999,7 @@ static void regress_extreme_rope_parameters(void)
             int finite = 1;
             EXPECT_RESULT(kve_store(&t.c, 0, 1, k, v, NULL), KVE_OK);
             EXPECT_RESULT(kve_store(&t.c, 0, 2, k, v, NULL), KVE_OK);
-            for (i = 0; i < 64; i++) finite &= isfinite(kve_key(&t.c, 0, 0, 0)[i]) != 0;
+            for (i = 0; i < 64; i++) finite &= isfinite(((const float *)kve_key(&t.c, 0, 0, 0))[i]) != 0;
             EXPECT(finite, "regression: with %s a stored key is not finite",
                    variant ? "theta 5e-324" : "linear factor 1e-310");
             EXPECT_RESULT(kve_attend(&t.c, 0, q, o), KVE_OK);

@@ -61,6 +61,20 @@ static void *tu_alloc(size_t bytes)
     return p;
 }
 
+/* f32 K/V buffers sized in floats, as most tests use them (the library counts bytes) */
+static kve_result f32_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats) __attribute__((unused));
+static kve_result f32_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats)
+{
+    size_t kb = 0, vb = 0;
+    kve_result r = kve_buffer_bytes(cfg, layout, floats ? &kb : NULL, &vb);
+    if (floats) *floats = kb / sizeof(float);
+    return r;
+}
+
+/* a stride given in floats, as bytes (huge ones, meant to overflow, stay huge) */
+static size_t f32_stride(size_t floats) __attribute__((unused));
+static size_t f32_stride(size_t floats) { return floats > SIZE_MAX / sizeof(float) ? floats & ~(size_t)3 : floats * sizeof(float); }
+
 /* a cache with its own buffers (default layout) */
 typedef struct tu_cache {
     kve_cache c;
@@ -71,17 +85,18 @@ typedef struct tu_cache {
 
 static kve_result tu_open(tu_cache *t, const kve_config *cfg)
 {
-    size_t bytes;
+    size_t bytes, kb, vb;
     kve_buffers b;
     kve_result r;
     memset(t, 0, sizeof *t);
-    if ((r = kve_buffer_floats(cfg, KVE_LAYOUT_DEFAULT, &t->floats)) != KVE_OK) return r;
+    if ((r = kve_buffer_bytes(cfg, KVE_LAYOUT_DEFAULT, &kb, &vb)) != KVE_OK) return r;
     if ((r = kve_cache_size(cfg, &bytes)) != KVE_OK) return r;
-    t->k = (float *)tu_alloc(t->floats * sizeof(float));
-    t->v = (float *)tu_alloc(t->floats * sizeof(float));
+    t->floats = kb / sizeof(float); /* for f32 caches */
+    t->k = (float *)tu_alloc(kb);
+    t->v = (float *)tu_alloc(vb);
     t->mem = tu_alloc(bytes);
     memset(&b, 0, sizeof b);
-    b.k = t->k; b.v = t->v; b.k_floats = t->floats; b.v_floats = t->floats;
+    b.k = t->k; b.v = t->v; b.k_bytes = kb; b.v_bytes = vb;
     return kve_cache_init(cfg, &b, t->mem, bytes, &t->c);
 }
 

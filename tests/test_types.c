@@ -1,0 +1,362 @@
+/* Storage types: f16, bf16 and q8_0 K/V.
+     conversions  bit-identical to ggml's own float->f16 and block_q8_0 quantisation (golden bytes
+                  in tests/data, produced by running ggml's code), every half round-trips, bf16
+                  rounds to nearest even (checked against a double-precision rounding)
+     attention    every type and key storage against a double-precision reference on the
+                  type-rounded K/V, through every policy's eviction
+     bytes        buffer sizes, alignment, q8_0's head_dim, values a type cannot hold */
+#define KVEVICT_IMPLEMENTATION
+#include "kvevict.h"
+#include "testutil.h"
+
+static const kve_type all_types[] = {KVE_TYPE_F32, KVE_TYPE_F16, KVE_TYPE_BF16, KVE_TYPE_Q8_0};
+static const char *const type_name[] = {"default", "f32", "f16", "bf16", "q8_0"};
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---- conversions ------------------------------------------------------------------------------ */
+static void test_ggml_golden(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int n_f16 = 0, n_q8 = 0;
+    CHECK(f != NULL, "cannot open %s", path);
+    if (!f) return;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "f16 ", 4)) {
+            unsigned fb, hb;
+            uint16_t got = 0;
+            float x;
+            if (sscanf(line + 4, "%x %x", &fb, &hb) != 2) continue;
+            x = from_bits(fb);
+            CHECK_RESULT(kve_row_from_float(KVE_TYPE_F16, &x, 1, &got), KVE_OK);
+            CHECK(got == hb, "f16 of %.9g (%08x): %04x, ggml %04x", x, fb, got, hb);
+            n_f16++;
+        } else if (!strncmp(line, "q8_0 ", 5)) {
+            float x[32];
+            unsigned char want[34], got[34];
+            char *p = line + 5, *end;
+            int i, ok = 1;
+            for (i = 0; i < 32 && ok; i++, p = end) {
+                x[i] = from_bits((uint32_t)strtoul(p, &end, 16));
+                ok = end != p;
+            }
+            p = ok ? strchr(p, ':') : NULL;
+            for (i = 0; i < 34 && p; i++, p = end) {
+                want[i] = (unsigned char)strtoul(p + (i == 0), &end, 16);
+                if (end == p + (i == 0)) p = NULL;
+                if (!p) break;
+            }
+            ok = ok && p;
+            CHECK(ok, "malformed q8_0 line in %s", path);
+            if (!ok) continue;
+            CHECK_RESULT(kve_row_from_float(KVE_TYPE_Q8_0, x, 32, got), KVE_OK);
+            CHECK(memcmp(got, want, 34) == 0, "q8_0 block %d differs from ggml's (scale %02x%02x vs %02x%02x)",
+                  n_q8, got[1], got[0], want[1], want[0]);
+            {
+                /* dequantised: q * scale, as ggml reads it */
+                float back[32];
+                uint16_t scale = (uint16_t)(want[0] | want[1] << 8);
+                float d;
+                CHECK_RESULT(kve_row_to_float(KVE_TYPE_F16, &scale, 1, &d), KVE_OK);
+                CHECK_RESULT(kve_row_to_float(KVE_TYPE_Q8_0, want, 32, back), KVE_OK);
+                for (i = 0; i < 32; i++)
+                    CHECK(back[i] == (float)(signed char)want[2 + i] * d, "q8_0 dequantised value %d", i);
+            }
+            n_q8++;
+        }
+    }
+    fclose(f);
+    CHECK(n_f16 > 300 && n_q8 >= 40, "golden conversions read: %d f16, %d q8_0", n_f16, n_q8);
+}
+
+static void test_round_trips(void)
+{
+    uint32_t u;
+    int bad = 0, i;
+    /* every finite half decodes and encodes back to itself */
+    for (u = 0; u < 65536; u++) {
+        uint16_t h = (uint16_t)u, back = 0;
+        float x;
+        if ((h & 0x7c00u) == 0x7c00u) continue;
+        CHECK_RESULT(kve_row_to_float(KVE_TYPE_F16, &h, 1, &x), KVE_OK);
+        if (kve_row_from_float(KVE_TYPE_F16, &x, 1, &back) != KVE_OK || back != h) bad++;
+    }
+    CHECK(bad == 0, "%d halves do not round-trip", bad);
+    /* bf16: nearest of the two neighbours, ties to the even one, computed in double */
+    tu_seed(12);
+    bad = 0;
+    for (i = 0; i < 20000; i++) {
+        float x = (float)(tu_normal() * pow(10.0, tu_uniform() * 20 - 10)), got;
+        uint32_t xb, lo;
+        uint16_t h = 0;
+        double dl, dh;
+        memcpy(&xb, &x, 4);
+        if (i < 50) xb = (xb & 0xffff0000u) | 0x8000u; /* exact ties */
+        x = from_bits(xb);
+        lo = xb & 0xffff0000u;
+        dl = fabs((double)x - from_bits(lo));
+        dh = fabs((double)from_bits(lo + 0x10000u) - x);
+        CHECK_RESULT(kve_row_from_float(KVE_TYPE_BF16, &x, 1, &h), KVE_OK);
+        kve_row_to_float(KVE_TYPE_BF16, &h, 1, &got);
+        {
+            uint32_t want = dl < dh ? lo : dh < dl ? lo + 0x10000u : ((lo >> 16) & 1u) ? lo + 0x10000u : lo;
+            if ((uint32_t)h << 16 != want) bad++;
+        }
+    }
+    CHECK(bad == 0, "%d bf16 roundings differ from round-to-nearest-even", bad);
+    {
+        float x[32] = {0};
+        unsigned char q[34];
+        CHECK_RESULT(kve_row_from_float(KVE_TYPE_Q8_0, x, 32, q), KVE_OK);
+        CHECK(q[0] == 0 && q[1] == 0 && q[2] == 0 && q[33] == 0, "an all-zero q8_0 block is zero");
+        CHECK_RESULT(kve_row_from_float(KVE_TYPE_Q8_0, x, 16, q), KVE_ERROR_INVALID_COUNT);
+        x[3] = 65520.0f * 127.0f;
+        CHECK_RESULT(kve_row_from_float(KVE_TYPE_Q8_0, x, 32, q), KVE_ERROR_OUT_OF_TYPE_RANGE);
+        x[3] = 65519.99f;
+        CHECK_RESULT(kve_row_from_float(KVE_TYPE_F16, x + 3, 1, q), KVE_OK);
+        x[3] = 65520.0f;
+        CHECK_RESULT(kve_row_from_float(KVE_TYPE_F16, x + 3, 1, q), KVE_ERROR_OUT_OF_TYPE_RANGE);
+        x[3] = NAN;
+        CHECK_RESULT(kve_row_from_float(KVE_TYPE_BF16, x + 3, 1, q), KVE_ERROR_NOT_FINITE);
+        CHECK(kve_row_bytes(KVE_TYPE_Q8_0, 64) == 68 && kve_row_bytes(KVE_TYPE_Q8_0, 48) == 0 &&
+              kve_row_bytes(KVE_TYPE_F16, 7) == 14 && kve_row_bytes(KVE_TYPE_F32, 7) == 28 &&
+              kve_row_bytes(KVE_TYPE_DEFAULT, 3) == 12 && kve_row_bytes((kve_type)9, 4) == 0,
+              "row bytes per type");
+    }
+}
+
+/* ---- attention and policies on every type ----------------------------------------------------- */
+/* the reference over what the cache holds, with K and V as the cache rounded them */
+static double check_against_reference(const kve_cache *c, int layer, const float *q, int64_t qpos,
+                                      const float *out, int64_t shift_base)
+{
+    int H = c->cfg.n_heads, G = c->group, d = c->cfg.head_dim, head, j, i;
+    double worst = 0, ref[128], qd[128], kd[128];
+    int rot_layout = c->cfg.rope_layout == KVE_ROPE_HALF ? 2 : 1;
+    for (head = 0; head < H; head++) {
+        int kvh = head / G, n = kve_length(c, layer, kvh);
+        double mx = -INFINITY, sum = 0, *lg = (double *)tu_alloc((size_t)n * sizeof(double));
+        float kf[128];
+        for (i = 0; i < d; i++) qd[i] = q[(size_t)head * d + i];
+        ref_rope(qd, d, d, rot_layout, 10000.0, (double)(qpos - shift_base));
+        for (j = 0; j < n; j++) {
+            double dot = 0;
+            int64_t p = kve_slot_position(c, layer, kvh, j);
+            kve_read_key(c, layer, kvh, j, kf);
+            for (i = 0; i < d; i++) kd[i] = kf[i];
+            if (c->cfg.key_storage == KVE_KEYS_PRE_ROPE) ref_rope(kd, d, d, rot_layout, 10000.0, (double)(p - shift_base));
+            for (i = 0; i < d; i++) dot += qd[i] * kd[i];
+            lg[j] = p > qpos ? -INFINITY : dot / sqrt((double)d);
+            if (lg[j] > mx) mx = lg[j];
+        }
+        for (j = 0; j < n; j++) sum += (lg[j] = exp(lg[j] - mx));
+        for (i = 0; i < d; i++) ref[i] = 0;
+        for (j = 0; j < n; j++) {
+            float vf[128];
+            kve_read_value(c, layer, kvh, j, vf);
+            for (i = 0; i < d; i++) ref[i] += lg[j] / sum * vf[i];
+        }
+        worst = fmax(worst, rel_err_fd(out + (size_t)head * d, ref, (size_t)d));
+        free(lg);
+    }
+    return worst;
+}
+
+static void policy_on_type(kve_policy_kind kind, kve_type kt, kve_type vt, kve_key_storage keys)
+{
+    int H = 4, Hk = 2, d = 64, prompt = 80, steps = 60, s, l, L = 2;
+    kve_config c;
+    tu_cache t;
+    float *q = (float *)tu_alloc((size_t)prompt * H * d * sizeof(float));
+    float *k = (float *)tu_alloc((size_t)(prompt + steps) * Hk * d * sizeof(float));
+    float *v = (float *)tu_alloc((size_t)(prompt + steps) * Hk * d * sizeof(float));
+    float *out = (float *)tu_alloc((size_t)prompt * H * d * sizeof(float));
+    double worst = 0;
+    memset(&c, 0, sizeof c);
+    c.n_layers = L; c.n_heads = H; c.n_kv_heads = Hk; c.head_dim = d; c.capacity = 96;
+    c.k_type = kt; c.v_type = vt; c.key_storage = keys;
+    c.policy.kind = kind; c.policy.window = 8;
+    c.policy.budget = kind == KVE_POLICY_FULL ? 0 : 40;
+    c.policy.pos_shift = KVE_POS_SHIFT_OFF;
+    if (kind == KVE_POLICY_SNAPKV) c.policy.decode = KVE_DECODE_EVICT;
+    CHECK_RESULT(tu_open(&t, &c), KVE_OK);
+    tu_seed((unsigned long long)(kind * 100 + kt * 10 + vt + keys * 1000));
+    tu_fill(q, (size_t)prompt * H * d, 1.0f);
+    tu_fill(k, (size_t)(prompt + steps) * Hk * d, 1.0f);
+    tu_fill(v, (size_t)(prompt + steps) * Hk * d, 1.0f);
+    for (l = 0; l < L; l++) {
+        for (s = 0; s < prompt; s++)
+            CHECK_RESULT(kve_store(&t.c, l, s, k + (size_t)s * Hk * d, v + (size_t)s * Hk * d, NULL), KVE_OK);
+        if (kind != KVE_POLICY_STREAMINGLLM) {
+            CHECK_RESULT(kve_prefill(&t.c, l, 16, q + (size_t)(prompt - 16) * H * d, NULL, out), KVE_OK);
+            worst = fmax(worst, check_against_reference(&t.c, l, q + (size_t)(prompt - 1) * H * d, prompt - 1,
+                                                        out + (size_t)15 * H * d, 0));
+        }
+    }
+    CHECK_RESULT(kve_compress_all(&t.c), KVE_OK);
+    for (s = prompt; s < prompt + steps; s++)
+        for (l = 0; l < L; l++) {
+            kve_result r = kve_store(&t.c, l, s, k + (size_t)s * Hk * d, v + (size_t)s * Hk * d, NULL);
+            if (r == KVE_ERROR_CACHE_FULL) continue;
+            CHECK_RESULT(r, KVE_OK);
+            CHECK_RESULT(kve_attend(&t.c, l, q + (size_t)(s - prompt) * H * d, out), KVE_OK);
+            worst = fmax(worst, check_against_reference(&t.c, l, q + (size_t)(s - prompt) * H * d, s, out, 0));
+        }
+    CHECK(worst < 1e-5, "policy %d, K %s V %s, keys %d: error %g against the reference on rounded K/V",
+          (int)kind, type_name[kt], type_name[vt], (int)keys, worst);
+    CHECK_RESULT(kve_check(&t.c), KVE_OK);
+    CHECK(kve_bytes_in_use(&t.c) == (size_t)(kve_length(&t.c, 0, 0) + kve_length(&t.c, 0, 1) +
+                                             kve_length(&t.c, 1, 0) + kve_length(&t.c, 1, 1)) *
+                                        (kve_row_bytes(kt, d) + kve_row_bytes(vt, d)),
+          "bytes in use at K %s V %s", type_name[kt], type_name[vt]);
+    free(q); free(k); free(v); free(out);
+    tu_close(&t);
+}
+
+static void test_policies_on_types(void)
+{
+    static const kve_policy_kind kinds[] = {KVE_POLICY_FULL, KVE_POLICY_STREAMINGLLM, KVE_POLICY_SNAPKV,
+                                            KVE_POLICY_PYRAMIDKV, KVE_POLICY_H2O};
+    int a, b, i, keys;
+    for (a = 0; a < 4; a++)
+        for (keys = 1; keys <= 2; keys++)
+            for (i = 0; i < 5; i++) policy_on_type(kinds[i], all_types[a], all_types[a], (kve_key_storage)keys);
+    for (a = 0; a < 4; a++) /* K and V of different types */
+        for (b = 0; b < 4; b++)
+            if (a != b) policy_on_type(KVE_POLICY_H2O, all_types[a], all_types[b], KVE_KEYS_POST_ROPE);
+}
+
+/* pos-shift re-rotates the sinks from their f32 copy whatever the key type */
+static void test_posshift_sinks_on_types(void)
+{
+    int a;
+    for (a = 1; a < 4; a++) {
+        kve_config c;
+        tu_cache t;
+        float q[4 * 64], k[2 * 64], v[2 * 64], out[4 * 64];
+        int s;
+        double worst = 0;
+        memset(&c, 0, sizeof c);
+        c.n_layers = 1; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 64; c.capacity = 16;
+        c.k_type = all_types[a]; c.v_type = all_types[a];
+        c.policy.kind = KVE_POLICY_STREAMINGLLM; c.policy.sinks = 4;
+        CHECK_RESULT(tu_open(&t, &c), KVE_OK);
+        tu_seed(70 + a);
+        for (s = 0; s < 60; s++) {
+            tu_fill(q, 256, 1.0f); tu_fill(k, 128, 1.0f); tu_fill(v, 128, 1.0f);
+            CHECK_RESULT(kve_store(&t.c, 0, s, k, v, NULL), KVE_OK);
+            CHECK_RESULT(kve_attend(&t.c, 0, q, out), KVE_OK);
+            /* post-RoPE: the stored sink keys are already at their shifted positions, so the
+               reference with true query position and stored keys is exact */
+            worst = fmax(worst, check_against_reference(&t.c, 0, q, s, out, 0));
+        }
+        CHECK(worst < 1e-5, "pos-shift at %s: %g", type_name[all_types[a]], worst);
+        {
+            /* the sink keys were re-rotated from f32: reading one back equals rotating its f32
+               copy to the shifted position, rounded once */
+            float kf[64], want[64];
+            unsigned char enc[256];
+            kve_read_key(&t.c, 0, 0, 0, kf);
+            memcpy(want, t.c.sink_keys, sizeof want);
+            {
+                int64_t oldest = INT64_MAX;
+                int j;
+                for (j = 4; j < 16; j++)
+                    if (kve_slot_position(&t.c, 0, 0, j) < oldest) oldest = kve_slot_position(&t.c, 0, 0, j);
+                kve_rope_apply(&c, want, oldest - 4);
+            }
+            kve_row_from_float(c.k_type, want, 64, enc);
+            kve_row_to_float(c.k_type, enc, 64, want);
+            CHECK(memcmp(kf, want, sizeof kf) == 0, "sink key at %s not re-rotated from its f32 copy",
+                  type_name[all_types[a]]);
+        }
+        tu_close(&t);
+    }
+}
+
+/* ---- bytes, alignment, refusals --------------------------------------------------------------- */
+static void test_bytes_and_refusals(void)
+{
+    kve_config c;
+    size_t kb, vb, bytes;
+    memset(&c, 0, sizeof c);
+    c.n_layers = 3; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 64; c.capacity = 10;
+    c.k_type = KVE_TYPE_F16; c.v_type = KVE_TYPE_Q8_0;
+    CHECK_RESULT(kve_buffer_bytes(&c, KVE_LAYOUT_DEFAULT, &kb, &vb), KVE_OK);
+    CHECK(kb == 3u * 10 * 2 * 64 * 2 && vb == 3u * 10 * 2 * 68, "buffer bytes f16 %zu, q8_0 %zu", kb, vb);
+    CHECK_RESULT(kve_buffer_bytes(&c, KVE_LAYOUT_HEAD_MAJOR, &kb, &vb), KVE_OK);
+    CHECK(kb == 3u * 10 * 2 * 64 * 2 && vb == 3u * 10 * 2 * 68, "head-major bytes");
+    c.head_dim = 48;
+    CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_ERROR_INVALID_TYPE);
+    c.v_type = KVE_TYPE_BF16;
+    CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_OK);
+    c.v_type = (kve_type)(KVE_TYPE_Q8_0 + 1);
+    CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_ERROR_INVALID_ENUM);
+    c.v_type = KVE_TYPE_F16;
+    {
+        /* f16 buffers need 2-byte alignment, f32 ones 4 */
+        static double kmem[4096], vmem[4096], mem[8192];
+        kve_buffers b;
+        kve_cache cache;
+        c.head_dim = 8;
+        CHECK_RESULT(kve_buffer_bytes(&c, KVE_LAYOUT_DEFAULT, &kb, &vb), KVE_OK);
+        CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_OK);
+        memset(&b, 0, sizeof b);
+        b.k = (char *)kmem + 2; b.v = (char *)vmem + 2; b.k_bytes = kb; b.v_bytes = vb;
+        CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_OK);
+        b.k = (char *)kmem + 1;
+        CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_ERROR_MISALIGNED);
+        b.k = kmem; b.k_bytes = kb - 1;
+        CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_ERROR_BUFFER_TOO_SMALL);
+        b.k_bytes = kb;
+        b.layout = KVE_LAYOUT_STRIDES;
+        b.k_slot_stride = 2 * 8 * 2; b.k_head_stride = 8 * 2; b.k_layer_stride = 10 * 2 * 8 * 2;
+        b.v_slot_stride = 2 * 8 * 2; b.v_head_stride = 8 * 2; b.v_layer_stride = 10 * 2 * 8 * 2;
+        CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_OK);
+        b.v_head_stride = 8 * 2 - 2; /* two heads' f16 vectors overlap by one value */
+        CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_ERROR_OVERLAPPING_STRIDES);
+        b.v_head_stride = 8 * 2 + 1;
+        CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_ERROR_MISALIGNED);
+    }
+    {
+        /* values a type cannot hold are refused before anything changes */
+        tu_cache t;
+        float k[2 * 32], v[2 * 32];
+        int i;
+        c.head_dim = 32; c.n_layers = 1; c.k_type = KVE_TYPE_F16; c.v_type = KVE_TYPE_Q8_0;
+        CHECK_RESULT(tu_open(&t, &c), KVE_OK);
+        for (i = 0; i < 64; i++) k[i] = v[i] = 1.0f;
+        k[0] = 50000.0f; k[1] = 50000.0f; /* each fits an f16, their rotated pair does not */
+        CHECK_RESULT(kve_store(&t.c, 0, 0, k, v, NULL), KVE_ERROR_OUT_OF_TYPE_RANGE);
+        CHECK(kve_length(&t.c, 0, 0) == 0 && kve_newest_position(&t.c, 0) == -1, "a refused store changes nothing");
+        k[1] = 1.0f;
+        CHECK_RESULT(kve_store(&t.c, 0, 0, k, v, NULL), KVE_OK);
+        v[40] = 1e7f; /* q8_0's f16 scale would be 78740 */
+        CHECK_RESULT(kve_store(&t.c, 0, 1, k, v, NULL), KVE_ERROR_OUT_OF_TYPE_RANGE);
+        v[40] = 8e6f;
+        CHECK_RESULT(kve_store(&t.c, 0, 1, k, v, NULL), KVE_OK);
+        tu_close(&t);
+        c.key_storage = KVE_KEYS_PRE_ROPE; /* stored unrotated: only the values themselves count */
+        k[1] = 50000.0f;
+        CHECK_RESULT(tu_open(&t, &c), KVE_OK);
+        CHECK_RESULT(kve_store(&t.c, 0, 0, k, v, NULL), KVE_OK);
+        tu_close(&t);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    test_ggml_golden(argc > 1 ? argv[1] : "tests/data/ggml-conversions.txt");
+    test_round_trips();
+    test_policies_on_types();
+    test_posshift_sinks_on_types();
+    test_bytes_and_refusals();
+    (void)ref_attend; (void)rel_err_ff; /* shared helpers this file has no use for */
+    return tu_summary("test_types");
+}
