@@ -37,12 +37,15 @@ $(BUILD)/%: tests/%.c kvevict.h tests/testutil.h tests/golden_case.h | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 $(BUILD)/%: examples/%.c kvevict.h examples/engine.h | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+# the storage-type tests again with this machine's vector instructions (F16C conversions)
+$(BUILD)/test_types_native: tests/test_types.c kvevict.h tests/testutil.h | $(BUILD)
+	$(CC) $(WARN) -O2 -march=native $(OMPFLAG) -I. $< -o $@ $(LDLIBS)
 $(BUILD)/bench: bench/bench.c kvevict.h | $(BUILD)
 	$(CC) $(WARN) -O3 -march=native $(OMPFLAG) -I. $< -o $@ -lm $(OMPFLAG)
 
 # The test command: unit tests, golden cases through build/kvcase, the model-free examples, then
 # the compile matrix.
-test: $(addprefix $(BUILD)/,$(TESTS) kvcase judge minimal custom_policy)
+test: $(addprefix $(BUILD)/,$(TESTS) test_types_native kvcase judge minimal custom_policy)
 	@sh tests/run.sh $(BUILD)
 
 # Mutation testing: each mutant in tests/mutants.txt (a small bug) must make the suite fail.

@@ -470,6 +470,12 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 
 #include <math.h>
 #include <string.h>
+/* F16C converts 8 halves per instruction, exactly as the portable code does (both round to
+   nearest even; every half is exact in float) */
+#if defined(__F16C__) && (defined(__x86_64__) || defined(__i386__)) && !defined(KVEVICT_NO_SIMD)
+#include <immintrin.h>
+#define KVE__F16C 1
+#endif
 
 #if defined(_OPENMP) && !defined(KVEVICT_NO_OPENMP)
 #define KVE__OMP(x) _Pragma(x)
@@ -637,14 +643,6 @@ static uint16_t kve__bf16_from_f32(float f)
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
-static float kve__f32_from_bf16(uint16_t h)
-{
-    uint32_t x = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
-
 #define KVE__Q8_BLOCK 32
 #define KVE__Q8_BYTES 34 /* f16 scale, little endian, then 32 int8 */
 
@@ -665,11 +663,18 @@ static size_t kve__type_align(kve_type t) { return t == KVE_TYPE_F32 || t == KVE
 
 static void kve__encode(kve_type t, const float *x, int32_t n, unsigned char *out)
 {
-    int32_t i, b;
+    int32_t i = 0, b;
     if (t == KVE_TYPE_F32 || t == KVE_TYPE_DEFAULT) {
         memcpy(out, x, (size_t)n * sizeof(float));
     } else if (t == KVE_TYPE_F16 || t == KVE_TYPE_BF16) {
-        for (i = 0; i < n; i++) {
+#ifdef KVE__F16C
+        if (t == KVE_TYPE_F16)
+            for (; i + 8 <= n; i += 8) {
+                __m128i h8 = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+                _mm_storeu_si128(KVE__CAST(__m128i *, KVE__CAST(void *, out + 2 * (size_t)i)), h8);
+            }
+#endif
+        for (; i < n; i++) {
             uint16_t h = t == KVE_TYPE_F16 ? kve__f16_from_f32(x[i]) : kve__bf16_from_f32(x[i]);
             memcpy(out + 2 * (size_t)i, &h, 2);
         }
@@ -695,14 +700,28 @@ static void kve__encode(kve_type t, const float *x, int32_t n, unsigned char *ou
 
 static void kve__decode(kve_type t, const unsigned char *in, int32_t n, float *x)
 {
-    int32_t i, b;
+    int32_t i = 0, b;
     if (t == KVE_TYPE_F32 || t == KVE_TYPE_DEFAULT) {
         memcpy(x, in, (size_t)n * sizeof(float));
-    } else if (t == KVE_TYPE_F16 || t == KVE_TYPE_BF16) {
-        for (i = 0; i < n; i++) {
+    } else if (t == KVE_TYPE_F16) {
+#ifdef KVE__F16C
+        for (; i + 8 <= n; i += 8) {
+            const void *h8 = in + 2 * (size_t)i;
+            _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm_loadu_si128(KVE__CAST(const __m128i *, h8))));
+        }
+#endif
+        for (; i < n; i++) {
             uint16_t h;
             memcpy(&h, in + 2 * (size_t)i, 2);
-            x[i] = t == KVE_TYPE_F16 ? kve__f32_from_f16(h) : kve__f32_from_bf16(h);
+            x[i] = kve__f32_from_f16(h);
+        }
+    } else if (t == KVE_TYPE_BF16) {
+        for (i = 0; i < n; i++) { /* a shift: vectorises */
+            uint16_t h;
+            uint32_t w;
+            memcpy(&h, in + 2 * (size_t)i, 2);
+            w = (uint32_t)h << 16;
+            memcpy(x + i, &w, 4);
         }
     } else {
         for (b = 0; b < n / KVE__Q8_BLOCK; b++) {
@@ -1352,45 +1371,49 @@ static void kve__rotate_eff(const kve_cache *c, float *x, int64_t p)
 }
 
 /* Kernels. The G query heads that share a KV head are computed together, so each key and value
-   row is read once for all of them (grouped-query attention at one read per KV head). Every dot
-   product runs in 16 lanes over head_dim and folds them in the same fixed order, whichever block
-   it is computed in: results do not depend on blocking or thread count. */
-static float kve__fold16(const float *a)
-{
-    float b[8];
-    int j;
-    for (j = 0; j < 8; j++) b[j] = a[j] + a[j + 8];
-    for (j = 0; j < 4; j++) b[j] += b[j + 4];
-    return (b[0] + b[2]) + (b[1] + b[3]);
-}
+   row is read once for all of them (grouped-query attention at one read per KV head). A dot
+   product runs in 16 lanes over head_dim (lane j takes elements j, j + 16, ...); the 16 lanes of
+   16 keys are then folded together in four halving steps across keys, so one set of vector adds
+   finishes 16 dot products. The order is fixed, whatever the blocking or thread count. */
+#define KVE__KEY_BLOCK 16 /* keys per kve__dot16 call */
 
-/* Four independent dot products of head_dim floats, (qa.ka, qb.kb, qc.kc, qd.kd): four
-   accumulator chains that the compiler keeps in registers. The G query rows sharing a key, or one
-   row against four keys, are fed through it. */
-static void kve__dot4(const float *qa, const float *ka, const float *qb, const float *kb,
-                      const float *qc, const float *kc, const float *qd, const float *kd,
-                      int32_t d, float *r0, float *r1, float *r2, float *r3)
+static void kve__dot16(const float *q, const float *const *k, int32_t nb, int32_t d, float *out)
 {
-    float a0[16], a1[16], a2[16], a3[16];
-    int32_t i, j;
-    for (j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = 0.0f;
-    for (i = 0; i + 16 <= d; i += 16)
-        for (j = 0; j < 16; j++) {
-            a0[j] += qa[i + j] * ka[i + j];
-            a1[j] += qb[i + j] * kb[i + j];
-            a2[j] += qc[i + j] * kc[i + j];
-            a3[j] += qd[i + j] * kd[i + j];
-        }
-    for (j = 0; j < d - i; j++) { /* the tail: lane j takes element i + j */
-        a0[j] += qa[i + j] * ka[i + j];
-        a1[j] += qb[i + j] * kb[i + j];
-        a2[j] += qc[i + j] * kc[i + j];
-        a3[j] += qd[i + j] * kd[i + j];
+    float P[16][16], A[8][16], B[4][16], C[2][16];
+    int32_t j, l, i, m;
+    for (j = 0; j < nb; j++) {
+        const float *kj = k[j];
+        float a[16];
+        for (l = 0; l < 16; l++) a[l] = 0.0f;
+        for (i = 0; i + 16 <= d; i += 16)
+            for (l = 0; l < 16; l++) a[l] += q[i + l] * kj[i + l];
+        for (l = 0; l < d - i; l++) a[l] += q[i + l] * kj[i + l]; /* the tail */
+        memcpy(P[j], a, sizeof a);
     }
-    *r0 = kve__fold16(a0);
-    *r1 = kve__fold16(a1);
-    *r2 = kve__fold16(a2);
-    *r3 = kve__fold16(a3);
+    for (; j < 16; j++) memset(P[j], 0, sizeof P[j]);
+    for (j = 0; j < 8; j++) /* A[j]: 8 lanes of key 2j, then 8 of key 2j+1 */
+        for (l = 0; l < 8; l++) {
+            A[j][l] = P[2 * j][l] + P[2 * j][l + 8];
+            A[j][l + 8] = P[2 * j + 1][l] + P[2 * j + 1][l + 8];
+        }
+    for (j = 0; j < 4; j++) /* B[j]: 4 lanes each of keys 4j .. 4j+3 */
+        for (l = 0; l < 4; l++) {
+            B[j][l] = A[2 * j][l] + A[2 * j][l + 4];
+            B[j][l + 4] = A[2 * j][l + 8] + A[2 * j][l + 12];
+            B[j][l + 8] = A[2 * j + 1][l] + A[2 * j + 1][l + 4];
+            B[j][l + 12] = A[2 * j + 1][l + 8] + A[2 * j + 1][l + 12];
+        }
+    for (j = 0; j < 2; j++) /* C[j]: 2 lanes each of keys 8j .. 8j+7 */
+        for (l = 0; l < 2; l++)
+            for (m = 0; m < 4; m++) {
+                C[j][m * 2 + l] = B[2 * j][m * 4 + l] + B[2 * j][m * 4 + l + 2];
+                C[j][8 + m * 2 + l] = B[2 * j + 1][m * 4 + l] + B[2 * j + 1][m * 4 + l + 2];
+            }
+    for (l = 0; l < 8; l++) {
+        float x = C[0][2 * l] + C[0][2 * l + 1], y = C[1][2 * l] + C[1][2 * l + 1];
+        if (l < nb) out[l] = x;
+        if (8 + l < nb) out[8 + l] = y;
+    }
 }
 
 /* y += a x over n floats: vectorises everywhere; the rows being summed stay in L1 */
@@ -1410,25 +1433,29 @@ static void kve__axpy4(float *y, const float *a, const float *x0, const float *x
     for (i = 0; i < n; i++) y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
 }
 
-#define KVE__KEY_BLOCK 4 /* keys per kve__dot4 call */
-
-/* Logits of the G query rows (rotated, G x d) of KV head h against its n slots, scaled by
-   1/sqrt(d); slots whose position is above `limit` get -inf (causal). Row g goes to logits + g*ld. */
-static void kve__logits(const kve_cache *c, int32_t l, int32_t h, const float *qr, int64_t limit,
-                        const kve__posmap *pm, float *logits, size_t ld)
+/* Logits of the G query rows (rotated, G x d) of KV head h against its slots s0 .. s1-1, scaled
+   by 1/sqrt(d); slots whose position is above `limit` get -inf (causal). Row g goes to
+   logits + g*ld (indexed by slot). */
+static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const float *qr,
+                              int64_t limit, const kve__posmap *pm, float *logits, size_t ld,
+                              int32_t s0, int32_t n)
 {
-    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), G = c->group, s, g, t;
+    int32_t d = c->cfg.head_dim, G = c->group, s, g, t;
     const int64_t *pos = kve__pos(c, l, h);
     float scale = 1.0f / sqrtf((float)d);
     int pre = c->cfg.key_storage == KVE_KEYS_PRE_ROPE && c->cfg.rope_layout != KVE_ROPE_NONE;
     int in_place = !pre && c->cfg.k_type == KVE_TYPE_F32; /* read where stored, no conversion */
-    int kb = G == 1 ? 4 : G == 2 ? 2 : 1; /* keys per kve__dot4 call */
     float kbuf[KVE__KEY_BLOCK][KVE_MAX_HEAD_DIM];
     const float *kp[KVE__KEY_BLOCK];
-    for (s = 0; s < n; s += kb) {
-        int32_t nb = n - s < kb ? n - s : kb, visible = 0;
+    for (s = s0; s < n; s += KVE__KEY_BLOCK) {
+        int32_t nb = n - s < KVE__KEY_BLOCK ? n - s : KVE__KEY_BLOCK, visible = 0;
         for (t = 0; t < nb; t++) visible |= pos[s + t] <= limit;
-        for (t = 0; t < nb && visible; t++) {
+        if (!visible) { /* a causal prefill skips keys after its query */
+            for (g = 0; g < G; g++)
+                for (t = 0; t < nb; t++) logits[(size_t)g * ld + (size_t)(s + t)] = -INFINITY;
+            continue;
+        }
+        for (t = 0; t < nb; t++) {
             const unsigned char *row = kve__kptr(c, l, h, s + t);
             if (in_place) {
                 kp[t] = kve__f32_row(row);
@@ -1441,43 +1468,19 @@ static void kve__logits(const kve_cache *c, int32_t l, int32_t h, const float *q
             }
             kp[t] = kbuf[t];
         }
-        if (!visible) { /* a causal prefill skips keys after its query */
-            for (g = 0; g < G; g++)
-                for (t = 0; t < nb; t++) logits[(size_t)g * ld + (size_t)(s + t)] = -INFINITY;
-            continue;
+        /* the block's keys (in L1 now) against each query row of the group */
+        for (g = 0; g < G; g++) {
+            float *o = logits + (size_t)g * ld + (size_t)s;
+            kve__dot16(qr + (size_t)g * (size_t)d, kp, nb, d, o);
+            for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
         }
-        if (G == 1) { /* one row against four keys */
-            float *o = logits + s, dummy[3];
-            for (t = nb; t < 4; t++) kp[t] = kp[0];
-            kve__dot4(qr, kp[0], qr, kp[1], qr, kp[2], qr, kp[3], d, o, nb > 1 ? o + 1 : dummy,
-                      nb > 2 ? o + 2 : dummy + 1, nb > 3 ? o + 3 : dummy + 2);
-        } else if (G == 2) { /* two rows against two keys */
-            float *o = logits + s, dummy[2];
-            const float *k1 = nb > 1 ? kp[1] : kp[0];
-            kve__dot4(qr, kp[0], qr + d, kp[0], qr, k1, qr + d, k1, d, o, o + ld,
-                      nb > 1 ? o + 1 : dummy, nb > 1 ? o + ld + 1 : dummy + 1);
-        } else { /* four rows at a time against one key */
-            for (t = 0; t < nb; t++)
-                for (g = 0; g + 4 <= G; g += 4) {
-                    const float *q0 = qr + (size_t)g * (size_t)d;
-                    float *o = logits + (size_t)g * ld + (size_t)(s + t);
-                    kve__dot4(q0, kp[t], q0 + d, kp[t], q0 + 2 * d, kp[t], q0 + 3 * d, kp[t], d, o,
-                              o + ld, o + 2 * ld, o + 3 * ld);
-                }
-            for (; g < G; g++) /* G not a multiple of 4: the rest one row at a time */
-                for (t = 0; t < nb; t++) {
-                    const float *q0 = qr + (size_t)g * (size_t)d;
-                    float *o = logits + (size_t)g * ld + (size_t)(s + t), dummy[3];
-                    kve__dot4(q0, kp[t], q0, kp[t], q0, kp[t], q0, kp[t], d, o, dummy, dummy + 1,
-                              dummy + 2);
-                }
-        }
-        for (g = 0; g < G; g++)
-            for (t = 0; t < nb; t++) {
-                float *o = logits + (size_t)g * ld + (size_t)(s + t);
-                *o = pos[s + t] > limit ? -INFINITY : *o * scale;
-            }
     }
+}
+
+static void kve__logits(const kve_cache *c, int32_t l, int32_t h, const float *qr, int64_t limit,
+                        const kve__posmap *pm, float *logits, size_t ld)
+{
+    kve__logits_range(c, l, h, qr, limit, pm, logits, ld, 0, *kve__len(c, l, h));
 }
 
 /* In-place softmax of one row of n logits (max subtracted). */
@@ -1497,15 +1500,15 @@ static void kve__softmax(float *x, int32_t n)
     for (i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* out (nq x d) = probs (nq rows, stride ld) . V of (l, h); V read once for all rows */
-static void kve__weighted_values(const kve_cache *c, int32_t l, int32_t h, const float *probs,
-                                 size_t ld, float *out)
+/* out (G x d) += probs (G rows, stride ld, indexed by slot) . V of (l, h) over slots s .. n-1;
+   each value row read once for all G rows */
+static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, const float *probs,
+                                     size_t ld, int32_t s, int32_t n, float *out)
 {
-    int32_t d = c->cfg.head_dim, n = *kve__len(c, l, h), G = c->group, s = 0, g, t;
+    int32_t d = c->cfg.head_dim, G = c->group, g, t;
     int in_place = c->cfg.v_type == KVE_TYPE_F32;
     float vbuf[4][KVE_MAX_HEAD_DIM];
     const float *vr[4];
-    memset(out, 0, (size_t)G * (size_t)d * sizeof(float));
     /* four value rows at a time, each read once for the G query heads (they stay in L1) */
     for (; s + 4 <= n; s += 4) {
         const float *v0, *v1, *v2, *v3;
@@ -1582,24 +1585,74 @@ static float kve__reduce(const float *x, int32_t G, size_t stride, kve_reduce mo
 /* Attention of one query token's G heads that share KV head h, keys with position <= qpos: writes
    the G output rows and returns the G rows of softmax weights (stride capacity, by slot), after
    adding them to the accumulated scores when the policy keeps them. */
+/* One pass over K and V: slots in blocks of KVE__ATTN_BLOCK, each block's keys then its values
+   (read while still in cache), with an online softmax (a running max per query row; the sums
+   so far are rescaled when it grows). The logits stay in scratch, so the weights come out of
+   them exactly when asked for, without reading K again. */
+#define KVE__ATTN_BLOCK 64
+
 static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, const float *q,
                                          int64_t qpos, const kve__qangles *qa,
-                                         const kve__posmap *pm, float *out)
+                                         const kve__posmap *pm, float *out, int want_weights)
 {
-    int32_t n = *kve__len(c, l, h), G = c->group, d = c->cfg.head_dim, g, s;
+    int32_t n = *kve__len(c, l, h), G = c->group, d = c->cfg.head_dim, g, s, b0, b1, i;
     size_t cap = (size_t)c->cfg.capacity;
     float *qr = c->scratch_q + (size_t)h * (size_t)G * (size_t)d;
     float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
+    float *pr = c->scratch_f2 + (size_t)h * (size_t)G * cap; /* block probabilities, by slot */
+    float *o = out + (size_t)h * (size_t)G * (size_t)d;
+    float mx[KVE_MAX_HEADS], sum[KVE_MAX_HEADS];
     kve__rotate_queries(c, q, h, qa, qr);
-    kve__logits(c, l, h, qr, qpos, pm, lg, cap);
-    for (g = 0; g < G; g++) kve__softmax(lg + (size_t)g * cap, n);
+    memset(o, 0, (size_t)G * (size_t)d * sizeof(float));
+    for (g = 0; g < G; g++) {
+        mx[g] = -INFINITY;
+        sum[g] = 0.0f;
+    }
+    for (b0 = 0; b0 < n; b0 = b1) {
+        b1 = n - b0 < KVE__ATTN_BLOCK ? n : b0 + KVE__ATTN_BLOCK;
+        kve__logits_range(c, l, h, qr, qpos, pm, lg, cap, b0, b1);
+        for (g = 0; g < G; g++) {
+            const float *row = lg + (size_t)g * cap;
+            float *p = pr + (size_t)g * cap, bm = mx[g], part = 0.0f;
+            for (s = b0; s < b1; s++) bm = row[s] > bm ? row[s] : bm;
+            if (bm == -INFINITY) { /* nothing visible yet: no weight */
+                memset(p + b0, 0, (size_t)(b1 - b0) * sizeof(float));
+                continue;
+            }
+            if (bm > mx[g]) { /* a new running max: rescale what was summed so far */
+                float r = mx[g] - bm;
+                kve__exp_inplace(&r, 1);
+                for (i = 0; i < d; i++) o[(size_t)g * (size_t)d + (size_t)i] *= r;
+                sum[g] *= r;
+                mx[g] = bm;
+            }
+            for (s = b0; s < b1; s++) p[s] = row[s] - bm;
+            kve__exp_inplace(p + b0, b1 - b0);
+            for (s = b0; s < b1; s++) part += p[s];
+            sum[g] += part;
+        }
+        kve__add_weighted_values(c, l, h, pr, cap, b0, b1, o);
+    }
+    for (g = 0; g < G; g++) {
+        float inv = sum[g] > 0.0f ? 1.0f / sum[g] : 0.0f;
+        for (i = 0; i < d; i++) o[(size_t)g * (size_t)d + (size_t)i] *= inv;
+        if (!want_weights && !c->scores) continue;
+        /* the weights: this row's logits against the final max and sum */
+        {
+            float *row = lg + (size_t)g * cap;
+            if (sum[g] > 0.0f) {
+                for (s = 0; s < n; s++) row[s] -= mx[g];
+                kve__exp_inplace(row, n);
+            }
+            for (s = 0; s < n; s++) row[s] *= inv;
+        }
+    }
     if (c->scores)
         for (g = 0; g < G; g++) {
             float *acc = kve__score_row(c, l, h * G + g);
-            const float *pr = lg + (size_t)g * cap;
-            for (s = 0; s < n; s++) acc[s] += pr[s];
+            const float *w = lg + (size_t)g * cap;
+            for (s = 0; s < n; s++) acc[s] += w[s];
         }
-    kve__weighted_values(c, l, h, lg, cap, out + (size_t)h * (size_t)G * (size_t)d);
     return lg;
 }
 
@@ -1615,7 +1668,7 @@ static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpo
     KVE__OMP("omp parallel for schedule(static) if(parallel)")
     for (h = 0; h < Hk; h++) {
         int32_t n = *kve__len(c, l, h), g, s;
-        const float *w = kve__group_attention(c, l, h, q, qpos, &qa, pm, out);
+        const float *w = kve__group_attention(c, l, h, q, qpos, &qa, pm, out, opt && opt->weights);
         if (!opt || !opt->weights) continue;
         if (opt->weights_reduce == KVE_REDUCE_DEFAULT)
             for (g = 0; g < G; g++)
@@ -1705,7 +1758,7 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
                 int64_t qp = q_pos ? q_pos[j] : newest - nq + 1 + j;
                 kve__query_angles(cache, qp, &pm, &qa);
                 kve__group_attention(cache, layer, h, q + (size_t)j * hd, qp, &qa, &pm,
-                                     out + (size_t)j * hd);
+                                     out + (size_t)j * hd, 0);
             }
         }
     }

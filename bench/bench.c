@@ -1042,6 +1042,143 @@ static void bench_compress(int32_t L, int threads)
 /* ---- main ----------------------------------------------------------------------------------- */
 #define RUN(section) (!only || strcmp(only, section) == 0)
 
+/* ---- 7: storage types --------------------------------------------------------------------- */
+static volatile uint64_t sink_u;
+
+/* integer sum of 32-bit words in 128 lanes (any bit pattern: no float assists on NaN or
+   denormal data), as stream_sum reads floats */
+static uint32_t stream_words(const unsigned char *p, size_t bytes)
+{
+    uint32_t acc[128], w[128], s = 0;
+    size_t i;
+    int j;
+    for (j = 0; j < 128; j++) acc[j] = 0;
+    for (i = 0; i + sizeof w <= bytes; i += sizeof w) {
+        memcpy(w, p + i, sizeof w);
+        for (j = 0; j < 128; j++) acc[j] += w[j];
+    }
+    for (j = 0; j < 128; j++) s += acc[j];
+    return s;
+}
+
+/* one pass over the K and V bytes of every KV head, heads over the threads as the library does */
+static double stream_heads(unsigned char *const *kh, unsigned char *const *vh, int nh, size_t kb,
+                           size_t vb)
+{
+    double t0 = now_s();
+    uint32_t acc = 0;
+    int i;
+    B_OMP("omp parallel for schedule(static) reduction(+ : acc)")
+    for (i = 0; i < nh; i++) acc += stream_words(kh[i], kb) + stream_words(vh[i], vb);
+    sink_u = acc;
+    return now_s() - t0;
+}
+
+/* The last-level cache as this machine behaves: read bandwidth over doubling sizes; the largest
+   size read at least 1.4x as fast as 1 GiB is still in some cache. (The OS's figure can be a
+   virtual machine's fiction.) */
+static size_t measure_llc(void)
+{
+    size_t max = (size_t)1 << 30, sz, found = (size_t)4 << 20;
+    unsigned char *buf = (unsigned char *)xalloc(max);
+    double bw_big, bw[12];
+    int i = 0, k;
+    memset(buf, 1, max);
+    set_threads(1);
+    for (sz = (size_t)4 << 20; sz <= max && i < 12; sz *= 2, i++) {
+        double best_t = 1e30;
+        unsigned char *p = buf;
+        for (k = 0; k < 4; k++) {
+            double t = stream_heads(&p, &p, 1, sz / 2, sz / 2);
+            best_t = t < best_t ? t : best_t;
+        }
+        bw[i] = (double)sz / best_t;
+    }
+    bw_big = bw[i - 1];
+    for (k = 0, sz = (size_t)4 << 20; k < i; k++, sz *= 2)
+        if (bw[k] >= 1.4 * bw_big) found = sz;
+    free(buf);
+    return found;
+}
+
+static const char *const type_names[] = {"f32", "f32", "f16", "bf16", "q8_0"};
+
+/* decode attention (FULL policy, n tokens, head-major) with K and V at each type: its speed as a
+   ratio of the read bandwidth of the same bytes, measured in the same rounds */
+static void bench_types(const shape *s, int32_t n)
+{
+    static const kve_type types[4] = {KVE_TYPE_F32, KVE_TYPE_F16, KVE_TYPE_BF16, KVE_TYPE_Q8_0};
+    double t_att[4][3];
+    int ti, t, h, Hk = s->kv_heads;
+    memset(t_att, 0, sizeof t_att);
+    for (ti = 0; ti < 4; ti++) {
+        kve_config cfg = make_cfg(s, 1, n, KVE_POLICY_FULL);
+        kve_buffers buf;
+        kve_cache c;
+        size_t kb, vb, mb;
+        unsigned char *kbuf, *vbuf, **kh, **vh;
+        void *mem;
+        tokgen tg;
+        float *out = (float *)xalloc((size_t)s->heads * (size_t)s->dim * sizeof(float));
+        int32_t i;
+        cfg.k_type = cfg.v_type = types[ti];
+        check(kve_buffer_bytes(&cfg, KVE_LAYOUT_HEAD_MAJOR, &kb, &vb), "kve_buffer_bytes");
+        check(kve_cache_size(&cfg, &mb), "kve_cache_size");
+        kbuf = (unsigned char *)xalloc(kb);
+        vbuf = (unsigned char *)xalloc(vb);
+        mem = xalloc(mb);
+        memset(&buf, 0, sizeof buf);
+        buf.k = kbuf; buf.v = vbuf; buf.k_bytes = kb; buf.v_bytes = vb;
+        buf.layout = KVE_LAYOUT_HEAD_MAJOR;
+        check(kve_cache_init(&cfg, &buf, mem, mb, &c), "kve_cache_init");
+        tg_init(&tg, s);
+        for (i = 0; i < n; i++) {
+            tg_next(&tg, s);
+            check(kve_store(&c, 0, i, tg.k, tg.v, NULL), "kve_store");
+        }
+        rand_fill(tg.q, (size_t)s->heads * (size_t)s->dim);
+        kh = (unsigned char **)xalloc((size_t)Hk * sizeof(*kh));
+        vh = (unsigned char **)xalloc((size_t)Hk * sizeof(*vh));
+        for (h = 0; h < Hk; h++) {
+            kh[h] = (unsigned char *)kve_key(&c, 0, h, 0);
+            vh[h] = (unsigned char *)kve_value(&c, 0, h, 0);
+        }
+        for (t = 1; t <= max_threads(); t++) {
+            int rounds = quick ? 3 : 5, per, r, k, nt = 0;
+            double once, ts[8], *tl, bw, t_lib, bytes = (double)(kb + vb);
+            set_threads(t);
+            stream_heads(kh, vh, Hk, kb / (size_t)Hk, vb / (size_t)Hk);
+            once = now_s();
+            check(kve_attend(&c, 0, tg.q, out), "kve_attend");
+            once = now_s() - once;
+            per = reps_for(once * rounds, quick ? 0.25 : 1.0, 1, 41);
+            tl = (double *)xalloc((size_t)(rounds * per) * sizeof(double));
+            for (r = 0; r < rounds; r++) {
+                ts[r] = stream_heads(kh, vh, Hk, kb / (size_t)Hk, vb / (size_t)Hk);
+                for (k = 0; k < per; k++) {
+                    double t0 = now_s();
+                    kve_attend(&c, 0, tg.q, out);
+                    tl[nt++] = now_s() - t0;
+                }
+            }
+            bw = bytes / best(ts, rounds) * 1e-9;
+            t_lib = median(tl, nt);
+            t_att[ti][t] = t_lib;
+            printf("%-7s %6d %2d %-5s %8.1f %-4s %9.1f %9.3f %8.1f %6.3f\n", s->name, n, t,
+                   type_names[types[ti]], bytes / (1 << 20), bytes <= (double)llc ? "yes" : "no", bw,
+                   t_lib * 1e3, bytes / t_lib * 1e-9, bytes / t_lib * 1e-9 / bw);
+            fflush(stdout);
+            figure(bytes / t_lib * 1e-9 / bw, "attn_bw_ratio_%s_%s_%d_t%d", type_names[types[ti]],
+                   s->name, n, t);
+            free(tl);
+        }
+        free(kh); free(vh); free(kbuf); free(vbuf); free(mem); free(out);
+        tg_free(&tg);
+    }
+    for (t = 1; t <= max_threads(); t++)
+        figure(t_att[0][t] / t_att[1][t], "type_speedup_f16_%s_%d_t%d", s->name, n, t);
+}
+
 int main(int argc, char **argv)
 {
     static const int32_t sizes_full[4] = {1024, 4096, 16384, 65536}, sizes_quick[2] = {1024, 16384};
@@ -1054,12 +1191,12 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--quick] [--only attention|streaming|h2o|evict|compress]\n",
+            fprintf(stderr, "usage: %s [--quick] [--only attention|streaming|h2o|evict|compress|types]\n",
                     argv[0]);
             return 2;
         }
     }
-    llc = llc_bytes();
+    llc = measure_llc();
     if (quick) { /* 1K and 16K tokens (16K llama2 exceeds the L3), capacity 1K, prompt 4K */
         sizes = sizes_quick;
         nsz = 2;
@@ -1068,6 +1205,8 @@ int main(int argc, char **argv)
     printf("kvevict %d.%d.%d benchmark%s: %d thread(s) available, last-level cache %.0f MiB\n",
            KVEVICT_VERSION_MAJOR, KVEVICT_VERSION_MINOR, KVEVICT_VERSION_PATCH,
            quick ? " (--quick)" : "", max_threads(), (double)llc / (1 << 20));
+    printf("(last-level cache measured: the largest size read 1.4x faster than 1 GiB; the OS says %.0f MiB)\n",
+           (double)llc_bytes() / (1 << 20));
     printf("load average at start %.2f (other busy processes make every figure noisier)\n",
            load_average());
     printf("K/V layout KVE_LAYOUT_HEAD_MAJOR, keys post-RoPE (interleaved), float32, head_dim 128.\n\n");
@@ -1124,6 +1263,15 @@ int main(int argc, char **argv)
     for (i = 0; i < (quick ? 1 : 2) && RUN("compress"); i++)
         for (t = i == 0 ? 1 : max_threads(); t <= (quick ? 1 : max_threads()); t++)
             bench_compress(prompts[i], t);
+
+    printf("\n7. storage types: decode attention (kve_attend, FULL) with K and V at each type; bytes at\n"
+           "   the type; read bw: the same bytes as integers, same threads, best of the rounds\n");
+    printf("%-7s %6s %2s %-5s %8s %-4s %9s %9s %8s %6s\n", "config", "n", "t", "type", "K+V MiB",
+           "LLC", "read GB/s", "attend ms", "GB/s", "ratio");
+    if (RUN("types")) {
+        bench_types(&LLAMA2, 16384);
+        bench_types(&LLAMA3, quick ? 16384 : 65536);
+    }
 
     printf("\nwall time %.1f s, load average at end %.2f\n\n", now_s() - t_start, load_average());
     for (i = 0; i < n_figures; i++) printf("%s=%.4g\n", fig_name[i], fig_value[i]);
