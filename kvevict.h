@@ -1377,20 +1377,12 @@ static void kve__rotate_eff(const kve_cache *c, float *x, int64_t p)
    finishes 16 dot products. The order is fixed, whatever the blocking or thread count. */
 #define KVE__KEY_BLOCK 16 /* keys per kve__dot16 call */
 
-static void kve__dot16(const float *q, const float *const *k, int32_t nb, int32_t d, float *out)
+/* the 16 lane sums of key j in P[j] are folded into out[j], j < nb */
+static void kve__fold16(float P[16][16], int32_t nb, float *out)
 {
-    float P[16][16], A[8][16], B[4][16], C[2][16];
-    int32_t j, l, i, m;
-    for (j = 0; j < nb; j++) {
-        const float *kj = k[j];
-        float a[16];
-        for (l = 0; l < 16; l++) a[l] = 0.0f;
-        for (i = 0; i + 16 <= d; i += 16)
-            for (l = 0; l < 16; l++) a[l] += q[i + l] * kj[i + l];
-        for (l = 0; l < d - i; l++) a[l] += q[i + l] * kj[i + l]; /* the tail */
-        memcpy(P[j], a, sizeof a);
-    }
-    for (; j < 16; j++) memset(P[j], 0, sizeof P[j]);
+    float A[8][16], B[4][16], C[2][16];
+    int32_t j, l, m;
+    for (j = nb; j < 16; j++) memset(P[j], 0, sizeof P[j]);
     for (j = 0; j < 8; j++) /* A[j]: 8 lanes of key 2j, then 8 of key 2j+1 */
         for (l = 0; l < 8; l++) {
             A[j][l] = P[2 * j][l] + P[2 * j][l + 8];
@@ -1415,6 +1407,78 @@ static void kve__dot16(const float *q, const float *const *k, int32_t nb, int32_
         if (8 + l < nb) out[8 + l] = y;
     }
 }
+
+static void kve__dot16(const float *q, const float *const *k, int32_t nb, int32_t d, float *out)
+{
+    float P[16][16];
+    int32_t j, l, i;
+    for (j = 0; j < nb; j++) {
+        const float *kj = k[j];
+        float a[16];
+        for (l = 0; l < 16; l++) a[l] = 0.0f;
+        for (i = 0; i + 16 <= d; i += 16)
+            for (l = 0; l < 16; l++) a[l] += q[i + l] * kj[i + l];
+        for (l = 0; l < d - i; l++) a[l] += q[i + l] * kj[i + l]; /* the tail */
+        memcpy(P[j], a, sizeof a);
+    }
+    kve__fold16(P, nb, out);
+}
+
+#ifdef KVE__F16C
+/* kve__dot16 on keys stored as f16, converted in registers (8 per instruction, exactly): the
+   same products and sums in the same order as converting the row first */
+static void kve__dot16_f16(const float *q, const unsigned char *const *k, int32_t nb, int32_t d,
+                           float *out)
+{
+    float P[16][16];
+    int32_t j, l, i;
+    for (j = 0; j < nb; j++) {
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+        for (i = 0; i + 16 <= d; i += 16) {
+            const void *h0 = k[j] + 2 * (size_t)i, *h1 = k[j] + 2 * (size_t)(i + 8);
+            __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128(KVE__CAST(const __m128i *, h0)));
+            __m256 k1 = _mm256_cvtph_ps(_mm_loadu_si128(KVE__CAST(const __m128i *, h1)));
+            lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(q + i), k0));
+            hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(q + i + 8), k1));
+        }
+        _mm256_storeu_ps(P[j], lo);
+        _mm256_storeu_ps(P[j] + 8, hi);
+        for (l = 0; l < d - i; l++) {
+            uint16_t hv;
+            memcpy(&hv, k[j] + 2 * (size_t)(i + l), 2);
+            P[j][l] += q[i + l] * kve__f32_from_f16(hv);
+        }
+    }
+    kve__fold16(P, nb, out);
+}
+
+/* y += (a0 x0 + a1 x1) + (a2 x2 + a3 x3) with the x rows f16, as kve__axpy4 after conversion */
+static void kve__axpy4_f16(float *y, const float *a, const unsigned char *const *x, int32_t n)
+{
+    int32_t i = 0, r;
+    __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]);
+    __m256 a3 = _mm256_set1_ps(a[3]);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v[4];
+        for (r = 0; r < 4; r++) {
+            const void *hp = x[r] + 2 * (size_t)i;
+            v[r] = _mm256_cvtph_ps(_mm_loadu_si128(KVE__CAST(const __m128i *, hp)));
+        }
+        __m256 s01 = _mm256_add_ps(_mm256_mul_ps(a0, v[0]), _mm256_mul_ps(a1, v[1]));
+        __m256 s23 = _mm256_add_ps(_mm256_mul_ps(a2, v[2]), _mm256_mul_ps(a3, v[3]));
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_add_ps(s01, s23)));
+    }
+    for (; i < n; i++) {
+        float f[4];
+        for (r = 0; r < 4; r++) {
+            uint16_t hv;
+            memcpy(&hv, x[r] + 2 * (size_t)i, 2);
+            f[r] = kve__f32_from_f16(hv);
+        }
+        y[i] += (a[0] * f[0] + a[1] * f[1]) + (a[2] * f[2] + a[3] * f[3]);
+    }
+}
+#endif
 
 /* y += a x over n floats: vectorises everywhere; the rows being summed stay in L1 */
 static void kve__axpy(float *y, float a, const float *x, int32_t n)
@@ -1455,6 +1519,18 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                 for (t = 0; t < nb; t++) logits[(size_t)g * ld + (size_t)(s + t)] = -INFINITY;
             continue;
         }
+#ifdef KVE__F16C
+        if (!pre && c->cfg.k_type == KVE_TYPE_F16) { /* converted inside the dot products */
+            const unsigned char *kr[KVE__KEY_BLOCK];
+            for (t = 0; t < nb; t++) kr[t] = kve__kptr(c, l, h, s + t);
+            for (g = 0; g < G; g++) {
+                float *o = logits + (size_t)g * ld + (size_t)s;
+                kve__dot16_f16(qr + (size_t)g * (size_t)d, kr, nb, d, o);
+                for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
+            }
+            continue;
+        }
+#endif
         for (t = 0; t < nb; t++) {
             const unsigned char *row = kve__kptr(c, l, h, s + t);
             if (in_place) {
@@ -1510,6 +1586,15 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
     float vbuf[4][KVE_MAX_HEAD_DIM];
     const float *vr[4];
     /* four value rows at a time, each read once for the G query heads (they stay in L1) */
+#ifdef KVE__F16C
+    if (c->cfg.v_type == KVE_TYPE_F16) /* converted inside the sums */
+        for (; s + 4 <= n; s += 4) {
+            const unsigned char *xr[4];
+            for (t = 0; t < 4; t++) xr[t] = kve__vptr(c, l, h, s + t);
+            for (g = 0; g < G; g++)
+                kve__axpy4_f16(out + (size_t)g * (size_t)d, probs + (size_t)g * ld + (size_t)s, xr, d);
+        }
+#endif
     for (; s + 4 <= n; s += 4) {
         const float *v0, *v1, *v2, *v3;
         for (t = 0; t < 4; t++) {

@@ -1046,17 +1046,18 @@ static void bench_compress(int32_t L, int threads)
 static volatile uint64_t sink_u;
 
 /* integer sum of 32-bit words in 128 lanes (any bit pattern: no float assists on NaN or
-   denormal data), as stream_sum reads floats */
+   denormal data), the same loop as stream_sum reading floats; may_alias lets it read a buffer
+   written as halves or bytes */
+typedef uint32_t __attribute__((may_alias)) word_alias;
 static uint32_t stream_words(const unsigned char *p, size_t bytes)
 {
-    uint32_t acc[128], w[128], s = 0;
-    size_t i;
+    const word_alias *x = (const word_alias *)(const void *)p;
+    uint32_t acc[128], s = 0;
+    size_t i, n = bytes / 4;
     int j;
     for (j = 0; j < 128; j++) acc[j] = 0;
-    for (i = 0; i + sizeof w <= bytes; i += sizeof w) {
-        memcpy(w, p + i, sizeof w);
-        for (j = 0; j < 128; j++) acc[j] += w[j];
-    }
+    for (i = 0; i + 128 <= n; i += 128)
+        for (j = 0; j < 128; j++) acc[j] += x[i + j];
     for (j = 0; j < 128; j++) s += acc[j];
     return s;
 }

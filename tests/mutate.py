@@ -7,7 +7,7 @@ copy of the project (the real kvevict.h is never touched), builds the test progr
 cheapest first, stopping at the first failure:
 
     test_core, the golden cases (keys post- and pre-RoPE), test_policies, test_properties,
-    test_types, the examples' own checks (minimal, custom_policy), test_reliability
+    test_types (portable, then with this machine's vector instructions), the examples' own checks (minimal, custom_policy), test_reliability
 
 A mutant is *killed* when a program fails, crashes or runs past its time limit; *survived* when
 everything passes; *invalid* when it does not compile. Mutants marked `equivalent:` in the list
@@ -103,8 +103,9 @@ def apply(source, m):
 class Stage:
     """One test program (or a group of runs) of the suite; `timeout` scales its clean time."""
 
-    def __init__(self, name, programs, runs):
+    def __init__(self, name, programs, runs, extra_flags=(), exe_suffix=""):
         self.name, self.programs, self.runs = name, programs, runs
+        self.extra_flags, self.exe_suffix = list(extra_flags), exe_suffix
         self.timeout = 120.0
 
 
@@ -127,6 +128,8 @@ def stages():
         Stage("test_policies", ["tests/test_policies.c"], [["build/test_policies"]]),
         Stage("test_properties", ["tests/test_properties.c"], [["build/test_properties"]]),
         Stage("test_types", ["tests/test_types.c"], [["build/test_types"]]),
+        Stage("test_types_native", ["tests/test_types.c"], [["build/test_types_native"]],
+              extra_flags=["-march=native"], exe_suffix="_native"),
         Stage("examples", ["examples/minimal.c", "examples/custom_policy.c"],
               [["sh", "tests/examples_check.sh", "build"]]),
         Stage("test_reliability", ["tests/test_reliability.c"], [["build/test_reliability"]]),
@@ -149,8 +152,8 @@ def run_stage(w, st, deadline_scale=None):
     env = dict(os.environ, OUT=os.path.join(w, "build", "out.txt"))
     t0 = time.time()
     for src in st.programs:
-        exe = os.path.join("build", os.path.splitext(os.path.basename(src))[0])
-        p = subprocess.run([os.environ.get("CC", "cc")] + CFLAGS + [src, "-o", exe, "-lm"],
+        exe = os.path.join("build", os.path.splitext(os.path.basename(src))[0] + st.exe_suffix)
+        p = subprocess.run([os.environ.get("CC", "cc")] + CFLAGS + st.extra_flags + [src, "-o", exe, "-lm"],
                            cwd=w, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if p.returncode != 0:
             first = p.stdout.decode(errors="replace").strip().splitlines()
