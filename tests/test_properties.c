@@ -380,15 +380,18 @@ static void test_numeric_edges(void)
         }
     }
     {
-        /* a prefill query before every stored key sees nothing: zero output, not NaN */
+        /* a prefill query before every stored key sees nothing: zero output, not NaN; in
+           SnapKV's window scores it adds nothing */
         kve_config cfg;
         tu_cache t;
         history h;
         int64_t qpos[2] = {3, 15};
-        float q[2 * 2 * 16], out[2 * 2 * 16];
+        float q[2 * 2 * 16], out[2 * 2 * 16], scores[16], w[2 * 16] = {0};
         double ref[16];
+        kve_attend_options opt;
         memset(&cfg, 0, sizeof cfg);
         cfg.n_layers = 1; cfg.n_heads = 2; cfg.n_kv_heads = 1; cfg.head_dim = 16; cfg.capacity = 16;
+        cfg.policy.kind = KVE_POLICY_SNAPKV; cfg.policy.window = 2; cfg.policy.budget = 16;
         CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
         hist_init(&h, 16, 2, 1, 16);
         tu_seed(9);
@@ -401,6 +404,21 @@ static void test_numeric_edges(void)
         for (i = 0; i < 32; i++) CHECK(out[i] == 0.0f, "a query that sees no key: out[%d] = %g", i, out[i]);
         CHECK(compare_attention(&t.c, &cfg, &h, q + 32, 15, out + 32, NULL, NULL, NULL) < 1e-5,
               "the second prefill row");
+        CHECK_RESULT(kve_window_scores(&t.c, 0, 0, KVE_REDUCE_MEAN, scores), KVE_OK);
+        {
+            /* the weights of the query at 15 alone, from a fresh cache's attention at 15 */
+            tu_cache t2;
+            double e = 0;
+            cfg.policy.kind = KVE_POLICY_FULL;
+            CHECK_RESULT(tu_open(&t2, &cfg), KVE_OK);
+            for (s = 10; s < 16; s++) kve_store(&t2.c, 0, s, hist_k(&h, s - 10, 0), hist_v(&h, s - 10, 0), NULL);
+            memset(&opt, 0, sizeof opt);
+            opt.weights = w; opt.weights_reduce = KVE_REDUCE_MEAN;
+            CHECK_RESULT(kve_attend_ex(&t2.c, 0, q + 32, out, &opt), KVE_OK);
+            for (i = 0; i < 10; i++) e = fmax(e, isfinite(scores[i]) ? fabs(scores[i] - (i < 6 ? w[i] : 0.0f)) : INFINITY);
+            CHECK(e < 1e-6, "window scores with a query that sees nothing: error %g", e);
+            tu_close(&t2);
+        }
         (void)ref;
         hist_free(&h);
         tu_close(&t);
