@@ -425,6 +425,49 @@ static void test_numeric_edges(void)
     }
 }
 
+/* a user policy that overwrites slots 0, 1, 2, ... in turn: the newest tokens in the first slots */
+static kve_result front_make_room(kve_cache *c, int32_t l, int32_t *ws, void *u)
+{
+    int32_t *next = (int32_t *)u;
+    (void)l;
+    ws[0] = (*next)++ % c->cfg.capacity;
+    return KVE_OK;
+}
+static const kve_policy_vtable front_vtable = {"front", 0, front_make_room, NULL};
+
+/* A prefill after decoding: the decode step left probabilities in scratch; a prefill query that
+   sees none of the first slots (they hold newer tokens) must not see them either. */
+static void test_prefill_after_decode(void)
+{
+    kve_config cfg;
+    tu_cache t;
+    history h;
+    int s, i, n = 260;
+    int32_t next = 0;
+    int64_t qpos[3] = {140, 150, 259};
+    float q[3 * 2 * 16], out[3 * 2 * 16];
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = 2; cfg.n_kv_heads = 1; cfg.head_dim = 16; cfg.capacity = 160;
+    cfg.policy.kind = KVE_POLICY_CUSTOM; cfg.policy.custom = &front_vtable; cfg.policy.custom_user = &next;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    hist_init(&h, n, 2, 1, 16);
+    tu_seed(19);
+    for (s = 0; s < n; s++) { /* 0 .. 159 fill the slots, 160 .. 259 overwrite slots 0 .. 99 */
+        int j = hist_next(&h, s, 1.0f);
+        kve_store(&t.c, 0, s, hist_k(&h, j, 0), hist_v(&h, j, 0), NULL);
+    }
+    CHECK(kve_slot_position(&t.c, 0, 0, 0) == 160 && kve_slot_position(&t.c, 0, 0, 100) == 100,
+          "the first slots hold the newest tokens");
+    CHECK_RESULT(kve_attend(&t.c, 0, hist_q(&h, n - 1, 0), out), KVE_OK);
+    tu_fill(q, 96, 1.0f);
+    CHECK_RESULT(kve_prefill(&t.c, 0, 3, q, qpos, out), KVE_OK);
+    for (i = 0; i < 3; i++)
+        CHECK(compare_attention(&t.c, &cfg, &h, q + 32 * i, qpos[i], out + 32 * i, NULL, NULL, NULL) < 1e-5,
+              "prefill row at position %lld after a decode step", (long long)qpos[i]);
+    hist_free(&h);
+    tu_close(&t);
+}
+
 /* ---- the manual's defaults ------------------------------------------------------------------ */
 static void test_manual_defaults(void)
 {
@@ -1470,6 +1513,7 @@ int main(void)
     test_rope_refused();
     test_streaming_shift();
     test_numeric_edges();
+    test_prefill_after_decode();
     test_manual_defaults();
     test_defaults_behave_as_written();
     test_pyramid_boundaries();

@@ -210,6 +210,35 @@ static void policy_on_type(kve_policy_kind kind, kve_type kt, kve_type vt, kve_k
         }
     CHECK(worst < 1e-5, "policy %d, K %s V %s, keys %d: error %g against the reference on rounded K/V",
           (int)kind, type_name[kt], type_name[vt], (int)keys, worst);
+    {
+        /* every kept slot holds its own token: the value exactly as the type rounds it, the key
+           within the type's precision of the input (rotated at its position when post-RoPE) */
+        double key_tol = kt == KVE_TYPE_F32 ? 1e-6 : kt == KVE_TYPE_F16 ? 2e-3 : 1.6e-2;
+        int bad_v = 0, bad_k = 0, kvh, j, x;
+        for (l = 0; l < L; l++)
+            for (kvh = 0; kvh < Hk; kvh++)
+                for (j = 0; j < kve_length(&t.c, l, kvh); j++) {
+                    int64_t p = kve_slot_position(&t.c, l, kvh, j);
+                    const float *kin = k + ((size_t)p * Hk + kvh) * d, *vin = v + ((size_t)p * Hk + kvh) * d;
+                    float got[64], want[64];
+                    unsigned char enc[256];
+                    double kd[64], amax = 0, e = 0;
+                    kve_row_from_float(vt, vin, d, enc);
+                    kve_row_to_float(vt, enc, d, want);
+                    kve_read_value(&t.c, l, kvh, j, got);
+                    bad_v += memcmp(got, want, sizeof got) != 0;
+                    for (x = 0; x < d; x++) kd[x] = kin[x];
+                    if (keys == KVE_KEYS_POST_ROPE) ref_rope(kd, d, d, 1, 10000.0, (double)p);
+                    kve_read_key(&t.c, l, kvh, j, got);
+                    for (x = 0; x < d; x++) {
+                        amax = fmax(amax, fabs(kd[x]));
+                        e = fmax(e, fabs(got[x] - kd[x]));
+                    }
+                    bad_k += e > key_tol * amax;
+                }
+        CHECK(bad_v == 0 && bad_k == 0, "policy %d, K %s V %s: %d values and %d keys not their token's",
+              (int)kind, type_name[kt], type_name[vt], bad_v, bad_k);
+    }
     CHECK_RESULT(kve_check(&t.c), KVE_OK);
     CHECK(kve_bytes_in_use(&t.c) == (size_t)(kve_length(&t.c, 0, 0) + kve_length(&t.c, 0, 1) +
                                              kve_length(&t.c, 1, 0) + kve_length(&t.c, 1, 1)) *
