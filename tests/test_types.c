@@ -168,9 +168,9 @@ static double check_against_reference(const kve_cache *c, int layer, const float
     return worst;
 }
 
-static void policy_on_type(kve_policy_kind kind, kve_type kt, kve_type vt, kve_key_storage keys)
+static void policy_on_type(kve_policy_kind kind, kve_type kt, kve_type vt, kve_key_storage keys, int d)
 {
-    int H = 4, Hk = 2, d = 64, prompt = 80, steps = 60, s, l, L = 2;
+    int H = 4, Hk = 2, prompt = 80, steps = 60, s, l, L = 2;
     kve_config c;
     tu_cache t;
     float *q = (float *)tu_alloc((size_t)prompt * H * d * sizeof(float));
@@ -226,7 +226,7 @@ static void policy_on_type(kve_policy_kind kind, kve_type kt, kve_type vt, kve_k
                     kve_row_from_float(vt, vin, d, enc);
                     kve_row_to_float(vt, enc, d, want);
                     kve_read_value(&t.c, l, kvh, j, got);
-                    bad_v += memcmp(got, want, sizeof got) != 0;
+                    bad_v += memcmp(got, want, (size_t)d * sizeof(float)) != 0;
                     for (x = 0; x < d; x++) kd[x] = kin[x];
                     if (keys == KVE_KEYS_POST_ROPE) ref_rope(kd, d, d, 1, 10000.0, (double)p);
                     kve_read_key(&t.c, l, kvh, j, got);
@@ -255,10 +255,16 @@ static void test_policies_on_types(void)
     int a, b, i, keys;
     for (a = 0; a < 4; a++)
         for (keys = 1; keys <= 2; keys++)
-            for (i = 0; i < 5; i++) policy_on_type(kinds[i], all_types[a], all_types[a], (kve_key_storage)keys);
-    for (a = 0; a < 4; a++) /* K and V of different types */
+            for (i = 0; i < 5; i++) policy_on_type(kinds[i], all_types[a], all_types[a], (kve_key_storage)keys, 64);
+    for (a = 0; a < 4; a++) /* K and V of different types; a growing cache has rows past a multiple of 4 */
         for (b = 0; b < 4; b++)
-            if (a != b) policy_on_type(KVE_POLICY_H2O, all_types[a], all_types[b], KVE_KEYS_POST_ROPE);
+            if (a != b) {
+                policy_on_type(KVE_POLICY_H2O, all_types[a], all_types[b], KVE_KEYS_POST_ROPE, 64);
+                policy_on_type(KVE_POLICY_FULL, all_types[a], all_types[b], KVE_KEYS_POST_ROPE, 64);
+            }
+    for (a = 0; a < 3; a++) /* a head_dim that is not a multiple of 16 (q8_0 needs 32) */
+        for (keys = 1; keys <= 2; keys++)
+            policy_on_type(KVE_POLICY_SNAPKV, all_types[a], all_types[a], (kve_key_storage)keys, 40);
 }
 
 /* pos-shift re-rotates the sinks from their f32 copy whatever the key type */
