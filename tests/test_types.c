@@ -358,6 +358,19 @@ static void test_bytes_and_refusals(void)
         CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_ERROR_OVERLAPPING_STRIDES);
         b.v_head_stride = 8 * 2 + 1;
         CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_ERROR_MISALIGNED);
+        /* each buffer's strides by its own type: f32 needs 4, f16 2 */
+        b.k = kmem; b.v = vmem; b.k_bytes = sizeof kmem; b.v_bytes = sizeof vmem;
+        c.k_type = KVE_TYPE_F32;
+        b.k_slot_stride = 2 * 8 * 4; b.k_head_stride = 8 * 4; b.k_layer_stride = 10 * 2 * 8 * 4;
+        b.v_slot_stride = 2 * 8 * 2 + 2; b.v_head_stride = 8 * 2; b.v_layer_stride = 10 * (2 * 8 * 2 + 2);
+        CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_OK);
+        c.k_type = KVE_TYPE_F16; c.v_type = KVE_TYPE_F32;
+        b.k_slot_stride = 2 * 8 * 2 + 2; b.k_head_stride = 8 * 2; b.k_layer_stride = 10 * (2 * 8 * 2 + 2);
+        b.v_slot_stride = 2 * 8 * 4 + 2; b.v_head_stride = 8 * 4; b.v_layer_stride = 10 * (2 * 8 * 4 + 2);
+        CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_ERROR_MISALIGNED);
+        b.v_slot_stride = 2 * 8 * 4 + 4; b.v_layer_stride = 10 * (2 * 8 * 4 + 4);
+        CHECK_RESULT(kve_cache_init(&c, &b, mem, sizeof mem, &cache), KVE_OK);
+        c.v_type = KVE_TYPE_F16;
     }
     {
         /* values a type cannot hold are refused before anything changes */
