@@ -23,6 +23,7 @@ static int judge_select(const gc_case *c, FILE *out, const char *name)
         char *p = line, *tag = gc_token(&p);
         long h, n, i, j;
         long *got;
+        unsigned char *kept = NULL;
         if (!tag) continue;
         if (strcmp(tag, "keep")) { printf("FAIL %s: unexpected output line '%s'\n", name, tag); return 1; }
         h = gc_long(&p, "kv_head");
@@ -36,20 +37,26 @@ static int judge_select(const gc_case *c, FILE *out, const char *name)
         if (i < n) {
             /* differs: accept only a valid top-k under the reference's own scores */
             double min_kept = INFINITY, max_dropped = -INFINITY;
-            unsigned char *kept = (unsigned char *)gc_alloc((size_t)c->q_len, 1);
+            kept = (unsigned char *)gc_alloc((size_t)c->q_len, 1);
             if (!c->score[h] || c->score_n[h] != prefix) {
                 printf("FAIL %s: head %ld differs and the case has no scores to judge ties\n", name, h);
+                free(got); free(kept);
                 return 1;
             }
             for (i = 0; i < n; i++) {
                 if (got[i] < 0 || got[i] >= c->q_len || (i && got[i] <= got[i - 1])) {
                     printf("FAIL %s: head %ld positions not ascending and in range\n", name, h);
+                    free(got); free(kept);
                     return 1;
                 }
                 kept[got[i]] = 1;
             }
             for (j = prefix; j < c->q_len; j++)
-                if (!kept[j]) { printf("FAIL %s: head %ld dropped window position %ld\n", name, h, j); return 1; }
+                if (!kept[j]) {
+                    printf("FAIL %s: head %ld dropped window position %ld\n", name, h, j);
+                    free(got); free(kept);
+                    return 1;
+                }
             for (j = 0; j < prefix; j++) {
                 double s = c->score[h][j];
                 if (kept[j] && s < min_kept) min_kept = s;
@@ -58,6 +65,7 @@ static int judge_select(const gc_case *c, FILE *out, const char *name)
             if (min_kept < max_dropped - TIE_TOLERANCE * fabs(max_dropped)) {
                 printf("FAIL %s: head %ld kept a prefix score %.9g below a dropped %.9g\n", name, h,
                        min_kept, max_dropped);
+                free(got); free(kept);
                 return 1;
             }
             free(kept);
