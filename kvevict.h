@@ -126,6 +126,8 @@
    LIMITS
    ------
    positions: int64 in [0, KVE_MAX_POSITION = 2^52], strictly increasing per layer.
+   stack: an attention call uses about 110 KB of each thread's stack (key and value rows of a
+   block, per-row maxima and sums); threads with smaller stacks need them raised.
    capacity <= KVE_MAX_CAPACITY (2^30) slots; head_dim <= KVE_MAX_HEAD_DIM (1024), even with RoPE.
    K/V types: f32, f16, bf16, q8_0 (head_dim a multiple of 32).
 
@@ -644,7 +646,7 @@ static uint16_t kve__bf16_from_f32(float f)
 }
 
 #define KVE__Q8_BLOCK 32
-#define KVE__Q8_BYTES 34 /* f16 scale, little endian, then 32 int8 */
+#define KVE__Q8_BYTES 34 /* f16 scale (native byte order), then 32 int8 */
 
 static size_t kve__row_bytes(kve_type t, int32_t n)
 {
@@ -687,9 +689,9 @@ static void kve__encode(kve_type t, const float *x, int32_t n, unsigned char *ou
             for (i = 0; i < KVE__Q8_BLOCK; i++) amax = fabsf(xb[i]) > amax ? fabsf(xb[i]) : amax;
             d = amax / 127.0f;
             id = d != 0.0f ? 1.0f / d : 0.0f;
+            if (id > 3.0e38f) id = 0.0f; /* d so small that 1/d overflows: the block is 0 anyway */
             dh = kve__f16_from_f32(d);
-            ob[0] = (unsigned char)(dh & 0xffu);
-            ob[1] = (unsigned char)(dh >> 8);
+            memcpy(ob, &dh, 2); /* native byte order, as ggml's ggml_half */
             for (i = 0; i < KVE__Q8_BLOCK; i++) {
                 int8_t q = (int8_t)roundf(xb[i] * id);
                 memcpy(ob + 2 + i, &q, 1);
@@ -726,7 +728,10 @@ static void kve__decode(kve_type t, const unsigned char *in, int32_t n, float *x
     } else {
         for (b = 0; b < n / KVE__Q8_BLOCK; b++) {
             const unsigned char *ib = in + (size_t)b * KVE__Q8_BYTES;
-            float d = kve__f32_from_f16((uint16_t)(ib[0] | (ib[1] << 8)));
+            uint16_t dh;
+            float d;
+            memcpy(&dh, ib, 2);
+            d = kve__f32_from_f16(dh);
             for (i = 0; i < KVE__Q8_BLOCK; i++) {
                 int8_t q;
                 memcpy(&q, ib + 2 + i, 1);
@@ -757,7 +762,8 @@ static float kve__max_magnitude(const kve_config *c, const float *x, int32_t n, 
         if (i < rotated) {
             if (c->rope_layout == KVE_ROPE_HALF) partner = i < half ? i + half : i - half;
             else partner = i ^ 1;
-            a = sqrtf(x[i] * x[i] + x[partner] * x[partner]);
+            /* the pair's norm, with room for the rounding of the rotation itself */
+            a = sqrtf(x[i] * x[i] + x[partner] * x[partner]) * (1.0f + 1.0f / 1048576.0f);
         }
         m = a > m ? a : m;
     }
@@ -1728,8 +1734,10 @@ static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, con
             if (sum[g] > 0.0f) {
                 for (s = 0; s < n; s++) row[s] -= mx[g];
                 kve__exp_inplace(row, n);
+                for (s = 0; s < n; s++) row[s] *= inv;
+            } else { /* the query saw no key: no weight anywhere (not -inf * 0) */
+                memset(row, 0, (size_t)n * sizeof(float));
             }
-            for (s = 0; s < n; s++) row[s] *= inv;
         }
     }
     if (c->scores)

@@ -425,6 +425,30 @@ static void test_numeric_edges(void)
     }
 }
 
+/* H2O: a prefill query that sees no key adds no weight (zeros, not NaN) to the scores */
+static void test_h2o_blind_query(void)
+{
+    kve_config c;
+    tu_cache t;
+    float q[16], k[8], v[8], out[16];
+    int64_t qpos = 5;
+    int s, j, finite = 1;
+    memset(&c, 0, sizeof c);
+    c.n_layers = 1; c.n_heads = 2; c.n_kv_heads = 1; c.head_dim = 8; c.capacity = 8;
+    c.policy.kind = KVE_POLICY_H2O; c.policy.budget = 8; c.policy.window = 2;
+    CHECK_RESULT(tu_open(&t, &c), KVE_OK);
+    tu_seed(6);
+    for (s = 10; s < 16; s++) {
+        tu_fill(q, 16, 1.0f); tu_fill(k, 8, 1.0f); tu_fill(v, 8, 1.0f);
+        kve_store(&t.c, 0, s, k, v, NULL);
+        kve_attend(&t.c, 0, q, out);
+    }
+    CHECK_RESULT(kve_prefill(&t.c, 0, 1, q, &qpos, out), KVE_OK);
+    for (j = 0; j < 6; j++) finite &= isfinite(kve_scores(&t.c, 0, 0)[j]) && isfinite(kve_scores(&t.c, 0, 1)[j]);
+    CHECK(finite, "H2O scores stay finite after a query that sees no key");
+    tu_close(&t);
+}
+
 /* a user policy that overwrites slots 0, 1, 2, ... in turn: the newest tokens in the first slots */
 static kve_result front_make_room(kve_cache *c, int32_t l, int32_t *ws, void *u)
 {
@@ -1514,6 +1538,7 @@ int main(void)
     test_streaming_shift();
     test_numeric_edges();
     test_prefill_after_decode();
+    test_h2o_blind_query();
     test_manual_defaults();
     test_defaults_behave_as_written();
     test_pyramid_boundaries();

@@ -61,7 +61,7 @@ static void test_ggml_golden(const char *path)
             {
                 /* dequantised: q * scale, as ggml reads it */
                 float back[32];
-                uint16_t scale = (uint16_t)(want[0] | want[1] << 8);
+                uint16_t scale = (uint16_t)(want[0] | want[1] << 8); /* the data is little endian */
                 float d;
                 CHECK_RESULT(kve_row_to_float(KVE_TYPE_F16, &scale, 1, &d), KVE_OK);
                 CHECK_RESULT(kve_row_to_float(KVE_TYPE_Q8_0, want, 32, back), KVE_OK);
@@ -398,6 +398,48 @@ static void test_bytes_and_refusals(void)
     }
 }
 
+/* values at the edge of what a type holds are either refused or stored finite: post-RoPE keys
+   are rotated in float, which may round a pair's component above its norm */
+static void test_edges_of_range(void)
+{
+    kve_config c;
+    tu_cache t;
+    float k[2] = {-42826.7227f, 49585.7031f}, v[2] = {1.0f, 1.0f}, kr[2];
+    int trial, finite_bad = 0, stored = 0;
+    kve_result r;
+    memset(&c, 0, sizeof c);
+    c.n_layers = 1; c.n_heads = 1; c.head_dim = 2; c.capacity = 1 << 12;
+    c.k_type = KVE_TYPE_F16;
+    CHECK_RESULT(tu_open(&t, &c), KVE_OK);
+    r = kve_store(&t.c, 0, 4, k, v, NULL);
+    CHECK(r == KVE_ERROR_OUT_OF_TYPE_RANGE ||
+          (r == KVE_OK && kve_read_key(&t.c, 0, 0, 0, kr) == KVE_OK && isfinite(kr[0]) && isfinite(kr[1])),
+          "a pair of norm just below 65520 at position 4: %s", kve_result_string(r));
+    tu_seed(8);
+    for (trial = 0; trial < 3000; trial++) {
+        double norm = 65400.0 + 120.0 * tu_uniform(), ang = 6.283185307179586 * tu_uniform();
+        k[0] = (float)(norm * cos(ang));
+        k[1] = (float)(norm * sin(ang));
+        r = kve_store(&t.c, 0, 5 + trial, k, v, NULL);
+        if (r != KVE_OK) continue;
+        stored++;
+        kve_read_key(&t.c, 0, 0, (int32_t)(kve_length(&t.c, 0, 0) - 1), kr);
+        finite_bad += !isfinite(kr[0]) || !isfinite(kr[1]);
+    }
+    CHECK(finite_bad == 0 && stored > 1000, "keys near f16's limit: %d of %d stored are not finite", finite_bad, stored);
+    tu_close(&t);
+    {
+        /* a q8_0 block so small that 1/scale overflows: finite, and zero */
+        float x[32] = {1e-37f, -5e-38f}, back[32];
+        unsigned char q[34];
+        int i, ok = 1;
+        CHECK_RESULT(kve_row_from_float(KVE_TYPE_Q8_0, x, 32, q), KVE_OK);
+        CHECK_RESULT(kve_row_to_float(KVE_TYPE_Q8_0, q, 32, back), KVE_OK);
+        for (i = 0; i < 32; i++) ok &= back[i] == 0.0f;
+        CHECK(ok, "a block of tiny values dequantises to zero");
+    }
+}
+
 int main(int argc, char **argv)
 {
     test_ggml_golden(argc > 1 ? argv[1] : "tests/data/ggml-conversions.txt");
@@ -405,6 +447,7 @@ int main(int argc, char **argv)
     test_policies_on_types();
     test_posshift_sinks_on_types();
     test_bytes_and_refusals();
+    test_edges_of_range();
     (void)ref_attend; (void)rel_err_ff; /* shared helpers this file has no use for */
     return tu_summary("test_types");
 }
