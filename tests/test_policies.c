@@ -14,18 +14,6 @@ typedef struct sel_case {
     kve_reduce gqa;
 } sel_case;
 
-static long ref_pyramid_prefix(long C, long w, long beta, long n_layers, long layer, long L)
-{
-    long mn, mx;
-    if (L < C) return -1;
-    if (L < 2 * (C - w)) return C - w;
-    mn = (C - w) / beta;
-    mx = 2 * (C - w) - mn;
-    if (mx >= L - w) { mx = L - w; mn = 2 * (C - w) - mx; }
-    if (n_layers == 1) return C - w;
-    return mx - layer * ((mx - mn) / (n_layers - 1));
-}
-
 /* reference pooled score per prefix position of KV head kvh */
 static void ref_scores(const sel_case *sc, const float *q, const float *k, int kvh, double *score)
 {

@@ -635,19 +635,6 @@ static void test_defaults_behave_as_written(void)
 }
 
 /* ---- boundaries ---------------------------------------------------------------------------- */
-/* PyramidKV's schedule as SPEC gives it (reference code: prefix tokens kept per layer) */
-static long ref_pyramid(long C, long w, long beta, long n_layers, long layer, long L)
-{
-    long mn, mx;
-    if (L < C) return -1;
-    if (L < 2 * (C - w)) return C - w;
-    mn = (C - w) / beta;
-    mx = 2 * (C - w) - mn;
-    if (mx >= L - w) { mx = L - w; mn = 2 * (C - w) - mx; }
-    if (n_layers == 1) return C - w;
-    return mx - layer * ((mx - mn) / (n_layers - 1));
-}
-
 static void test_pyramid_boundaries(void)
 {
     static const int Cs[] = {24, 40, 64, 100}, betas[] = {1, 3, 20}, layer_counts[] = {1, 2, 5, 32};
@@ -669,7 +656,7 @@ static void test_pyramid_boundaries(void)
                         if (L < 0) continue;
                         CHECK_RESULT(kve_pyramid_budgets(C, w, betas[b], layer_counts[c2], L, got), KVE_OK);
                         for (l = 0; l < layer_counts[c2]; l++) {
-                            long k = ref_pyramid(C, w, betas[b], layer_counts[c2], l, L);
+                            long k = ref_pyramid_prefix(C, w, betas[b], layer_counts[c2], l, L);
                             long want = k < 0 ? L : k + w;
                             checked++;
                             if (got[l] != want && bad++ < 5)
@@ -700,9 +687,9 @@ static void test_pyramid_boundaries(void)
         }
         CHECK_RESULT(kve_compress_all(&t.c), KVE_OK);
         for (l = 0; l < 4; l++)
-            CHECK(kve_length(&t.c, l, 0) == ref_pyramid(C, w, 20, 4, l, L) + w,
+            CHECK(kve_length(&t.c, l, 0) == ref_pyramid_prefix(C, w, 20, 4, l, L) + w,
                   "PyramidKV layer %d at L = 2(C - w) keeps %d, expected %ld", l, kve_length(&t.c, l, 0),
-                  ref_pyramid(C, w, 20, 4, l, L) + w);
+                  ref_pyramid_prefix(C, w, 20, 4, l, L) + w);
         free(q); free(k); free(out);
         tu_close(&t);
     }
@@ -741,7 +728,7 @@ static void test_budget_boundaries(void)
     CHECK_RESULT(size_of(KVE_POLICY_STREAMINGLLM, 0, 40, 20, 0, 20, 1), KVE_ERROR_TOO_MANY_SINKS);
     {
         /* PyramidKV evicting while decoding: its largest layer budget must fit the capacity */
-        int top = (int)ref_pyramid(40, 8, 20, 4, 0, 1L << 40) + 8;
+        int top = (int)ref_pyramid_prefix(40, 8, 20, 4, 0, 1L << 40) + 8;
         CHECK_RESULT(size_of(KVE_POLICY_PYRAMIDKV, 1, top - 1, 40, 8, 0, 4), KVE_ERROR_BUDGET_ABOVE_CAPACITY);
         CHECK_RESULT(size_of(KVE_POLICY_PYRAMIDKV, 1, top, 40, 8, 0, 4), KVE_OK);
         CHECK_RESULT(size_of(KVE_POLICY_PYRAMIDKV, 1, top + 1, 40, 8, 0, 4), KVE_OK);

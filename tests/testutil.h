@@ -75,6 +75,21 @@ static kve_result f32_buffer_floats(const kve_config *cfg, kve_layout layout, si
 static size_t f32_stride(size_t floats) __attribute__((unused));
 static size_t f32_stride(size_t floats) { return floats > SIZE_MAX / sizeof(float) ? floats & ~(size_t)3 : floats * sizeof(float); }
 
+/* PyramidKV's schedule as SPEC gives it: prefix tokens layer `layer` keeps from a prompt of L
+   tokens, -1 for all of them */
+static long ref_pyramid_prefix(long C, long w, long beta, long n_layers, long layer, long L) __attribute__((unused));
+static long ref_pyramid_prefix(long C, long w, long beta, long n_layers, long layer, long L)
+{
+    long mn, mx;
+    if (L < C) return -1;
+    if (L < 2 * (C - w)) return C - w;
+    mn = (C - w) / beta;
+    mx = 2 * (C - w) - mn;
+    if (mx >= L - w) { mx = L - w; mn = 2 * (C - w) - mx; }
+    if (n_layers == 1) return C - w;
+    return mx - layer * ((mx - mn) / (n_layers - 1));
+}
+
 /* a cache with its own buffers (default layout) */
 typedef struct tu_cache {
     kve_cache c;
