@@ -22,7 +22,7 @@ LDLIBS  := -lm $(OMPFLAG) $(LDSAN)
 MODEL_DIR ?= $(firstword $(foreach d,$(KVEVICT_MODEL_DIR) models ../shared/models,$(if $(wildcard $(d)/stories260K.bin),$(d),)))
 TEXT      ?= $(firstword $(wildcard $(KVEVICT_TEXT) data/tinystories-valid-68.txt ../shared/data/tinystories-valid-68.txt))
 
-TESTS    := test_core test_policies test_properties test_types test_reliability
+TESTS    := test_core test_policies test_properties test_types test_lifecycle test_reliability
 EXAMPLES := minimal custom_policy compare generate
 TOOLS    := kvcase judge soak
 

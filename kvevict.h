@@ -206,7 +206,12 @@ typedef enum kve_result {
     KVE_ERROR_OVERLAPPING_BUFFERS = -26, /* K, V and the bookkeeping memory must not overlap */
     KVE_ERROR_WRONG_POLICY = -27,        /* the call does not apply to the cache's policy */
     KVE_ERROR_INVALID_TYPE = -28,        /* q8_0 K/V needs head_dim a multiple of 32 */
-    KVE_ERROR_OUT_OF_TYPE_RANGE = -29    /* a K or V value too large for its storage type */
+    KVE_ERROR_OUT_OF_TYPE_RANGE = -29,   /* a K or V value too large for its storage type */
+    KVE_ERROR_SHIFT_ORDER = -30,         /* kve_shift would move positions past others or out of range */
+    KVE_ERROR_STATE_FORMAT = -31,        /* not a kvevict saved state, or another format version */
+    KVE_ERROR_STATE_CONFIG = -32,        /* a state or cache made with another configuration */
+    KVE_ERROR_STATE_CORRUPT = -33,       /* a saved state truncated, corrupted or inconsistent */
+    KVE_ERROR_MOVED_CACHE = -34          /* a stale copy of a kve_cache struct (see kve_cache_copy) */
 } kve_result;
 
 /* ---- configuration (every enum's 0 is "default") --------------------------------------------- */
@@ -317,6 +322,8 @@ typedef struct kve_config {
     kve_key_storage key_storage;
     kve_type k_type, v_type;  /* 0 = f32 */
     kve_policy_config policy;
+    int32_t n_threads;        /* OpenMP threads per call: 0 = OpenMP's choice, 1 = never parallel,
+                                 k = at most k. Results are bit-identical whatever it is. */
 } kve_config;
 
 typedef enum kve_layout {
@@ -337,6 +344,8 @@ typedef struct kve_buffers {
 /* The cache. Public so it can live on the stack; treat its fields as private. */
 typedef struct kve_cache {
     uint32_t magic;
+    uint64_t generation;           /* equals *shared_generation unless another copy of this */
+    uint64_t *shared_generation;   /* struct changed the cache since: then it is refused */
     kve_config cfg;                /* resolved */
     int32_t group;                 /* n_heads / n_kv_heads */
     unsigned char *k, *v;
@@ -415,6 +424,42 @@ KVE_API kve_result kve_attend_ex(kve_cache *cache, int32_t layer, const float *q
    not overlapping); q_pos gives their positions (NULL: consecutive, ending at the newest). */
 KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t n_queries, const float *q,
                                const int64_t *q_pos, float *out);
+/* n kve_store calls in one (pos: n increasing positions, NULL: the n after the newest; k, v:
+   [n][n_kv_heads*head_dim]). Every argument is checked before the first token is stored. */
+KVE_API kve_result kve_store_n(kve_cache *cache, int32_t layer, int32_t n, const int64_t *pos,
+                               const float *k, const float *v);
+
+/* ---- your own attention kernel (see "USING YOUR OWN ATTENTION KERNEL") ------------------------ */
+/* records queries ([n_queries][n_heads*head_dim], BEFORE RoPE) as kve_attend/kve_prefill do,
+   without computing attention; q_pos as in kve_prefill (NULL: the newest n_queries positions) */
+KVE_API kve_result kve_observe(kve_cache *cache, int32_t layer, int32_t n_queries, const float *q,
+                               const int64_t *q_pos);
+/* adds softmax weights [n_heads][capacity] (by slot) into the accumulated scores, as kve_attend
+   does (H2O, custom policies with wants_scores; others: KVE_ERROR_WRONG_POLICY). Weights of
+   several queries may be summed first. */
+KVE_API kve_result kve_accumulate(kve_cache *cache, int32_t layer, const float *weights);
+/* where to rotate so that your attention equals kve_attend: *query_pos for the newest query (a
+   query at position p: *query_pos + p - newest), key_pos[slot] for each of the kve_length()
+   slots of (layer, kv_head): the position to rotate the stored key at, or -1 when the buffer
+   already holds it rotated. -1 for the query too with KVE_ROPE_NONE (nothing rotates). */
+KVE_API kve_result kve_attention_positions(const kve_cache *cache, int32_t layer, int32_t kv_head,
+                                           int64_t *query_pos, int64_t *key_pos);
+
+/* ---- sequence life cycle (see "SEQUENCE LIFE CYCLE") ----------------------------------------- */
+/* forgets the tokens at positions [from, to) in every layer (to > from; to beyond the newest
+   removes to the end): storing may resume above the newest kept token */
+KVE_API kve_result kve_remove(kve_cache *cache, int64_t from, int64_t to);
+/* adds delta to the positions in [from, to) in every layer, re-rotating post-RoPE keys; the order
+   of positions must not change (KVE_ERROR_SHIFT_ORDER) */
+KVE_API kve_result kve_shift(kve_cache *cache, int64_t from, int64_t to, int64_t delta);
+/* makes dst (initialised with the same configuration, n_threads aside, and its own buffers) an
+   independent copy of src */
+KVE_API kve_result kve_cache_copy(kve_cache *dst, const kve_cache *src);
+/* saved state: the bookkeeping and the K/V rows in use, in the format described in the manual */
+KVE_API kve_result kve_state_size(const kve_cache *cache, size_t *bytes);
+KVE_API kve_result kve_state_save(const kve_cache *cache, void *buf, size_t bytes, size_t *written);
+/* validates the whole state before writing anything: on any error the cache is unchanged */
+KVE_API kve_result kve_state_load(kve_cache *cache, const void *buf, size_t bytes);
 
 /* ---- eviction ------------------------------------------------------------------------------- */
 KVE_API kve_result kve_compress(kve_cache *cache, int32_t layer); /* prompt compression */
@@ -480,6 +525,7 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #endif
 
 #if defined(_OPENMP) && !defined(KVEVICT_NO_OPENMP)
+#include <omp.h>
 #define KVE__OMP(x) _Pragma(x)
 #else
 #define KVE__OMP(x)
@@ -492,8 +538,10 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 
 #ifdef __cplusplus
 #define KVE__CAST(T, x) reinterpret_cast<T>(x)
+#define KVE__UNCONST(T, x) const_cast<T>(x)
 #else
 #define KVE__CAST(T, x) ((T)(x))
+#define KVE__UNCONST(T, x) ((T)(x))
 #endif
 
 KVE_API const char *kve_result_string(kve_result r)
@@ -509,12 +557,12 @@ KVE_API const char *kve_result_string(kve_result r)
     case KVE_ERROR_SIZE_OVERFLOW: return "a buffer size overflows size_t";
     case KVE_ERROR_MEMORY_TOO_SMALL: return "the bookkeeping memory is smaller than kve_cache_size() reports";
     case KVE_ERROR_MISALIGNED: return "a pointer is not aligned for its element type";
-    case KVE_ERROR_BUFFER_TOO_SMALL: return "the K or V buffer does not hold capacity slots in the given layout";
+    case KVE_ERROR_BUFFER_TOO_SMALL: return "a buffer is too small: K or V for capacity slots in the given layout, or a state buffer for kve_state_size() bytes";
     case KVE_ERROR_OVERLAPPING_STRIDES: return "the strides make two (layer, kv_head, slot) vectors overlap";
     case KVE_ERROR_INDEX_OUT_OF_RANGE: return "a layer, head or slot index is out of range";
     case KVE_ERROR_POSITION: return "position is negative, above KVE_MAX_POSITION, or not after the layer's newest";
     case KVE_ERROR_NOT_FINITE: return "an input vector holds NaN, Inf, or a magnitude above KVE_MAX_ABS_VALUE (1e15)";
-    case KVE_ERROR_CACHE_FULL: return "the layer is full and the policy does not evict (raise capacity or choose an evicting policy)";
+    case KVE_ERROR_CACHE_FULL: return "the layer is full and the policy does not evict: KVE_POLICY_FULL, or SnapKV/PyramidKV/H2O with decode = KVE_DECODE_GROW (SnapKV's and PyramidKV's default); set decode = KVE_DECODE_EVICT or raise capacity";
     case KVE_ERROR_EMPTY: return "attention over a layer that holds no tokens";
     case KVE_ERROR_EVEN_KERNEL: return "the pooling kernel must be odd and >= 1";
     case KVE_ERROR_WINDOW_TOO_LARGE: return "the budget must be larger than the window";
@@ -529,6 +577,11 @@ KVE_API const char *kve_result_string(kve_result r)
     case KVE_ERROR_WRONG_POLICY: return "this call does not apply to the cache's policy";
     case KVE_ERROR_INVALID_TYPE: return "k_type or v_type is q8_0 and head_dim is not a multiple of 32";
     case KVE_ERROR_OUT_OF_TYPE_RANGE: return "a K or V value is too large for its storage type (f16: |x| < 65520, q8_0: |x| < 127 * 65520; for post-RoPE keys, each rotated pair's norm)";
+    case KVE_ERROR_SHIFT_ORDER: return "kve_shift would move positions onto or past kept ones, below 0 or above KVE_MAX_POSITION";
+    case KVE_ERROR_STATE_FORMAT: return "not a kvevict saved state, or one of another format version";
+    case KVE_ERROR_STATE_CONFIG: return "the saved state or source cache has another configuration than this cache";
+    case KVE_ERROR_STATE_CORRUPT: return "the saved state is truncated, corrupted (checksum) or inconsistent; the cache is unchanged";
+    case KVE_ERROR_MOVED_CACHE: return "this kve_cache struct is a stale copy: another copy of it (they share buffers and bookkeeping) has changed the cache since; use kve_cache_copy() for an independent cache";
     }
     return "unknown kve_result";
 }
@@ -888,6 +941,7 @@ KVE_API kve_result kve_config_resolve(const kve_config *in, kve_config *out)
         if (!isfinite(f_last) || !(max_angle < 1e300)) return KVE_ERROR_INVALID_ROPE;
     }
     if (c.key_storage == KVE_KEYS_DEFAULT) c.key_storage = KVE_KEYS_POST_ROPE;
+    if (c.n_threads < 0) return KVE_ERROR_INVALID_PARAMETER;
     if ((int)c.k_type < 0 || c.k_type > KVE_TYPE_Q8_0 || (int)c.v_type < 0 ||
         c.v_type > KVE_TYPE_Q8_0)
         return KVE_ERROR_INVALID_ENUM;
@@ -946,7 +1000,7 @@ KVE_API kve_result kve_buffer_bytes(const kve_config *cfg, kve_layout layout, si
 
 /* One plan feeds both kve_cache_size() and kve_cache_init(), so they cannot disagree. */
 typedef struct kve__plan {
-    size_t limit, budget, pos, len, newest, stored, ring_next, sink_anchor_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
+    size_t generation, limit, budget, pos, len, newest, stored, ring_next, sink_anchor_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
         query_pos, query_count, recent_pos, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
         scratch_f3, scratch_i1, scratch_i2, scratch_u8, total;
     int32_t obs_window, sinks, wants_scores;
@@ -986,6 +1040,7 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     lh = kve__mul(L, Hk, &ok);
     lhc = kve__mul(lh, cap, &ok);
     lhcap = kve__mul(kve__mul(L, H, &ok), cap, &ok);
+    kve__plan_add(&ok, &at, &p->generation, 1, sizeof(uint64_t));
     kve__plan_add(&ok, &at, &p->limit, L, sizeof(int32_t));
     kve__plan_add(&ok, &at, &p->budget, L, sizeof(int32_t));
     kve__plan_add(&ok, &at, &p->pos, lhc, sizeof(int64_t));
@@ -1097,6 +1152,8 @@ static void kve__clear_state(kve_cache *c)
     }
     for (l = 0; l < L * Hk * (size_t)c->cfg.capacity; l++) c->pos[l] = -1;
     for (l = 0; l < (size_t)c->sinks; l++) c->sink_angle_pos[l] = -1;
+    if (c->recent_pos)
+        for (l = 0; l < L * (size_t)c->cfg.policy.window; l++) c->recent_pos[l] = -1;
     if (c->scores)
         memset(c->scores, 0, L * (size_t)c->cfg.n_heads * (size_t)c->cfg.capacity * sizeof(float));
 }
@@ -1209,15 +1266,29 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     }
     for (i = 0; i < (size_t)c.n_layers; i++) cache->budget[i] = kve__layer_budget_of(&c, (int32_t)i);
     kve__clear_state(cache);
+    cache->shared_generation = KVE__CAST(uint64_t *, m + p.generation);
+    *cache->shared_generation = cache->generation = 0;
     cache->magic = KVE__MAGIC;
     return KVE_OK;
 }
 
-static int kve__valid(const kve_cache *c) { return c && c->magic == KVE__MAGIC; }
+/* NULL or never initialised: KVE_ERROR_NULL_ARGUMENT. A struct copy shares the bookkeeping and
+   buffers with its original; moving one is fine, but once a copy has changed the cache, the
+   others are stale: KVE_ERROR_MOVED_CACHE. */
+static kve_result kve__status(const kve_cache *c)
+{
+    if (!c || c->magic != KVE__MAGIC) return KVE_ERROR_NULL_ARGUMENT;
+    return c->generation == *c->shared_generation ? KVE_OK : KVE_ERROR_MOVED_CACHE;
+}
+/* called by every call that changes the cache, after its checks */
+static void kve__changed(kve_cache *c) { c->generation = ++*c->shared_generation; }
+static int kve__valid(const kve_cache *c) { return kve__status(c) == KVE_OK; }
 
 KVE_API kve_result kve_cache_reset(kve_cache *cache)
 {
-    if (!kve__valid(cache)) return KVE_ERROR_NULL_ARGUMENT;
+    kve_result r;
+    if ((r = kve__status(cache)) != KVE_OK) return r;
+    kve__changed(cache);
     kve__clear_state(cache);
     return KVE_OK;
 }
@@ -1321,6 +1392,13 @@ static int32_t *kve__len(const kve_cache *c, int32_t l, int32_t h)
 static float *kve__score_row(const kve_cache *c, int32_t l, int32_t head)
 {
     return c->scores + ((size_t)l * (size_t)c->cfg.n_heads + (size_t)head) * (size_t)c->cfg.capacity;
+}
+
+/* the f32 pre-RoPE copy of sink s of (l, h) (StreamingLLM) */
+static float *kve__sink_key(const kve_cache *c, int32_t l, int32_t h, int32_t s)
+{
+    return c->sink_keys + (((size_t)l * (size_t)c->cfg.n_kv_heads + (size_t)h) * (size_t)c->sinks +
+                           (size_t)s) * (size_t)c->cfg.head_dim;
 }
 
 /* ---- pos-shift -------------------------------------------------------------------------------- */
@@ -1749,6 +1827,27 @@ static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, con
     return lg;
 }
 
+static int kve__work_is_large(const kve_cache *c, int32_t l, int64_t nq)
+{
+    int64_t n = *kve__len(c, l, 0);
+    return c->cfg.n_kv_heads > 1 && n * nq * c->cfg.n_heads * c->cfg.head_dim >= KVE__OMP_MIN_WORK;
+}
+
+/* threads for a parallel loop over KV heads: 1 when the work is small or cfg.n_threads is 1, at
+   most n_threads otherwise (the heads are independent: the result does not depend on it) */
+static int kve__threads(const kve_cache *c, int large)
+{
+#if defined(_OPENMP) && !defined(KVEVICT_NO_OPENMP)
+    int n = omp_get_max_threads();
+    if (!large || c->cfg.n_threads == 1) return 1;
+    if (c->cfg.n_threads > 0 && c->cfg.n_threads < n) n = c->cfg.n_threads;
+    return n;
+#else
+    (void)c; (void)large;
+    return 1;
+#endif
+}
+
 /* decode attention of one query token (all heads) at qpos over layer l */
 static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpos, float *out,
                             const kve_attend_options *opt, const kve__posmap *pm, int parallel)
@@ -1757,8 +1856,9 @@ static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpo
     size_t cap = (size_t)c->cfg.capacity;
     kve__qangles qa;
     kve__query_angles(c, qpos, pm, &qa);
-    (void)parallel;
-    KVE__OMP("omp parallel for schedule(static) if(parallel)")
+    int nt = kve__threads(c, parallel);
+    (void)nt;
+    KVE__OMP("omp parallel for schedule(static) num_threads(nt) if(nt > 1)")
     for (h = 0; h < Hk; h++) {
         int32_t n = *kve__len(c, l, h), g, s;
         const float *w = kve__group_attention(c, l, h, q, qpos, &qa, pm, out, opt && opt->weights);
@@ -1775,16 +1875,12 @@ static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpo
 
 static kve_result kve__check_layer(const kve_cache *c, int32_t layer)
 {
-    if (!kve__valid(c)) return KVE_ERROR_NULL_ARGUMENT;
+    kve_result r;
+    if ((r = kve__status(c)) != KVE_OK) return r;
     if (layer < 0 || layer >= c->cfg.n_layers) return KVE_ERROR_INDEX_OUT_OF_RANGE;
     return KVE_OK;
 }
 
-static int kve__work_is_large(const kve_cache *c, int32_t l, int64_t nq)
-{
-    int64_t n = *kve__len(c, l, 0);
-    return c->cfg.n_kv_heads > 1 && n * nq * c->cfg.n_heads * c->cfg.head_dim >= KVE__OMP_MIN_WORK;
-}
 
 KVE_API kve_result kve_attend_ex(kve_cache *cache, int32_t layer, const float *q, float *out,
                                  const kve_attend_options *opt)
@@ -1801,6 +1897,7 @@ KVE_API kve_result kve_attend_ex(kve_cache *cache, int32_t layer, const float *q
         if (*kve__len(cache, layer, h) == 0) return KVE_ERROR_EMPTY;
     hd = (size_t)cache->cfg.n_heads * (size_t)cache->cfg.head_dim;
     if (!kve__finite(q, hd)) return KVE_ERROR_NOT_FINITE;
+    kve__changed(cache);
     kve__record_query(cache, layer, q, cache->newest[layer]);
     pm = kve__make_posmap(cache, layer);
     kve__attend_one(cache, layer, q, cache->newest[layer], out, opt, &pm,
@@ -1814,23 +1911,21 @@ KVE_API kve_result kve_attend(kve_cache *cache, int32_t layer, const float *q, f
     return kve_attend_ex(cache, layer, q, out, NULL);
 }
 
-KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, const float *q,
-                               const int64_t *q_pos, float *out)
+/* the checks kve_prefill and kve_observe share: a layer with tokens, nq queries at stored
+   positions, finite */
+static kve_result kve__check_queries(const kve_cache *c, int32_t layer, int32_t nq, const float *q,
+                                     const int64_t *q_pos)
 {
     kve_result r;
-    int32_t h, i, Hk, d;
-    size_t hd;
+    int32_t h, i;
     int64_t newest;
-    kve__posmap pm;
-    if ((r = kve__check_layer(cache, layer)) != KVE_OK) return r;
-    if (!q || !out) return KVE_ERROR_NULL_ARGUMENT;
-    Hk = cache->cfg.n_kv_heads; d = cache->cfg.head_dim;
-    for (h = 0; h < Hk; h++)
-        if (*kve__len(cache, layer, h) == 0) return KVE_ERROR_EMPTY;
-    if (nq <= 0 || (int64_t)nq > cache->stored[layer] || nq > cache->cfg.capacity)
+    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
+    if (!q) return KVE_ERROR_NULL_ARGUMENT;
+    for (h = 0; h < c->cfg.n_kv_heads; h++)
+        if (*kve__len(c, layer, h) == 0) return KVE_ERROR_EMPTY;
+    if (nq <= 0 || (int64_t)nq > c->stored[layer] || nq > c->cfg.capacity)
         return KVE_ERROR_INVALID_COUNT;
-    hd = (size_t)cache->cfg.n_heads * (size_t)d;
-    newest = cache->newest[layer];
+    newest = c->newest[layer];
     if (q_pos) {
         for (i = 0; i < nq; i++)
             if (q_pos[i] < 0 || q_pos[i] > newest || (i > 0 && q_pos[i] <= q_pos[i - 1]))
@@ -1838,12 +1933,101 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
     } else if (newest - nq + 1 < 0) {
         return KVE_ERROR_POSITION;
     }
-    if (!kve__finite(q, hd * (size_t)nq)) return KVE_ERROR_NOT_FINITE;
+    if (!kve__finite(q, (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim * (size_t)nq))
+        return KVE_ERROR_NOT_FINITE;
+    return KVE_OK;
+}
+
+/* records the last obs_window of nq queries and marks the layer attended (kept within budget) */
+static void kve__observe(kve_cache *c, int32_t layer, int32_t nq, const float *q,
+                         const int64_t *q_pos)
+{
+    size_t hd = (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim;
+    int64_t newest = c->newest[layer];
+    int32_t i;
+    kve__changed(c);
+    for (i = nq > c->obs_window ? nq - c->obs_window : 0; i < nq; i++)
+        kve__record_query(c, layer, q + (size_t)i * hd, q_pos ? q_pos[i] : newest - nq + 1 + i);
+    c->limit[layer] = c->budget[layer];
+}
+
+KVE_API kve_result kve_observe(kve_cache *c, int32_t layer, int32_t nq, const float *q,
+                               const int64_t *q_pos)
+{
+    kve_result r;
+    if ((r = kve__check_queries(c, layer, nq, q, q_pos)) != KVE_OK) return r;
+    kve__observe(c, layer, nq, q, q_pos);
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_accumulate(kve_cache *c, int32_t layer, const float *weights)
+{
+    kve_result r;
+    int32_t H, G, hq, s;
+    size_t cap;
+    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
+    if (!weights) return KVE_ERROR_NULL_ARGUMENT;
+    if (!c->scores) return KVE_ERROR_WRONG_POLICY;
+    H = c->cfg.n_heads; G = c->group; cap = (size_t)c->cfg.capacity;
+    for (hq = 0; hq < H; hq++)
+        if (!kve__finite(weights + (size_t)hq * cap, (size_t)*kve__len(c, layer, hq / G)))
+            return KVE_ERROR_NOT_FINITE;
+    kve__changed(c);
+    for (hq = 0; hq < H; hq++) {
+        int32_t n = *kve__len(c, layer, hq / G);
+        float *acc = kve__score_row(c, layer, hq);
+        const float *w = weights + (size_t)hq * cap;
+        for (s = 0; s < n; s++) acc[s] += w[s];
+    }
+    c->limit[layer] = c->budget[layer];
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_attention_positions(const kve_cache *c, int32_t layer, int32_t h,
+                                           int64_t *query_pos, int64_t *key_pos)
+{
+    kve_result r;
+    int32_t n, s;
+    const int64_t *pos;
+    kve__posmap pm;
+    int pre;
+    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
+    if (!query_pos || !key_pos) return KVE_ERROR_NULL_ARGUMENT;
+    if (h < 0 || h >= c->cfg.n_kv_heads) return KVE_ERROR_INDEX_OUT_OF_RANGE;
+    n = *kve__len(c, layer, h);
+    pos = kve__pos(c, layer, h);
+    pm = kve__make_posmap(c, layer);
+    pre = c->cfg.key_storage == KVE_KEYS_PRE_ROPE;
+    if (c->cfg.rope_layout == KVE_ROPE_NONE) {
+        *query_pos = -1;
+        for (s = 0; s < n; s++) key_pos[s] = -1;
+        return KVE_OK;
+    }
+    /* as kve__query_angles and kve__logits_range rotate */
+    *query_pos = pre ? c->newest[layer] - pm.base : c->newest[layer];
+    for (s = 0; s < n; s++)
+        key_pos[s] = !pre ? -1 : s < pm.sinks ? (int64_t)s : pos[s] - pm.base;
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, const float *q,
+                               const int64_t *q_pos, float *out)
+{
+    kve_result r;
+    int32_t h, Hk, d;
+    size_t hd;
+    int64_t newest;
+    kve__posmap pm;
+    if ((r = kve__check_queries(cache, layer, nq, q, q_pos)) != KVE_OK) return r;
+    if (!out) return KVE_ERROR_NULL_ARGUMENT;
+    Hk = cache->cfg.n_kv_heads; d = cache->cfg.head_dim;
+    hd = (size_t)cache->cfg.n_heads * (size_t)d;
+    newest = cache->newest[layer];
     pm = kve__make_posmap(cache, layer);
     {
-        int parallel = kve__work_is_large(cache, layer, nq);
-        (void)parallel;
-        KVE__OMP("omp parallel for schedule(static) if(parallel)")
+        int nt = kve__threads(cache, kve__work_is_large(cache, layer, nq));
+        (void)nt;
+        KVE__OMP("omp parallel for schedule(static) num_threads(nt) if(nt > 1)")
         for (h = 0; h < Hk; h++) {
             int32_t j;
             kve__qangles qa;
@@ -1855,10 +2039,7 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
             }
         }
     }
-    for (i = nq > cache->obs_window ? nq - cache->obs_window : 0; i < nq; i++)
-        kve__record_query(cache, layer, q + (size_t)i * hd,
-                          q_pos ? q_pos[i] : newest - nq + 1 + i);
-    cache->limit[layer] = cache->budget[layer];
+    kve__observe(cache, layer, nq, q, q_pos);
     return KVE_OK;
 }
 
@@ -1883,10 +2064,7 @@ static void kve__update_sinks(kve_cache *c, int32_t l)
         }
         for (h = 0; h < c->cfg.n_kv_heads; h++) {
             float kr[KVE_MAX_HEAD_DIM];
-            const float *pre = c->sink_keys +
-                               (((size_t)l * (size_t)c->cfg.n_kv_heads + (size_t)h) * (size_t)S +
-                                (size_t)s) * (size_t)d;
-            memcpy(kr, pre, (size_t)d * sizeof(float));
+            memcpy(kr, kve__sink_key(c, l, h, s), (size_t)d * sizeof(float));
             kve__rotate_cs(&c->cfg, kr, cs, sn);
             kve__encode(c->cfg.k_type, kr, d, kve__kptr(c, l, h, s));
         }
@@ -1894,17 +2072,10 @@ static void kve__update_sinks(kve_cache *c, int32_t l)
     c->sink_anchor_done[l] = anchor;
 }
 
-KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const float *k,
-                             const float *v, int32_t *slots)
+/* checks one token's k and v (n_kv_heads*head_dim each) for kve_store */
+static kve_result kve__check_token(const kve_cache *c, const float *k, const float *v)
 {
-    kve_result r;
-    int32_t Hk, d, G, h, g, need_room = 0;
-    int32_t write_slot[KVE_MAX_HEADS];
-    float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2];
-    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
-    if (!k || !v) return KVE_ERROR_NULL_ARGUMENT;
-    Hk = c->cfg.n_kv_heads; d = c->cfg.head_dim; G = c->group;
-    if (pos < 0 || pos > KVE_MAX_POSITION || pos <= c->newest[layer]) return KVE_ERROR_POSITION;
+    int32_t Hk = c->cfg.n_kv_heads, d = c->cfg.head_dim, h;
     if (!kve__finite(k, (size_t)Hk * (size_t)d) || !kve__finite(v, (size_t)Hk * (size_t)d))
         return KVE_ERROR_NOT_FINITE;
     if (c->cfg.k_type == KVE_TYPE_F16 || c->cfg.k_type == KVE_TYPE_Q8_0 ||
@@ -1919,6 +2090,17 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
                 return KVE_ERROR_OUT_OF_TYPE_RANGE;
         }
     }
+    return KVE_OK;
+}
+
+/* stores a checked token: make room if the policy's limit is reached, then write every head */
+static kve_result kve__store_one(kve_cache *c, int32_t layer, int64_t pos, const float *k,
+                                 const float *v, int32_t *slots)
+{
+    kve_result r;
+    int32_t Hk = c->cfg.n_kv_heads, d = c->cfg.head_dim, G = c->group, h, g, need_room = 0;
+    int32_t write_slot[KVE_MAX_HEADS];
+    float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2];
     for (h = 0; h < Hk; h++) {
         write_slot[h] = -1;
         if (*kve__len(c, layer, h) >= c->limit[layer]) need_room = 1;
@@ -1932,6 +2114,7 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
                 return KVE_ERROR_POLICY_FAILED;
         }
     }
+    kve__changed(c); /* after make_room: a failed store leaves the cache as it was */
     if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__angles(&c->cfg, c->freq, pos, cs, sn);
     for (h = 0; h < Hk; h++) {
         int32_t *n = kve__len(c, layer, h);
@@ -1942,10 +2125,8 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
         kve__pos(c, layer, h)[s] = pos;
         if (c->scores)
             for (g = 0; g < G; g++) kve__score_row(c, layer, h * G + g)[s] = 0.0f;
-        if (s < c->sinks && c->stored[layer] < c->sinks) /* the pre-RoPE copy stays f32 */
-            memcpy(c->sink_keys + (((size_t)layer * (size_t)Hk + (size_t)h) * (size_t)c->sinks +
-                                  (size_t)s) * (size_t)d,
-                   kin, (size_t)d * sizeof(float));
+        if (s < c->sinks) /* a sink's pre-RoPE copy stays f32 (slots below sinks hold only sinks) */
+            memcpy(kve__sink_key(c, layer, h, s), kin, (size_t)d * sizeof(float));
         if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) {
             memcpy(kr, kin, (size_t)d * sizeof(float));
             kve__rotate_cs(&c->cfg, kr, cs, sn);
@@ -1961,6 +2142,47 @@ KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const flo
     c->newest[layer] = pos;
     c->stored[layer]++;
     kve__update_sinks(c, layer);
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_store(kve_cache *c, int32_t layer, int64_t pos, const float *k,
+                             const float *v, int32_t *slots)
+{
+    kve_result r;
+    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
+    if (!k || !v) return KVE_ERROR_NULL_ARGUMENT;
+    if (pos < 0 || pos > KVE_MAX_POSITION || pos <= c->newest[layer]) return KVE_ERROR_POSITION;
+    if ((r = kve__check_token(c, k, v)) != KVE_OK) return r;
+    return kve__store_one(c, layer, pos, k, v, slots);
+}
+
+KVE_API kve_result kve_store_n(kve_cache *c, int32_t layer, int32_t n, const int64_t *pos,
+                               const float *k, const float *v)
+{
+    kve_result r;
+    int32_t i;
+    size_t kvd;
+    int64_t prev;
+    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
+    if (!k || !v) return KVE_ERROR_NULL_ARGUMENT;
+    if (n <= 0) return KVE_ERROR_INVALID_COUNT;
+    kvd = (size_t)c->cfg.n_kv_heads * (size_t)c->cfg.head_dim;
+    prev = c->newest[layer];
+    for (i = 0; i < n; i++) { /* everything checked before the first token is stored */
+        int64_t p = pos ? pos[i] : prev + 1;
+        if (p < 0 || p > KVE_MAX_POSITION || p <= prev) return KVE_ERROR_POSITION;
+        if ((r = kve__check_token(c, k + (size_t)i * kvd, v + (size_t)i * kvd)) != KVE_OK)
+            return r;
+        prev = p;
+    }
+    prev = c->newest[layer];
+    for (i = 0; i < n; i++) {
+        int64_t p = pos ? pos[i] : prev + 1;
+        if ((r = kve__store_one(c, layer, p, k + (size_t)i * kvd, v + (size_t)i * kvd, NULL)) !=
+            KVE_OK)
+            return r; /* an eviction failed: the tokens before it are stored */
+        prev = p;
+    }
     return KVE_OK;
 }
 
@@ -2047,6 +2269,7 @@ KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsi
     if (h < 0 || h >= c->cfg.n_kv_heads) return KVE_ERROR_INDEX_OUT_OF_RANGE;
     /* StreamingLLM's slots are a fixed layout (sinks, then a ring) that compaction would break */
     if (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM) return KVE_ERROR_WRONG_POLICY;
+    kve__changed(c);
     n = *kve__len(c, l, h);
     pos = kve__pos(c, l, h);
     G = c->group;
@@ -2071,12 +2294,11 @@ KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsi
     return KVE_OK;
 }
 
-/* slots of (l, h) sorted by position (ascending) into order; usually already sorted */
-static void kve__order_by_position(const kve_cache *c, int32_t l, int32_t h, int32_t *order,
-                                   int32_t *tmp)
+/* indices of n distinct positions sorted by position (ascending) into order; usually already
+   sorted */
+static void kve__order_positions(const int64_t *pos, int32_t n, int32_t *order, int32_t *tmp)
 {
-    int32_t n = *kve__len(c, l, h), i, sorted = 1, width;
-    const int64_t *pos = kve__pos(c, l, h);
+    int32_t i, sorted = 1, width;
     for (i = 0; i < n; i++) order[i] = i;
     for (i = 1; i < n; i++)
         if (pos[i] < pos[i - 1]) sorted = 0;
@@ -2094,6 +2316,13 @@ static void kve__order_by_position(const kve_cache *c, int32_t l, int32_t h, int
         }
         memcpy(order, tmp, (size_t)n * sizeof(int32_t));
     }
+}
+
+/* slots of (l, h) sorted by position into order */
+static void kve__order_by_position(const kve_cache *c, int32_t l, int32_t h, int32_t *order,
+                                   int32_t *tmp)
+{
+    kve__order_positions(kve__pos(c, l, h), *kve__len(c, l, h), order, tmp);
 }
 
 /* per query head sums of window softmax weights into rows (G x cap), then reduced into out */
@@ -2257,9 +2486,9 @@ static kve_result kve__shrink_heads(kve_cache *c, int32_t l, const int32_t *targ
     const kve_policy_config *p = &c->cfg.policy;
     int32_t h, Hk = c->cfg.n_kv_heads;
     kve_result r = KVE_OK;
-    int parallel = kve__work_is_large(c, l, p->window);
-    (void)parallel;
-    KVE__OMP("omp parallel for schedule(static) if(parallel)")
+    int nt = kve__threads(c, kve__work_is_large(c, l, p->window));
+    (void)nt;
+    KVE__OMP("omp parallel for schedule(static) num_threads(nt) if(nt > 1)")
     for (h = 0; h < Hk; h++) {
         kve_result rh;
         if (target[h] < 0) continue;
@@ -2386,6 +2615,7 @@ KVE_API kve_result kve_compress(kve_cache *c, int32_t layer)
     if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
     if (c->vtable->compress && (r = c->vtable->compress(c, layer, c->vtable_user)) != KVE_OK)
         return r;
+    kve__changed(c);
     c->limit[layer] = c->budget[layer]; /* a compressed layer keeps its budget */
     return KVE_OK;
 }
@@ -2394,9 +2624,676 @@ KVE_API kve_result kve_compress_all(kve_cache *c)
 {
     int32_t l;
     kve_result r;
-    if (!kve__valid(c)) return KVE_ERROR_NULL_ARGUMENT;
+    if (kve__status(c) != KVE_OK) return kve__status(c);
     for (l = 0; l < c->cfg.n_layers; l++)
         if ((r = kve_compress(c, l)) != KVE_OK) return r;
+    return KVE_OK;
+}
+
+/* ---- sequence life cycle ---------------------------------------------------------------------- */
+/* StreamingLLM post-RoPE pos-shift keeps f32 pre-RoPE copies of the sink keys */
+static int kve__keeps_sink_copies(const kve_cache *c)
+{
+    return kve__pos_shift(c) && c->cfg.key_storage == KVE_KEYS_POST_ROPE && c->sinks > 0;
+}
+
+/* moves slot src of (l, h) to slot dst: vectors, position, scores and sink copy */
+static void kve__move_slot(kve_cache *c, int32_t l, int32_t h, int32_t dst, int32_t src)
+{
+    int32_t G = c->group, d = c->cfg.head_dim, g;
+    int64_t *pos = kve__pos(c, l, h);
+    memcpy(kve__kptr(c, l, h, dst), kve__kptr(c, l, h, src), c->k_row);
+    memcpy(kve__vptr(c, l, h, dst), kve__vptr(c, l, h, src), c->v_row);
+    pos[dst] = pos[src];
+    if (c->scores)
+        for (g = 0; g < G; g++) {
+            float *row = kve__score_row(c, l, h * G + g);
+            row[dst] = row[src];
+        }
+    if (dst < c->sinks) {
+        float *copy = kve__sink_key(c, l, h, dst);
+        if (src < c->sinks) {
+            memcpy(copy, kve__sink_key(c, l, h, src), (size_t)d * sizeof(float));
+        } else { /* a recent token becomes a sink: its pre-RoPE key, rotated back */
+            kve__decode(c->cfg.k_type, kve__kptr(c, l, h, dst), d, copy);
+            if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__rotate(&c->cfg, c->freq, copy, -pos[dst]);
+        }
+    }
+}
+
+/* reverses slots [lo, hi) of (l, h): vectors and positions (StreamingLLM's ring, no scores) */
+static void kve__reverse_slots(kve_cache *c, int32_t l, int32_t h, int32_t lo, int32_t hi)
+{
+    unsigned char t[KVE_MAX_HEAD_DIM * sizeof(float)];
+    int64_t *pos = kve__pos(c, l, h), tp;
+    for (hi--; lo < hi; lo++, hi--) {
+        memcpy(t, kve__kptr(c, l, h, lo), c->k_row);
+        memcpy(kve__kptr(c, l, h, lo), kve__kptr(c, l, h, hi), c->k_row);
+        memcpy(kve__kptr(c, l, h, hi), t, c->k_row);
+        memcpy(t, kve__vptr(c, l, h, lo), c->v_row);
+        memcpy(kve__vptr(c, l, h, lo), kve__vptr(c, l, h, hi), c->v_row);
+        memcpy(kve__vptr(c, l, h, hi), t, c->v_row);
+        tp = pos[lo]; pos[lo] = pos[hi]; pos[hi] = tp;
+    }
+}
+
+static float *kve__query_row(const kve_cache *c, int32_t l, size_t at)
+{
+    return c->queries + ((size_t)l * (size_t)c->obs_window + at) * (size_t)c->cfg.n_heads *
+                            (size_t)c->cfg.head_dim;
+}
+
+/* reverses recorded queries [lo, hi) of layer l (scratch_q holds one query) */
+static void kve__reverse_queries(kve_cache *c, int32_t l, size_t lo, size_t hi)
+{
+    size_t bytes = (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim * sizeof(float);
+    int64_t *qp = c->query_pos + (size_t)l * (size_t)c->obs_window, tp;
+    for (hi--; lo < hi && hi != (size_t)-1; lo++, hi--) {
+        memcpy(c->scratch_q, kve__query_row(c, l, lo), bytes);
+        memcpy(kve__query_row(c, l, lo), kve__query_row(c, l, hi), bytes);
+        memcpy(kve__query_row(c, l, hi), c->scratch_q, bytes);
+        tp = qp[lo]; qp[lo] = qp[hi]; qp[hi] = tp;
+    }
+}
+
+/* recorded queries of layer l in time order at indices 0 .. count-1 (undoing the ring's wrap) */
+static int32_t kve__unwrap_queries(kve_cache *c, int32_t l)
+{
+    size_t w = (size_t)c->obs_window, start;
+    if (w == 0) return 0;
+    if (c->query_count[l] <= (int64_t)w) return (int32_t)c->query_count[l];
+    start = (size_t)(c->query_count[l] % (int64_t)w);
+    if (start > 0) { /* rotate left by start: three reversals */
+        kve__reverse_queries(c, l, 0, start);
+        kve__reverse_queries(c, l, start, w);
+        kve__reverse_queries(c, l, 0, w);
+    }
+    c->query_count[l] = (int64_t)w;
+    return (int32_t)w;
+}
+
+/* drops the recorded queries at positions [from, to) */
+static void kve__drop_queries(kve_cache *c, int32_t l, int64_t from, int64_t to)
+{
+    size_t bytes = (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim * sizeof(float);
+    int64_t *qp = c->query_pos + (size_t)l * (size_t)c->obs_window;
+    int32_t n, i, kept = 0, hit = 0;
+    n = c->query_count[l] < c->obs_window ? (int32_t)c->query_count[l] : c->obs_window;
+    for (i = 0; i < n; i++) hit |= qp[i] >= from && qp[i] < to; /* any order: just a test */
+    if (!hit) return;
+    n = kve__unwrap_queries(c, l);
+    for (i = 0; i < n; i++) {
+        if (qp[i] >= from && qp[i] < to) continue;
+        if (kept != i) {
+            memcpy(kve__query_row(c, l, (size_t)kept), kve__query_row(c, l, (size_t)i), bytes);
+            qp[kept] = qp[i];
+        }
+        kept++;
+    }
+    c->query_count[l] = kept;
+}
+
+/* newest position held in layer l (-1 if none) */
+static int64_t kve__max_position(const kve_cache *c, int32_t l)
+{
+    int64_t m = -1;
+    int32_t h, s;
+    for (h = 0; h < c->cfg.n_kv_heads; h++) {
+        const int64_t *pos = kve__pos(c, l, h);
+        for (s = 0; s < *kve__len(c, l, h); s++) m = pos[s] > m ? pos[s] : m;
+    }
+    return m;
+}
+
+/* H2O's ring of recently stored positions, rebuilt from the newest tokens kept (they are never
+   evicted while recent, so they are every head's newest) */
+static void kve__rebuild_recent(kve_cache *c, int32_t l)
+{
+    size_t w = (size_t)c->cfg.policy.window, i;
+    int32_t n = *kve__len(c, l, 0), *order = c->scratch_i1, *tmp = c->scratch_i2;
+    const int64_t *pos = kve__pos(c, l, 0);
+    int64_t *ring = c->recent_pos + (size_t)l * w;
+    kve__order_by_position(c, l, 0, order, tmp);
+    for (i = 0; i < w; i++) ring[i] = -1;
+    for (i = 0; i < w && i < (size_t)n; i++)
+        ring[(size_t)((c->stored[l] - 1 - (int64_t)i) % (int64_t)w)] = pos[order[(size_t)n - 1 - i]];
+}
+
+static void kve__remove_layer(kve_cache *c, int32_t l, int64_t from, int64_t to)
+{
+    int32_t Hk = c->cfg.n_kv_heads, S = c->sinks, h, s, fewest = INT32_MAX, any = 0;
+    int streaming = c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM;
+    if (c->obs_window > 0) kve__drop_queries(c, l, from, to);
+    for (h = 0; h < Hk; h++) {
+        const int64_t *pos = kve__pos(c, l, h);
+        for (s = 0; s < *kve__len(c, l, h); s++) any |= pos[s] >= from && pos[s] < to;
+    }
+    if (!any) return; /* nothing moves: the layer stays bit for bit as it was */
+    for (h = 0; h < Hk; h++) {
+        int32_t *len = kve__len(c, l, h), n = *len, kept = 0, next = c->ring_next[l];
+        int64_t *pos = kve__pos(c, l, h);
+        /* a wrapped ring: its tokens back in time order from slot S, the oldest first */
+        if (streaming && c->stored[l] > (int64_t)n && n > S && next > S) {
+            kve__reverse_slots(c, l, h, S, next);
+            kve__reverse_slots(c, l, h, next, n);
+            kve__reverse_slots(c, l, h, S, n);
+        }
+        /* stable compaction: the kept tokens keep their order, so storing again gives the same
+           slots as a sequence that never held the removed ones */
+        for (s = 0; s < n; s++) {
+            if (pos[s] >= from && pos[s] < to) continue;
+            if (kept != s) kve__move_slot(c, l, h, kept, s);
+            kept++;
+        }
+        for (s = kept; s < n; s++) pos[s] = -1;
+        *len = kept;
+        if (n - kept < fewest) fewest = n - kept;
+    }
+    if (streaming) c->ring_next[l] = S;
+    c->stored[l] -= fewest; /* never below a head's length */
+    c->newest[l] = kve__max_position(c, l);
+    if (c->recent_pos) kve__rebuild_recent(c, l);
+    c->sink_anchor_done[l] = -2; /* the sinks are re-rotated for their new neighbours */
+    kve__update_sinks(c, l);
+}
+
+KVE_API kve_result kve_remove(kve_cache *c, int64_t from, int64_t to)
+{
+    kve_result r;
+    int32_t l;
+    if ((r = kve__status(c)) != KVE_OK) return r;
+    if (from < 0 || to <= from) return KVE_ERROR_POSITION;
+    kve__changed(c);
+    for (l = 0; l < c->cfg.n_layers; l++) kve__remove_layer(c, l, from, to);
+    return KVE_OK;
+}
+
+/* would adding delta to the positions in [from, to) keep layer l's positions in order? Tokens and
+   recorded queries count; the moved ones must stay in 0 .. KVE_MAX_POSITION. */
+static kve_result kve__check_shift(const kve_cache *c, int32_t l, int64_t from, int64_t to,
+                                   int64_t delta)
+{
+    int64_t lo = INT64_MAX, hi = -1, below = -1, above = INT64_MAX;
+    const int64_t *qp = c->query_pos + (size_t)l * (size_t)c->obs_window;
+    int32_t h, s, nq, i;
+    for (h = 0; h <= c->cfg.n_kv_heads; h++) {
+        const int64_t *pos = h < c->cfg.n_kv_heads ? kve__pos(c, l, h) : qp;
+        int32_t n = h < c->cfg.n_kv_heads ? *kve__len(c, l, h) : 0;
+        if (h == c->cfg.n_kv_heads) {
+            nq = c->query_count[l] < c->obs_window ? (int32_t)c->query_count[l] : c->obs_window;
+            n = nq;
+        }
+        for (i = 0; i < n; i++) {
+            int64_t p = pos[i];
+            if (p >= from && p < to) {
+                lo = p < lo ? p : lo;
+                hi = p > hi ? p : hi;
+            } else if (p < from) {
+                below = p > below ? p : below;
+            } else {
+                above = p < above ? p : above;
+            }
+        }
+    }
+    (void)s;
+    if (hi < 0) return KVE_OK;
+    if (lo + delta < 0 || hi > KVE_MAX_POSITION - delta) return KVE_ERROR_SHIFT_ORDER;
+    if (delta < 0 && below >= lo + delta) return KVE_ERROR_SHIFT_ORDER;
+    if (delta > 0 && above <= hi + delta) return KVE_ERROR_SHIFT_ORDER;
+    return KVE_OK;
+}
+
+/* post-RoPE keys re-rotated in the buffer; the sinks of pos-shift are rotated from their copies */
+static int kve__rerotates(const kve_cache *c, int32_t slot)
+{
+    return c->cfg.key_storage == KVE_KEYS_POST_ROPE && c->cfg.rope_layout != KVE_ROPE_NONE &&
+           !(slot < c->sinks && kve__keeps_sink_copies(c));
+}
+
+KVE_API kve_result kve_shift(kve_cache *c, int64_t from, int64_t to, int64_t delta)
+{
+    kve_result r;
+    int32_t l, h, s, d, i, nq;
+    float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2], x[KVE_MAX_HEAD_DIM];
+    if ((r = kve__status(c)) != KVE_OK) return r;
+    if (from < 0 || to <= from) return KVE_ERROR_POSITION;
+    if (delta < -KVE_MAX_POSITION || delta > KVE_MAX_POSITION) return KVE_ERROR_SHIFT_ORDER;
+    if (delta == 0) return KVE_OK;
+    d = c->cfg.head_dim;
+    for (l = 0; l < c->cfg.n_layers; l++)
+        if ((r = kve__check_shift(c, l, from, to, delta)) != KVE_OK) return r;
+    if (c->cfg.k_type == KVE_TYPE_F16 || c->cfg.k_type == KVE_TYPE_Q8_0) {
+        /* a re-rotated key must still fit its type (rounding may have grown a pair's norm) */
+        for (l = 0; l < c->cfg.n_layers; l++)
+            for (h = 0; h < c->cfg.n_kv_heads; h++)
+                for (s = 0; s < *kve__len(c, l, h); s++) {
+                    int64_t p = kve__pos(c, l, h)[s];
+                    if (p < from || p >= to || !kve__rerotates(c, s)) continue;
+                    kve__decode(c->cfg.k_type, kve__kptr(c, l, h, s), d, x);
+                    if (!kve__fits(c->cfg.k_type, kve__max_magnitude(&c->cfg, x, d, c->cfg.rope_dims)))
+                        return KVE_ERROR_OUT_OF_TYPE_RANGE;
+                }
+    }
+    kve__changed(c);
+    kve__angles(&c->cfg, c->freq, delta, cs, sn); /* R(p + delta) = R(delta) R(p) */
+    for (l = 0; l < c->cfg.n_layers; l++) {
+        int64_t *qp = c->query_pos + (size_t)l * (size_t)c->obs_window;
+        int moved = 0;
+        for (h = 0; h < c->cfg.n_kv_heads; h++) {
+            int64_t *pos = kve__pos(c, l, h);
+            for (s = 0; s < *kve__len(c, l, h); s++) {
+                if (pos[s] < from || pos[s] >= to) continue;
+                pos[s] += delta;
+                moved = 1;
+                if (!kve__rerotates(c, s)) continue;
+                kve__decode(c->cfg.k_type, kve__kptr(c, l, h, s), d, x);
+                kve__rotate_cs(&c->cfg, x, cs, sn);
+                kve__encode(c->cfg.k_type, x, d, kve__kptr(c, l, h, s));
+            }
+        }
+        nq = c->query_count[l] < c->obs_window ? (int32_t)c->query_count[l] : c->obs_window;
+        for (i = 0; i < nq; i++)
+            if (qp[i] >= from && qp[i] < to) qp[i] += delta;
+        if (c->recent_pos)
+            for (i = 0; i < c->cfg.policy.window; i++) {
+                int64_t *p = c->recent_pos + (size_t)l * (size_t)c->cfg.policy.window + (size_t)i;
+                if (*p >= from && *p < to) *p += delta;
+            }
+        if (!moved) continue;
+        c->newest[l] = kve__max_position(c, l);
+        c->sink_anchor_done[l] = -2;
+        kve__update_sinks(c, l);
+    }
+    return KVE_OK;
+}
+
+/* resolved configurations that give the same bookkeeping and meaning (n_threads and the custom
+   policy's user pointer may differ) */
+static int kve__same_config(const kve_config *a, const kve_config *b)
+{
+    const kve_policy_config *p = &a->policy, *q = &b->policy;
+    return a->n_layers == b->n_layers && a->n_heads == b->n_heads &&
+           a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim &&
+           a->capacity == b->capacity && a->rope_layout == b->rope_layout &&
+           a->rope_theta == b->rope_theta && a->rope_dims == b->rope_dims &&
+           a->rope_linear_factor == b->rope_linear_factor && a->key_storage == b->key_storage &&
+           a->k_type == b->k_type && a->v_type == b->v_type && p->kind == q->kind &&
+           p->budget == q->budget && p->window == q->window && p->kernel == q->kernel &&
+           p->pooling == q->pooling && p->gqa == q->gqa && p->beta == q->beta &&
+           p->sinks == q->sinks && p->pos_shift == q->pos_shift && p->decode == q->decode &&
+           p->evict_batch == q->evict_batch && p->custom == q->custom;
+}
+
+static int kve__regions_overlap(const void *a, size_t an, const void *b, size_t bn)
+{
+    uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return a0 < kve__region_end(b0, bn, 1) && b0 < kve__region_end(a0, an, 1);
+}
+
+KVE_API kve_result kve_cache_copy(kve_cache *dst, const kve_cache *src)
+{
+    kve_result r;
+    int32_t l, h, s;
+    size_t state;
+    if ((r = kve__status(dst)) != KVE_OK || (r = kve__status(src)) != KVE_OK) return r;
+    if (dst == src) return KVE_OK;
+    if (!kve__same_config(&dst->cfg, &src->cfg)) return KVE_ERROR_STATE_CONFIG;
+    /* the bookkeeping from `limit` up to the scratch: one block, laid out alike by the same plan */
+    state = (size_t)(KVE__CAST(const unsigned char *, src->scratch_q) -
+                     KVE__CAST(const unsigned char *, src->limit));
+    if (kve__regions_overlap(dst->k, dst->k_bytes, src->k, src->k_bytes) ||
+        kve__regions_overlap(dst->k, dst->k_bytes, src->v, src->v_bytes) ||
+        kve__regions_overlap(dst->v, dst->v_bytes, src->k, src->k_bytes) ||
+        kve__regions_overlap(dst->v, dst->v_bytes, src->v, src->v_bytes) ||
+        kve__regions_overlap(dst->limit, state, src->limit, state))
+        return KVE_ERROR_OVERLAPPING_BUFFERS;
+    kve__changed(dst);
+    for (l = 0; l < src->cfg.n_layers; l++) /* the layouts may differ: row by row */
+        for (h = 0; h < src->cfg.n_kv_heads; h++)
+            for (s = 0; s < *kve__len(src, l, h); s++) {
+                memcpy(kve__kptr(dst, l, h, s), kve__kptr(src, l, h, s), src->k_row);
+                memcpy(kve__vptr(dst, l, h, s), kve__vptr(src, l, h, s), src->v_row);
+            }
+    memcpy(dst->limit, src->limit, state);
+    return KVE_OK;
+}
+
+/* ---- saved state ------------------------------------------------------------------------------ */
+/* One walk over the state describes the format for all four uses: counting its bytes, saving,
+   checking a blob (reading only) and loading a checked blob. Every integer and float is little-
+   endian; K/V rows are stored at their type, each element little-endian. */
+#define KVE__STATE_VERSION 1u
+#define KVE__STATE_HEADER 24 /* magic (8), version (4), reserved (4), total bytes (8) */
+
+typedef enum kve__io_mode { KVE__IO_SIZE, KVE__IO_SAVE, KVE__IO_CHECK, KVE__IO_LOAD } kve__io_mode;
+
+typedef struct kve__io {
+    kve__io_mode mode;
+    unsigned char *out;        /* SAVE */
+    const unsigned char *in;   /* CHECK, LOAD */
+    size_t at, size;
+    int bad, other_config;     /* CHECK: inconsistent or truncated; another configuration */
+} kve__io;
+
+static const unsigned char kve__state_magic[8] = {'K', 'V', 'E', 'V', 'I', 'C', 'T', 'S'};
+
+static int kve__little_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* n bytes at the cursor: written from p (SAVE), read into p (CHECK, LOAD) */
+static void kve__io_bytes(kve__io *io, void *p, size_t n)
+{
+    if (io->bad || n > io->size - io->at) {
+        io->bad = 1;
+        return;
+    }
+    if (io->mode == KVE__IO_SAVE) memcpy(io->out + io->at, p, n);
+    else if (io->mode != KVE__IO_SIZE) memcpy(p, io->in + io->at, n);
+    io->at += n;
+}
+
+/* a little-endian integer of `bytes` bytes: v is written, or the value read is returned */
+static uint64_t kve__io_uint(kve__io *io, uint64_t v, int bytes)
+{
+    unsigned char b[8];
+    int i;
+    for (i = 0; i < bytes; i++) b[i] = (unsigned char)(v >> (8 * i));
+    kve__io_bytes(io, b, (size_t)bytes);
+    if (io->mode == KVE__IO_CHECK || io->mode == KVE__IO_LOAD) {
+        if (io->bad) return 0;
+        for (v = 0, i = bytes - 1; i >= 0; i--) v = (v << 8) | b[i];
+    }
+    return v;
+}
+
+static int64_t kve__io_i64(kve__io *io, int64_t v) { return (int64_t)kve__io_uint(io, (uint64_t)v, 8); }
+static int32_t kve__io_i32(kve__io *io, int32_t v)
+{
+    return (int32_t)(uint32_t)kve__io_uint(io, (uint64_t)(uint32_t)v, 4);
+}
+
+/* n floats: written, or read and checked finite (CHECK), or read into x (LOAD) */
+static void kve__io_floats(kve__io *io, float *x, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n && !io->bad; i++) {
+        uint32_t u = 0;
+        float f;
+        if (io->mode == KVE__IO_SAVE || io->mode == KVE__IO_SIZE) memcpy(&u, x + i, 4);
+        u = (uint32_t)kve__io_uint(io, u, 4);
+        memcpy(&f, &u, 4);
+        if (io->mode == KVE__IO_CHECK && !kve__finite(&f, 1)) io->bad = 1;
+        if (io->mode == KVE__IO_LOAD) x[i] = f;
+    }
+}
+
+/* a row of n values at type t between native byte order and little-endian (its own inverse) */
+static void kve__row_le(kve_type t, const unsigned char *in, unsigned char *out, size_t bytes)
+{
+    size_t i, elem = t == KVE_TYPE_F32 ? 4 : 2, step = t == KVE_TYPE_Q8_0 ? KVE__Q8_BYTES : elem;
+    if (kve__little_endian()) {
+        memcpy(out, in, bytes);
+        return;
+    }
+    memcpy(out, in, bytes);
+    for (i = 0; i + elem <= bytes; i += step) { /* q8_0: only each block's f16 scale swaps */
+        size_t j;
+        for (j = 0; j < elem; j++) out[i + j] = in[i + elem - 1 - j];
+    }
+}
+
+/* one stored vector: saved, checked (it must decode to finite floats) or loaded */
+static void kve__io_row(kve__io *io, kve_type t, int32_t d, size_t bytes, unsigned char *row)
+{
+    unsigned char le[KVE_MAX_HEAD_DIM * sizeof(float)], nat[KVE_MAX_HEAD_DIM * sizeof(float)];
+    float x[KVE_MAX_HEAD_DIM];
+    if (io->mode == KVE__IO_SAVE) kve__row_le(t, row, le, bytes);
+    kve__io_bytes(io, le, bytes);
+    if (io->bad) return;
+    if (io->mode == KVE__IO_LOAD) kve__row_le(t, le, row, bytes);
+    if (io->mode != KVE__IO_CHECK) return;
+    kve__row_le(t, le, nat, bytes);
+    kve__decode(t, nat, d, x);
+    if (!kve__finite(x, (size_t)d)) io->bad = 1;
+}
+
+/* the configuration, as 23 integers (doubles by their bits); CHECK notes any difference */
+static void kve__io_config(kve__io *io, const kve_config *c)
+{
+    const kve_policy_config *p = &c->policy;
+    uint64_t theta, factor;
+    int64_t mine[23], i;
+    memcpy(&theta, &c->rope_theta, 8);
+    memcpy(&factor, &c->rope_linear_factor, 8);
+    mine[0] = c->n_layers; mine[1] = c->n_heads; mine[2] = c->n_kv_heads; mine[3] = c->head_dim;
+    mine[4] = c->capacity; mine[5] = c->rope_layout; mine[6] = (int64_t)theta;
+    mine[7] = c->rope_dims; mine[8] = (int64_t)factor; mine[9] = c->key_storage;
+    mine[10] = c->k_type; mine[11] = c->v_type; mine[12] = p->kind; mine[13] = p->budget;
+    mine[14] = p->window; mine[15] = p->kernel; mine[16] = p->pooling; mine[17] = p->gqa;
+    mine[18] = p->beta; mine[19] = p->sinks; mine[20] = p->pos_shift; mine[21] = p->decode;
+    mine[22] = p->evict_batch;
+    for (i = 0; i < 23; i++)
+        if (kve__io_i64(io, mine[i]) != mine[i] && !io->bad) io->other_config = 1;
+}
+
+static int kve__ring_ok(int32_t S, int32_t n, int32_t B, int32_t next, int64_t stored,
+                        const int64_t *pos);
+
+/* a layer's bookkeeping and rows. In CHECK mode values are read into scratch and checked against
+   the same invariants kve_check() enforces; nothing in the cache is written. */
+static void kve__io_layer(kve_cache *c, kve__io *io, int32_t l)
+{
+    int32_t Hk = c->cfg.n_kv_heads, G = c->group, S = c->sinks, d = c->cfg.head_dim;
+    int32_t cap = c->cfg.capacity, h, s, n0 = 0, limit, ring_next, i;
+    int64_t newest, stored, top = -1;
+    int check = io->mode == KVE__IO_CHECK, load = io->mode == KVE__IO_LOAD;
+    int streaming = c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM;
+    /* CHECK: head 0's positions and the current head's, in scratch (Hk * capacity int64) */
+    int64_t *pos0 = KVE__CAST(int64_t *, KVE__CAST(void *, c->scratch_f3));
+    int64_t *posh = Hk > 1 ? pos0 + cap : pos0;
+    limit = kve__io_i32(io, c->limit[l]);
+    newest = kve__io_i64(io, c->newest[l]);
+    stored = kve__io_i64(io, c->stored[l]);
+    ring_next = kve__io_i32(io, c->ring_next[l]);
+    if (io->bad) return;
+    if (check && (limit < 1 || limit > cap || newest < -1 || newest > KVE_MAX_POSITION ||
+                  stored < 0 || stored > KVE_MAX_POSITION + 1 ||
+                  (streaming ? (ring_next < S || ring_next >= c->budget[l]) : ring_next != S))) {
+        io->bad = 1;
+        return;
+    }
+    if (load) {
+        c->limit[l] = limit; c->newest[l] = newest; c->stored[l] = stored;
+        c->ring_next[l] = ring_next;
+        c->sink_anchor_done[l] = -2;
+    }
+    for (h = 0; h < Hk && !io->bad; h++) {
+        int32_t n = kve__io_i32(io, *kve__len(c, l, h));
+        int64_t *pos = kve__pos(c, l, h), *dst = check ? (h == 0 ? pos0 : posh) : pos;
+        if (io->bad || (check && (n < 0 || n > cap || (int64_t)n > stored ||
+                                  (streaming && h > 0 && n != n0) || (streaming && n > limit)))) {
+            io->bad = 1;
+            return;
+        }
+        if (h == 0) n0 = n;
+        for (s = 0; s < n && !io->bad; s++) {
+            int64_t p = kve__io_i64(io, pos[s]);
+            if (check && (p < 0 || p > newest || (streaming && h > 0 && p != pos0[s]))) io->bad = 1;
+            if (check || load) dst[s] = p;
+            top = p > top ? p : top;
+        }
+        if (io->bad) return;
+        if (check) {
+            int32_t *order = c->scratch_i1, *tmp = c->scratch_i2;
+            kve__order_positions(dst, n, order, tmp);
+            for (s = 1; s < n; s++)
+                if (dst[order[s]] == dst[order[s - 1]]) io->bad = 1;
+            if (streaming && h == 0 && !kve__ring_ok(S, n, c->budget[l], ring_next, stored, dst))
+                io->bad = 1;
+        }
+        if (load) {
+            for (s = n; s < cap; s++) pos[s] = -1;
+            *kve__len(c, l, h) = n;
+        }
+        for (s = 0; s < n; s++) kve__io_row(io, c->cfg.k_type, d, c->k_row, kve__kptr(c, l, h, s));
+        for (s = 0; s < n; s++) kve__io_row(io, c->cfg.v_type, d, c->v_row, kve__vptr(c, l, h, s));
+        if (kve__keeps_sink_copies(c))
+            for (s = 0; s < S && s < n; s++)
+                kve__io_floats(io, kve__sink_key(c, l, h, s), (size_t)d); /* CHECK: only reads */
+        if (c->scores)
+            for (i = 0; i < G; i++) {
+                float *row = kve__score_row(c, l, h * G + i);
+                kve__io_floats(io, row, (size_t)n);
+            }
+    }
+    if (io->bad) return;
+    if (check && top != newest) io->bad = 1; /* the newest token is held, or none (-1) */
+    if (c->obs_window > 0) {
+        size_t hd = (size_t)c->cfg.n_heads * (size_t)d;
+        int32_t nq = kve__io_i32(io, c->query_count[l] < c->obs_window ? (int32_t)c->query_count[l]
+                                                                         : c->obs_window);
+        int64_t prev = -1;
+        if (io->bad || (check && (nq < 0 || nq > c->obs_window))) {
+            io->bad = 1;
+            return;
+        }
+        for (i = 0; i < nq && !io->bad; i++) {
+            /* saved in time order; loaded unwrapped, at 0 .. nq-1 */
+            size_t at = load || check ? (size_t)i
+                                      : (size_t)((c->query_count[l] - nq + i) % c->obs_window);
+            int64_t *qp = c->query_pos + (size_t)l * (size_t)c->obs_window + at;
+            int64_t p = kve__io_i64(io, *qp);
+            if (check && (p <= prev || p > KVE_MAX_POSITION)) io->bad = 1;
+            prev = p;
+            if (load) *qp = p;
+            kve__io_floats(io, kve__query_row(c, l, at), hd);
+        }
+        if (load) c->query_count[l] = nq;
+    }
+    if (c->recent_pos)
+        for (i = 0; i < c->cfg.policy.window && !io->bad; i++) {
+            int64_t *rp = c->recent_pos + (size_t)l * (size_t)c->cfg.policy.window + i;
+            int64_t p = kve__io_i64(io, *rp);
+            if (check && (p < -1 || p > KVE_MAX_POSITION)) io->bad = 1;
+            if (load) *rp = p;
+        }
+}
+
+static kve_result kve__state_walk(kve_cache *c, kve__io *io)
+{
+    int32_t l;
+    kve__io_config(io, &c->cfg);
+    if (io->bad) return KVE_ERROR_STATE_CORRUPT;
+    if (io->other_config) return KVE_ERROR_STATE_CONFIG;
+    for (l = 0; l < c->cfg.n_layers && !io->bad; l++) kve__io_layer(c, io, l);
+    return io->bad ? KVE_ERROR_STATE_CORRUPT : KVE_OK;
+}
+
+/* a 64-bit multiply-xor hash over little-endian words: any single changed word changes it */
+static uint64_t kve__checksum(const unsigned char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    size_t i;
+    int j;
+    for (i = 0; i + 8 <= n; i += 8) {
+        uint64_t w = 0;
+        for (j = 7; j >= 0; j--) w = (w << 8) | p[i + (size_t)j];
+        h = (h ^ w) * 0x100000001b3u;
+    }
+    for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3u;
+    return h;
+}
+
+static void kve__put_le(unsigned char *p, uint64_t v, int bytes)
+{
+    int i;
+    for (i = 0; i < bytes; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t kve__get_le(const unsigned char *p, int bytes)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = bytes - 1; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+KVE_API kve_result kve_state_size(const kve_cache *c, size_t *bytes)
+{
+    kve_result r;
+    kve__io io;
+    if (!bytes) return KVE_ERROR_NULL_ARGUMENT;
+    *bytes = 0;
+    if ((r = kve__status(c)) != KVE_OK) return r;
+    memset(&io, 0, sizeof io);
+    io.mode = KVE__IO_SIZE;
+    io.at = KVE__STATE_HEADER;
+    io.size = SIZE_MAX - 8;
+    if ((r = kve__state_walk(KVE__UNCONST(kve_cache *, c), &io)) != KVE_OK) return KVE_ERROR_SIZE_OVERFLOW;
+    *bytes = io.at + 8; /* the checksum */
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_state_save(const kve_cache *c, void *buf, size_t bytes, size_t *written)
+{
+    kve_result r;
+    kve__io io;
+    size_t total;
+    unsigned char *out = KVE__CAST(unsigned char *, buf);
+    if (written) *written = 0;
+    if ((r = kve_state_size(c, &total)) != KVE_OK) return r;
+    if (!buf) return KVE_ERROR_NULL_ARGUMENT;
+    if (bytes < total) return KVE_ERROR_BUFFER_TOO_SMALL;
+    memcpy(out, kve__state_magic, 8);
+    kve__put_le(out + 8, KVE__STATE_VERSION, 4);
+    kve__put_le(out + 12, 0, 4);
+    kve__put_le(out + 16, (uint64_t)total, 8);
+    memset(&io, 0, sizeof io);
+    io.mode = KVE__IO_SAVE;
+    io.out = out;
+    io.at = KVE__STATE_HEADER;
+    io.size = total - 8;
+    /* the walk only reads the cache when saving */
+    if ((r = kve__state_walk(KVE__UNCONST(kve_cache *, c), &io)) != KVE_OK) return r;
+    kve__put_le(out + total - 8, kve__checksum(out, total - 8), 8);
+    if (written) *written = total;
+    return KVE_OK;
+}
+
+KVE_API kve_result kve_state_load(kve_cache *c, const void *buf, size_t bytes)
+{
+    kve_result r;
+    kve__io io;
+    int32_t l;
+    const unsigned char *in = KVE__CAST(const unsigned char *, buf);
+    if ((r = kve__status(c)) != KVE_OK) return r;
+    if (!buf) return KVE_ERROR_NULL_ARGUMENT;
+    if (bytes < 8 || memcmp(in, kve__state_magic, 8) != 0) return KVE_ERROR_STATE_FORMAT;
+    if (bytes < KVE__STATE_HEADER + 8) return KVE_ERROR_STATE_CORRUPT;
+    if (kve__get_le(in + 8, 4) != KVE__STATE_VERSION) return KVE_ERROR_STATE_FORMAT;
+    if (kve__get_le(in + 12, 4) != 0 || kve__get_le(in + 16, 8) != (uint64_t)bytes ||
+        kve__get_le(in + bytes - 8, 8) != kve__checksum(in, bytes - 8))
+        return KVE_ERROR_STATE_CORRUPT;
+    /* first pass: read and check everything, writing nothing but scratch */
+    memset(&io, 0, sizeof io);
+    io.mode = KVE__IO_CHECK;
+    io.in = in;
+    io.at = KVE__STATE_HEADER;
+    io.size = bytes - 8;
+    if ((r = kve__state_walk(c, &io)) != KVE_OK) return r;
+    if (io.at != io.size) return KVE_ERROR_STATE_CORRUPT;
+    /* second pass: the same walk, writing */
+    kve__changed(c);
+    io.mode = KVE__IO_LOAD;
+    io.at = KVE__STATE_HEADER;
+    if ((r = kve__state_walk(c, &io)) != KVE_OK) return r; /* cannot fail after the check */
+    for (l = 0; l < c->sinks; l++) c->sink_angle_pos[l] = -1;
+    for (l = 0; l < c->cfg.n_layers; l++) kve__update_sinks(c, l);
     return KVE_OK;
 }
 
@@ -2431,7 +3328,8 @@ KVE_API void *kve_value(const kve_cache *c, int32_t l, int32_t h, int32_t s)
 
 KVE_API kve_result kve_read_key(const kve_cache *c, int32_t l, int32_t h, int32_t s, float *out)
 {
-    if (!kve__valid(c) || !out) return KVE_ERROR_NULL_ARGUMENT;
+    if (kve__status(c) != KVE_OK) return kve__status(c);
+    if (!out) return KVE_ERROR_NULL_ARGUMENT;
     if (!kve__in_range(c, l, h) || s < 0 || s >= c->cfg.capacity) return KVE_ERROR_INDEX_OUT_OF_RANGE;
     kve__decode(c->cfg.k_type, kve__kptr(c, l, h, s), c->cfg.head_dim, out);
     return KVE_OK;
@@ -2439,7 +3337,8 @@ KVE_API kve_result kve_read_key(const kve_cache *c, int32_t l, int32_t h, int32_
 
 KVE_API kve_result kve_read_value(const kve_cache *c, int32_t l, int32_t h, int32_t s, float *out)
 {
-    if (!kve__valid(c) || !out) return KVE_ERROR_NULL_ARGUMENT;
+    if (kve__status(c) != KVE_OK) return kve__status(c);
+    if (!out) return KVE_ERROR_NULL_ARGUMENT;
     if (!kve__in_range(c, l, h) || s < 0 || s >= c->cfg.capacity) return KVE_ERROR_INDEX_OUT_OF_RANGE;
     kve__decode(c->cfg.v_type, kve__vptr(c, l, h, s), c->cfg.head_dim, out);
     return KVE_OK;
@@ -2490,28 +3389,38 @@ KVE_API size_t kve_bytes_in_use(const kve_cache *c)
 
 /* StreamingLLM: the sinks are the oldest tokens, and the ring's next slot holds the oldest recent
    token once the ring has wrapped (before, the recent slots fill in order from slot `sinks`) */
-static kve_result kve__check_ring(const kve_cache *c, int32_t l)
+static int kve__ring_ok(int32_t S, int32_t n, int32_t B, int32_t next, int64_t stored,
+                        const int64_t *pos)
 {
-    int32_t S = c->sinks, n = *kve__len(c, l, 0), B = c->budget[l], s, next = c->ring_next[l];
-    const int64_t *pos = kve__pos(c, l, 0);
-    int wrapped = c->stored[l] > (int64_t)n;
-    if (next < S || next >= B || next < 0 || (S >= B && next != S)) return KVE_ERROR_CORRUPT;
-    if (!wrapped && n > S && next != S) return KVE_ERROR_CORRUPT;
+    int32_t s;
+    int wrapped = stored > (int64_t)n;
+    if (next < S || next >= B || next < 0 || (S >= B && next != S)) return 0;
+    if (!wrapped && n > S && next != S) return 0;
+    for (s = 1; s < n && s < S; s++)
+        if (pos[s] <= pos[s - 1]) return 0;
     for (s = S; s < n; s++) {
-        if (S > 0 && pos[s] <= pos[S - 1]) return KVE_ERROR_CORRUPT;
-        if (wrapped && next < n && pos[s] < pos[next]) return KVE_ERROR_CORRUPT;
+        if (S > 0 && pos[s] <= pos[S - 1]) return 0;
+        if (wrapped && next < n && pos[s] < pos[next]) return 0;
     }
     if (!wrapped)
         for (s = S + 1; s < n; s++)
-            if (pos[s] <= pos[s - 1]) return KVE_ERROR_CORRUPT;
-    return KVE_OK;
+            if (pos[s] <= pos[s - 1]) return 0;
+    return 1;
+}
+
+static kve_result kve__check_ring(const kve_cache *c, int32_t l)
+{
+    return kve__ring_ok(c->sinks, *kve__len(c, l, 0), c->budget[l], c->ring_next[l], c->stored[l],
+                        kve__pos(c, l, 0))
+               ? KVE_OK
+               : KVE_ERROR_CORRUPT;
 }
 
 KVE_API kve_result kve_check(kve_cache *c)
 {
     int32_t l, h, s, Hk;
     size_t cap;
-    if (!kve__valid(c)) return KVE_ERROR_NULL_ARGUMENT;
+    if (kve__status(c) != KVE_OK) return kve__status(c);
     Hk = c->cfg.n_kv_heads;
     cap = (size_t)c->cfg.capacity;
     for (l = 0; l < c->cfg.n_layers; l++) {
@@ -2534,18 +3443,12 @@ KVE_API kve_result kve_check(kve_cache *c)
                 if (n != *kve__len(c, l, 0)) return KVE_ERROR_CORRUPT;
                 for (s = 0; s < n; s++)
                     if (pos[s] != pos0[s]) return KVE_ERROR_CORRUPT;
-                for (s = 1; s < n && s < c->sinks; s++)
-                    if (pos[s] <= pos[s - 1]) return KVE_ERROR_CORRUPT;
                 if (n > c->limit[l]) return KVE_ERROR_CORRUPT;
                 if (h == 0 && kve__check_ring(c, l) != KVE_OK) return KVE_ERROR_CORRUPT;
             }
-            if (n > 0 && c->newest[l] >= 0) {
-                /* the newest token is always kept */
-                int found = 0;
-                for (s = 0; s < n; s++) found |= pos[s] == c->newest[l];
-                if (!found) return KVE_ERROR_CORRUPT;
-            }
         }
+        /* the newest token is kept (after kve_remove: the newest kept one), -1 when none is */
+        if (kve__max_position(c, l) != c->newest[l]) return KVE_ERROR_CORRUPT;
         if (c->limit[l] < 1 || c->limit[l] > c->cfg.capacity) return KVE_ERROR_CORRUPT;
     }
     return KVE_OK;

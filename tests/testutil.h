@@ -138,6 +138,9 @@ static void ref_rope(double *x, int d, int rot, int layout, double theta, double
 /* reference attention of one query head over n keys (pre-RoPE) at given positions */
 static void ref_attend(const float *q, double qpos, const float *const *keys, const float *const *vals,
                        const double *kpos, int n, int d, int layout, double theta, double *out,
+                       double *probs) __attribute__((unused));
+static void ref_attend(const float *q, double qpos, const float *const *keys, const float *const *vals,
+                       const double *kpos, int n, int d, int layout, double theta, double *out,
                        double *probs)
 {
     double qd[1024], kd[1024], mx = -INFINITY, sum = 0;
@@ -164,6 +167,7 @@ static void ref_attend(const float *q, double qpos, const float *const *keys, co
 }
 
 /* max |a-b| / max |b| */
+static double rel_err_fd(const float *a, const double *b, size_t n) __attribute__((unused));
 static double rel_err_fd(const float *a, const double *b, size_t n)
 {
     double e = 0, s = 0;

@@ -1,0 +1,846 @@
+/* Engines with their own attention, and the sequence life cycle: kve_observe, kve_accumulate,
+   kve_attention_positions, kve_store_n, kve_remove, kve_shift, kve_cache_copy, saved state, and
+   n_threads. Each property is checked against a second cache built the direct way (storing the
+   final sequence, attending with the library), not against recorded numbers. */
+#include <stdint.h>
+#define KVEVICT_IMPLEMENTATION
+#include "kvevict.h"
+#include "testutil.h"
+
+#define L 2
+#define H 4
+#define HK 2
+#define D 16
+#define MAXCAP 96
+
+/* one policy setting of the matrix */
+typedef struct lc_case {
+    const char *name;
+    kve_policy_config policy;
+} lc_case;
+
+static kve_config lc_config(const lc_case *pc, int32_t capacity, kve_key_storage keys, kve_type kt,
+                            kve_type vt)
+{
+    kve_config c;
+    memset(&c, 0, sizeof c);
+    c.n_layers = L; c.n_heads = H; c.n_kv_heads = HK; c.head_dim = D; c.capacity = capacity;
+    c.key_storage = keys; c.k_type = kt; c.v_type = vt;
+    c.policy = pc->policy;
+    return c;
+}
+
+/* the token at (layer, position) and the query that goes with it: the same numbers whichever
+   cache they are given to */
+static void lc_token(int32_t layer, int64_t pos, unsigned salt, float *k, float *v, float *q)
+{
+    tu_seed((unsigned long long)pos * 7919ull + (unsigned long long)layer * 104729ull + salt);
+    tu_fill(k, HK * D, 1.0f);
+    tu_fill(v, HK * D, 1.0f);
+    tu_fill(q, H * D, 1.0f);
+}
+
+/* stores token pos in every layer and attends with the library; out: [L][H*D] */
+static kve_result lc_step(kve_cache *c, int64_t pos, unsigned salt, float *out)
+{
+    float k[HK * D], v[HK * D], q[H * D];
+    int32_t l;
+    kve_result r;
+    for (l = 0; l < L; l++) {
+        lc_token(l, pos, salt, k, v, q);
+        if ((r = kve_store(c, l, pos, k, v, NULL)) != KVE_OK) return r;
+        if ((r = kve_attend(c, l, q, out + (size_t)l * H * D)) != KVE_OK) return r;
+    }
+    return KVE_OK;
+}
+
+/* An engine's own attention, following the manual's recipe: rotate the query at query_pos and
+   each key at key_pos[slot] (unless -1), softmax of q.k / sqrt(head_dim), weighted values.
+   Written independently of the library's kernels, in double. weights: [H][capacity] or NULL. */
+static void engine_attend(const kve_cache *c, int32_t layer, const float *q, float *out,
+                          float *weights)
+{
+    const kve_config *cfg = kve_cache_config(c);
+    int32_t h, g, s, i, G = H / HK;
+    static int64_t key_pos[MAXCAP];
+    static float keys[MAXCAP][D], vals[MAXCAP][D];
+    for (h = 0; h < HK; h++) {
+        int64_t qpos;
+        int32_t n = kve_length(c, layer, h);
+        CHECK_RESULT(kve_attention_positions(c, layer, h, &qpos, key_pos), KVE_OK);
+        for (s = 0; s < n; s++) {
+            kve_read_key(c, layer, h, s, keys[s]);
+            kve_read_value(c, layer, h, s, vals[s]);
+            if (key_pos[s] >= 0) kve_rope_apply(cfg, keys[s], key_pos[s]);
+        }
+        for (g = 0; g < G; g++) {
+            int32_t hq = h * G + g;
+            float qr[D];
+            double lg[MAXCAP], mx = -INFINITY, sum = 0.0, acc[D];
+            memcpy(qr, q + (size_t)hq * D, sizeof qr);
+            if (qpos >= 0) kve_rope_apply(cfg, qr, qpos);
+            for (s = 0; s < n; s++) {
+                double dot = 0.0;
+                for (i = 0; i < D; i++) dot += (double)qr[i] * keys[s][i];
+                lg[s] = dot / sqrt((double)D);
+                mx = lg[s] > mx ? lg[s] : mx;
+            }
+            for (s = 0; s < n; s++) sum += (lg[s] = exp(lg[s] - mx));
+            for (i = 0; i < D; i++) acc[i] = 0.0;
+            for (s = 0; s < n; s++)
+                for (i = 0; i < D; i++) acc[i] += lg[s] / sum * vals[s][i];
+            for (i = 0; i < D; i++) out[(size_t)hq * D + i] = (float)acc[i];
+            if (weights)
+                for (s = 0; s < n; s++) weights[(size_t)hq * cfg->capacity + s] = (float)(lg[s] / sum);
+        }
+    }
+}
+
+static lc_case lc_cases[] = {
+    {"full", {KVE_POLICY_FULL, 0, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_DEFAULT, 0, NULL, NULL}},
+    {"streaming pos-shift", {KVE_POLICY_STREAMINGLLM, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 4, KVE_POS_SHIFT_ON, KVE_DECODE_DEFAULT, 0, NULL, NULL}},
+    {"streaming no shift", {KVE_POLICY_STREAMINGLLM, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 3, KVE_POS_SHIFT_OFF, KVE_DECODE_DEFAULT, 0, NULL, NULL}},
+    {"snapkv evict", {KVE_POLICY_SNAPKV, 24, 8, 5, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL}},
+    {"pyramidkv evict", {KVE_POLICY_PYRAMIDKV, 24, 8, 5, KVE_POOL_AVG, KVE_REDUCE_MAX, 4, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL}},
+    {"h2o", {KVE_POLICY_H2O, 24, 8, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_DEFAULT, 0, NULL, NULL}},
+};
+#define N_CASES ((int)(sizeof lc_cases / sizeof lc_cases[0]))
+
+static const kve_key_storage lc_storages[2] = {KVE_KEYS_POST_ROPE, KVE_KEYS_PRE_ROPE};
+
+/* 1. the engine's attention equals kve_attend for every policy, storage, type, after evictions */
+static void test_engine_attention(void)
+{
+    static const kve_type types[2] = {KVE_TYPE_F32, KVE_TYPE_F16};
+    int ci, si, ti, l;
+    for (ci = 0; ci < N_CASES; ci++)
+        for (si = 0; si < 2; si++)
+            for (ti = 0; ti < 2; ti++) {
+                kve_config cfg = lc_config(&lc_cases[ci], 48, lc_storages[si], types[ti], types[ti]);
+                tu_cache t;
+                int64_t pos;
+                double worst = 0.0;
+                int evicted = 0;
+                CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+                for (pos = 0; pos < 90; pos++) {
+                    float k[HK * D], v[HK * D], q[H * D], lib[H * D], eng[H * D];
+                    for (l = 0; l < L; l++) {
+                        lc_token(l, pos, 1, k, v, q);
+                        if (kve_store(&t.c, l, pos, k, v, NULL) != KVE_OK) break;
+                        engine_attend(&t.c, l, q, eng, NULL);
+                        CHECK_RESULT(kve_attend(&t.c, l, q, lib), KVE_OK);
+                        worst = fmax(worst, rel_err_ff(eng, lib, H * D));
+                    }
+                    if (l < L) break;
+                    evicted |= kve_length(&t.c, 0, 0) < pos + 1;
+                }
+                CHECK(worst < 1e-5, "%s, %s keys, type %d: engine attention differs by %.3g",
+                      lc_cases[ci].name, si ? "pre-RoPE" : "post-RoPE", (int)types[ti], worst);
+                CHECK(ci == 0 || evicted, "%s: no eviction happened", lc_cases[ci].name);
+                CHECK(ci != 0 || pos == 48, "full: the cache filled at 48 tokens (%lld)", (long long)pos);
+                tu_close(&t);
+            }
+}
+
+/* 2. kve_observe then kve_compress keeps what kve_prefill then kve_compress keeps */
+static void test_observe_compress(void)
+{
+    int ci, si;
+    for (ci = 3; ci <= 4; ci++) /* SnapKV, PyramidKV */
+        for (si = 0; si < 2; si++) {
+            kve_config cfg = lc_config(&lc_cases[ci], 64, lc_storages[si], KVE_TYPE_F32, KVE_TYPE_F32);
+            tu_cache a, b;
+            static float qs[60 * H * D], outs[60 * H * D];
+            float k[HK * D], v[HK * D];
+            int32_t l, h, s, n = 60, same = 1;
+            CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+            CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+            for (l = 0; l < L; l++) {
+                for (s = 0; s < n; s++) {
+                    lc_token(l, s, 2, k, v, qs + (size_t)s * H * D);
+                    kve_store(&a.c, l, s, k, v, NULL);
+                    kve_store(&b.c, l, s, k, v, NULL);
+                }
+                CHECK_RESULT(kve_prefill(&a.c, l, n, qs, NULL, outs), KVE_OK);
+                CHECK_RESULT(kve_observe(&b.c, l, n, qs, NULL), KVE_OK);
+            }
+            CHECK_RESULT(kve_compress_all(&a.c), KVE_OK);
+            CHECK_RESULT(kve_compress_all(&b.c), KVE_OK);
+            for (l = 0; l < L; l++)
+                for (h = 0; h < HK; h++) {
+                    same &= kve_length(&a.c, l, h) == kve_length(&b.c, l, h);
+                    for (s = 0; s < kve_length(&a.c, l, h); s++)
+                        same &= kve_slot_position(&a.c, l, h, s) == kve_slot_position(&b.c, l, h, s);
+                }
+            CHECK(same && kve_length(&a.c, 0, 0) < n, "%s: observe+compress kept other tokens",
+                  lc_cases[ci].name);
+            tu_close(&a);
+            tu_close(&b);
+        }
+}
+
+/* 3. kve_accumulate of kve_attend's weights gives H2O the same scores and evictions */
+static void test_accumulate(void)
+{
+    kve_config cfg = lc_config(&lc_cases[5], 48, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+    tu_cache a, b, e;
+    static float w[H * 48], we[H * 48];
+    int64_t pos;
+    int32_t l, h, s, same = 1;
+    double worst = 0.0;
+    kve_attend_options opt;
+    memset(&opt, 0, sizeof opt);
+    opt.weights = w;
+    CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+    CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+    CHECK_RESULT(tu_open(&e, &cfg), KVE_OK);
+    for (pos = 0; pos < 80; pos++)
+        for (l = 0; l < L; l++) {
+            float k[HK * D], v[HK * D], q[H * D], out[H * D];
+            lc_token(l, pos, 3, k, v, q);
+            kve_store(&a.c, l, pos, k, v, NULL);
+            kve_store(&b.c, l, pos, k, v, NULL);
+            kve_store(&e.c, l, pos, k, v, NULL);
+            CHECK_RESULT(kve_attend_ex(&a.c, l, q, out, &opt), KVE_OK);
+            CHECK_RESULT(kve_observe(&b.c, l, 1, q, NULL), KVE_OK);
+            CHECK_RESULT(kve_accumulate(&b.c, l, w), KVE_OK);
+            /* an engine that computes its own weights: close, not bit-identical */
+            engine_attend(&e.c, l, q, out, we);
+            CHECK_RESULT(kve_observe(&e.c, l, 1, q, NULL), KVE_OK);
+            CHECK_RESULT(kve_accumulate(&e.c, l, we), KVE_OK);
+        }
+    for (l = 0; l < L; l++)
+        for (h = 0; h < H; h++) {
+            int32_t n = kve_length(&a.c, l, h / 2);
+            same &= n == kve_length(&b.c, l, h / 2) && n == 24;
+            same &= memcmp(kve_scores(&a.c, l, h), kve_scores(&b.c, l, h), (size_t)n * 4) == 0;
+            worst = fmax(worst, rel_err_ff(kve_scores(&e.c, l, h), kve_scores(&a.c, l, h), (size_t)n));
+            for (s = 0; s < n; s++)
+                same &= kve_slot_position(&a.c, l, h / 2, s) == kve_slot_position(&b.c, l, h / 2, s);
+        }
+    CHECK(same, "H2O: accumulating attend's weights gave other scores or evictions");
+    CHECK(worst < 1e-5, "H2O: an engine's own weights give scores off by %.3g", worst);
+    {
+        kve_config fc = lc_config(&lc_cases[3], 48, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+        tu_cache f;
+        CHECK_RESULT(tu_open(&f, &fc), KVE_OK);
+        CHECK_RESULT(kve_accumulate(&f.c, 0, w), KVE_ERROR_WRONG_POLICY);
+        tu_close(&f);
+    }
+    w[1] = NAN;
+    CHECK_RESULT(kve_accumulate(&b.c, 0, w), KVE_ERROR_NOT_FINITE);
+    CHECK_RESULT(kve_accumulate(&b.c, L, we), KVE_ERROR_INDEX_OUT_OF_RANGE);
+    CHECK_RESULT(kve_accumulate(&b.c, 0, NULL), KVE_ERROR_NULL_ARGUMENT);
+    tu_close(&a);
+    tu_close(&b);
+    tu_close(&e);
+}
+
+/* the attention of the token at pos (stored now) in every layer, into out */
+static int lc_same_steps(kve_cache *a, kve_cache *b, int64_t from, int64_t to, unsigned salt,
+                         double *worst)
+{
+    static float oa[L * H * D], ob[L * H * D];
+    int64_t pos;
+    int same = 1;
+    for (pos = from; pos < to; pos++) {
+        if (lc_step(a, pos, salt, oa) != KVE_OK || lc_step(b, pos, salt, ob) != KVE_OK) return 0;
+        same &= memcmp(oa, ob, sizeof oa) == 0;
+        if (worst) *worst = fmax(*worst, rel_err_ff(oa, ob, L * H * D));
+    }
+    return same;
+}
+
+static void lc_store_range(kve_cache *c, int64_t from, int64_t to, unsigned salt)
+{
+    static float out[L * H * D];
+    int64_t p;
+    for (p = from; p < to; p++) lc_step(c, p, salt, out);
+}
+
+/* 4. remove, then store: as if the removed tokens had never been stored */
+static void test_remove(void)
+{
+    int ci, si;
+    for (ci = 0; ci < N_CASES; ci++)
+        for (si = 0; si < 2; si++) {
+            kve_config cfg = lc_config(&lc_cases[ci], 64, lc_storages[si], KVE_TYPE_F32, KVE_TYPE_F32);
+            tu_cache a, b;
+            int64_t p;
+            CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+            CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+            /* a rejected draft: 12 stored (no layer evicts yet), the last 4 removed, then others */
+            lc_store_range(&a.c, 0, 12, 4);
+            CHECK_RESULT(kve_remove(&a.c, 8, INT64_MAX), KVE_OK);
+            CHECK(kve_newest_position(&a.c, 1) == 7, "%s: newest after removal %lld",
+                  lc_cases[ci].name, (long long)kve_newest_position(&a.c, 1));
+            CHECK_RESULT(kve_check(&a.c), KVE_OK);
+            lc_store_range(&b.c, 0, 8, 4);
+            CHECK(lc_same_steps(&a.c, &b.c, 8, 20, 5, NULL),
+                  "%s, %s: remove-then-store differs from storing directly", lc_cases[ci].name,
+                  si ? "pre" : "post");
+            tu_close(&a);
+            tu_close(&b);
+            /* a range in the middle (an edited turn), then storing goes on above the newest */
+            CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+            CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+            lc_store_range(&a.c, 0, 12, 4);
+            CHECK_RESULT(kve_remove(&a.c, 4, 7), KVE_OK);
+            CHECK_RESULT(kve_check(&a.c), KVE_OK);
+            for (p = 0; p < 12; p++) {
+                static float out[L * H * D];
+                if (p >= 4 && p < 7) continue;
+                lc_step(&b.c, p, 4, out);
+            }
+            CHECK(lc_same_steps(&a.c, &b.c, 12, 26, 6, NULL),
+                  "%s, %s: a middle removal differs from storing directly", lc_cases[ci].name,
+                  si ? "pre" : "post");
+            tu_close(&a);
+            tu_close(&b);
+        }
+}
+
+/* removal after evictions and inside the sinks: the invariants hold and the cache goes on */
+static void test_remove_after_eviction(void)
+{
+    int ci, si;
+    for (ci = 1; ci < N_CASES; ci++)
+        for (si = 0; si < 2; si++) {
+            kve_config cfg = lc_config(&lc_cases[ci], 48, lc_storages[si], KVE_TYPE_F16, KVE_TYPE_F32);
+            tu_cache a;
+            int32_t l, h, s, ok = 1;
+            CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+            lc_store_range(&a.c, 0, 70, 7);
+            CHECK_RESULT(kve_remove(&a.c, 65, 70), KVE_OK);
+            CHECK_RESULT(kve_check(&a.c), KVE_OK);
+            CHECK_RESULT(kve_remove(&a.c, 1, 3), KVE_OK); /* inside StreamingLLM's sinks */
+            CHECK_RESULT(kve_check(&a.c), KVE_OK);
+            for (l = 0; l < L; l++)
+                for (h = 0; h < HK; h++)
+                    for (s = 0; s < kve_length(&a.c, l, h); s++) {
+                        int64_t p = kve_slot_position(&a.c, l, h, s);
+                        ok &= !(p >= 65 && p < 70) && !(p >= 1 && p < 3);
+                    }
+            CHECK(ok, "%s: a removed position is still held", lc_cases[ci].name);
+            lc_store_range(&a.c, 66, 100, 8);
+            CHECK_RESULT(kve_check(&a.c), KVE_OK);
+            CHECK(kve_newest_position(&a.c, 0) == 99, "%s: storing did not resume", lc_cases[ci].name);
+            CHECK_RESULT(kve_remove(&a.c, 0, INT64_MAX), KVE_OK);
+            CHECK(kve_newest_position(&a.c, 0) == -1 && kve_length(&a.c, 1, 1) == 0,
+                  "%s: removing everything left tokens", lc_cases[ci].name);
+            CHECK_RESULT(kve_check(&a.c), KVE_OK);
+            lc_store_range(&a.c, 0, 30, 9);
+            CHECK_RESULT(kve_check(&a.c), KVE_OK);
+            tu_close(&a);
+        }
+    {
+        kve_config cfg = lc_config(&lc_cases[0], 8, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+        tu_cache a;
+        CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+        CHECK_RESULT(kve_remove(&a.c, -1, 4), KVE_ERROR_POSITION);
+        CHECK_RESULT(kve_remove(&a.c, 4, 4), KVE_ERROR_POSITION);
+        CHECK_RESULT(kve_remove(NULL, 0, 4), KVE_ERROR_NULL_ARGUMENT);
+        CHECK_RESULT(kve_remove(&a.c, 0, 4), KVE_OK); /* nothing there: fine */
+        tu_close(&a);
+    }
+}
+
+/* SnapKV's recorded queries of removed positions are dropped: window scores as if never seen */
+static void test_remove_queries(void)
+{
+    kve_config cfg = lc_config(&lc_cases[3], 64, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+    tu_cache a, b;
+    float sa[64], sb[64];
+    cfg.policy.decode = KVE_DECODE_GROW; /* no eviction: the same tokens everywhere */
+    int64_t p;
+    CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+    CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+    lc_store_range(&a.c, 0, 30, 10); /* 30 queries recorded in a window of 8: the ring wrapped */
+    CHECK_RESULT(kve_remove(&a.c, 26, 28), KVE_OK);
+    for (p = 0; p < 30; p++) {
+        static float out[L * H * D];
+        if (p == 26 || p == 27) continue;
+        lc_step(&b.c, p, 10, out);
+    }
+    CHECK_RESULT(kve_window_scores(&a.c, 1, 1, KVE_REDUCE_MEAN, sa), KVE_OK);
+    CHECK_RESULT(kve_window_scores(&b.c, 1, 1, KVE_REDUCE_MEAN, sb), KVE_OK);
+    /* b holds 8 queries, a the 6 left of its 8: compare a against 6 of b's */
+    {
+        tu_cache c;
+        CHECK_RESULT(tu_open(&c, &cfg), KVE_OK);
+        for (p = 0; p < 30; p++) {
+            float k[HK * D], v[HK * D], q[H * D];
+            int32_t l;
+            if (p == 26 || p == 27) continue;
+            for (l = 0; l < L; l++) {
+                lc_token(l, p, 10, k, v, q);
+                kve_store(&c.c, l, p, k, v, NULL);
+                if (p >= 22) kve_observe(&c.c, l, 1, q, NULL); /* 22..25, 28, 29 */
+            }
+        }
+        CHECK_RESULT(kve_window_scores(&c.c, 1, 1, KVE_REDUCE_MEAN, sb), KVE_OK);
+        CHECK(memcmp(sa, sb, 28 * sizeof(float)) == 0,
+              "SnapKV: the queries of removed tokens still count");
+        tu_close(&c);
+    }
+    tu_close(&a);
+    tu_close(&b);
+}
+
+/* 5. shift: the same as storing at the shifted positions */
+static void test_shift(void)
+{
+    int ci, si;
+    for (ci = 0; ci < N_CASES; ci++)
+        for (si = 0; si < 2; si++) {
+            kve_config cfg = lc_config(&lc_cases[ci], 64, lc_storages[si], KVE_TYPE_F32, KVE_TYPE_F32);
+            tu_cache a, b;
+            int64_t p;
+            double worst = 0.0;
+            int same;
+            /* no eviction before the shift: both caches hold the same tokens */
+            if (ci == 4) cfg.policy.decode = KVE_DECODE_GROW;
+            CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+            CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+            /* llama.cpp's context shift: keep 4, discard 6, move the rest back by 6 */
+            lc_store_range(&a.c, 0, 20, 11);
+            CHECK_RESULT(kve_remove(&a.c, 4, 10), KVE_OK);
+            CHECK_RESULT(kve_shift(&a.c, 10, 20, -6), KVE_OK);
+            CHECK_RESULT(kve_check(&a.c), KVE_OK);
+            CHECK(kve_newest_position(&a.c, 0) == 13, "shift: newest %lld",
+                  (long long)kve_newest_position(&a.c, 0));
+            /* b: the same vectors stored at the new positions */
+            for (p = 0; p < 20; p++) {
+                float k[HK * D], v[HK * D], q[H * D];
+                int32_t l;
+                if (p >= 4 && p < 10) continue;
+                for (l = 0; l < L; l++) {
+                    float out[H * D];
+                    int64_t at = p < 4 ? p : p - 6;
+                    lc_token(l, p, 11, k, v, q);
+                    kve_store(&b.c, l, at, k, v, NULL);
+                    kve_attend(&b.c, l, q, out);
+                }
+            }
+            same = lc_same_steps(&a.c, &b.c, 14, 30, 12, &worst);
+            CHECK(worst < 1e-5, "%s, %s: shifted cache differs by %.3g", lc_cases[ci].name,
+                  si ? "pre" : "post", worst);
+            /* pre-RoPE keys are rotated where they are read: nothing rounds */
+            CHECK(!si || same, "%s, pre-RoPE: a shifted cache is not bit-identical", lc_cases[ci].name);
+            tu_close(&a);
+            tu_close(&b);
+        }
+}
+
+/* shift errors leave the cache unchanged (compared through its saved state) */
+static size_t lc_save(const kve_cache *c, unsigned char **blob)
+{
+    size_t n = 0, written = 0;
+    CHECK_RESULT(kve_state_size(c, &n), KVE_OK);
+    *blob = (unsigned char *)tu_alloc(n);
+    CHECK_RESULT(kve_state_save(c, *blob, n, &written), KVE_OK);
+    CHECK(written == n, "saved %zu of %zu bytes", written, n);
+    return n;
+}
+
+static int lc_state_is(const kve_cache *c, const unsigned char *blob, size_t n)
+{
+    unsigned char *now;
+    size_t m = lc_save(c, &now);
+    int same = m == n && memcmp(now, blob, n) == 0;
+    free(now);
+    return same;
+}
+
+static void test_shift_errors(void)
+{
+    kve_config cfg = lc_config(&lc_cases[1], 64, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+    tu_cache a;
+    unsigned char *blob;
+    size_t n;
+    CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+    lc_store_range(&a.c, 0, 20, 13);
+    n = lc_save(&a.c, &blob);
+    CHECK_RESULT(kve_shift(&a.c, 10, 20, -1), KVE_ERROR_SHIFT_ORDER);  /* onto token 9 */
+    CHECK_RESULT(kve_shift(&a.c, 5, 10, 10), KVE_ERROR_SHIFT_ORDER);   /* past tokens 10.. */
+    CHECK_RESULT(kve_shift(&a.c, 0, 20, -1), KVE_ERROR_SHIFT_ORDER);   /* below 0 */
+    CHECK_RESULT(kve_shift(&a.c, 0, 20, KVE_MAX_POSITION), KVE_ERROR_SHIFT_ORDER);
+    CHECK_RESULT(kve_shift(&a.c, 5, 3, 1), KVE_ERROR_POSITION);
+    CHECK(lc_state_is(&a.c, blob, n), "a refused shift changed the cache");
+    CHECK_RESULT(kve_shift(&a.c, 10, 20, 5), KVE_OK); /* a gap is fine */
+    CHECK_RESULT(kve_shift(&a.c, 100, 200, -50), KVE_OK); /* nothing there */
+    CHECK(kve_newest_position(&a.c, 0) == 24, "shift into a gap: newest %lld",
+          (long long)kve_newest_position(&a.c, 0));
+    CHECK_RESULT(kve_check(&a.c), KVE_OK);
+    free(blob);
+    tu_close(&a);
+}
+
+/* 6. copy: an independent cache; the source is untouched by what the copy does */
+static void test_copy(void)
+{
+    int ci;
+    for (ci = 0; ci < N_CASES; ci++) {
+        kve_config cfg = lc_config(&lc_cases[ci], 96, KVE_KEYS_POST_ROPE, KVE_TYPE_BF16, KVE_TYPE_F32);
+        tu_cache a, ref;
+        kve_cache b;
+        kve_buffers buf;
+        size_t kb, vb, bytes;
+        void *kbuf, *vbuf, *mem;
+        unsigned char *before;
+        size_t nb;
+        CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+        CHECK_RESULT(tu_open(&ref, &cfg), KVE_OK);
+        /* the copy in another layout */
+        kve_buffer_bytes(&cfg, KVE_LAYOUT_HEAD_MAJOR, &kb, &vb);
+        kve_cache_size(&cfg, &bytes);
+        kbuf = tu_alloc(kb); vbuf = tu_alloc(vb); mem = tu_alloc(bytes);
+        memset(&buf, 0, sizeof buf);
+        buf.k = kbuf; buf.v = vbuf; buf.k_bytes = kb; buf.v_bytes = vb;
+        buf.layout = KVE_LAYOUT_HEAD_MAJOR;
+        CHECK_RESULT(kve_cache_init(&cfg, &buf, mem, bytes, &b), KVE_OK);
+        lc_store_range(&a.c, 0, 60, 14);
+        lc_store_range(&ref.c, 0, 60, 14);
+        CHECK_RESULT(kve_cache_copy(&b, &a.c), KVE_OK);
+        nb = lc_save(&a.c, &before);
+        CHECK(lc_state_is(&b, before, nb), "%s: the copy's state differs", lc_cases[ci].name);
+        lc_store_range(&b, 60, 75, 15); /* the copy diverges */
+        CHECK(lc_state_is(&a.c, before, nb), "%s: the source changed", lc_cases[ci].name);
+        CHECK(lc_same_steps(&a.c, &ref.c, 60, 70, 16, NULL), "%s: the source attends differently",
+              lc_cases[ci].name);
+        free(before);
+        free(kbuf); free(vbuf); free(mem);
+        tu_close(&a);
+        tu_close(&ref);
+    }
+    {
+        kve_config cfg = lc_config(&lc_cases[0], 16, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+        kve_config other = cfg;
+        tu_cache a, o;
+        kve_cache moved;
+        other.n_threads = 1; /* a runtime setting: still the same configuration */
+        CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+        CHECK_RESULT(tu_open(&o, &other), KVE_OK);
+        lc_store_range(&a.c, 0, 5, 17);
+        CHECK_RESULT(kve_cache_copy(&o.c, &a.c), KVE_OK);
+        tu_close(&o);
+        other.policy.kind = KVE_POLICY_STREAMINGLLM;
+        CHECK_RESULT(tu_open(&o, &other), KVE_OK);
+        CHECK_RESULT(kve_cache_copy(&o.c, &a.c), KVE_ERROR_STATE_CONFIG);
+        tu_close(&o);
+        /* a struct copy shares memory: once the original changes the cache, the copy is stale
+           and every call refuses it */
+        memcpy(&moved, &a.c, sizeof moved);
+        CHECK_RESULT(kve_check(&moved), KVE_OK); /* nothing changed yet: a move is fine */
+        lc_store_range(&a.c, 5, 6, 17);
+        CHECK_RESULT(kve_check(&moved), KVE_ERROR_MOVED_CACHE);
+        CHECK_RESULT(kve_store(&moved, 0, 9, a.k, a.v, NULL), KVE_ERROR_MOVED_CACHE);
+        CHECK_RESULT(kve_cache_copy(&moved, &a.c), KVE_ERROR_MOVED_CACHE);
+        CHECK(kve_length(&moved, 0, 0) == -1, "a stale copy still answers");
+        memcpy(&moved, &a.c, sizeof moved); /* a move: the new struct works, the old one is stale */
+        lc_store_range(&moved, 6, 7, 17);
+        CHECK_RESULT(kve_check(&moved), KVE_OK);
+        CHECK_RESULT(kve_check(&a.c), KVE_ERROR_MOVED_CACHE);
+        memcpy(&a.c, &moved, sizeof moved);
+        /* a cache on the same buffers is not a copy */
+        {
+            kve_buffers buf;
+            kve_cache twin;
+            size_t bytes;
+            void *mem;
+            memset(&buf, 0, sizeof buf);
+            buf.k = a.k; buf.v = a.v;
+            kve_buffer_bytes(&cfg, KVE_LAYOUT_DEFAULT, &buf.k_bytes, &buf.v_bytes);
+            kve_cache_size(&cfg, &bytes);
+            mem = tu_alloc(bytes);
+            CHECK_RESULT(kve_cache_init(&cfg, &buf, mem, bytes, &twin), KVE_OK);
+            CHECK_RESULT(kve_cache_copy(&twin, &a.c), KVE_ERROR_OVERLAPPING_BUFFERS);
+            free(mem);
+        }
+        tu_close(&a);
+    }
+}
+
+/* 7. saved state: round trip, and every corruption refused with the cache unchanged */
+static void test_state(void)
+{
+    int ci, si;
+    for (ci = 0; ci < N_CASES; ci++)
+        for (si = 0; si < 2; si++) {
+            kve_config cfg = lc_config(&lc_cases[ci], 96, lc_storages[si], si ? KVE_TYPE_F16 : KVE_TYPE_F32,
+                                       si ? KVE_TYPE_BF16 : KVE_TYPE_F32);
+            tu_cache a, b, ref;
+            unsigned char *blob, *other;
+            size_t n, m, i;
+            int refused = 1, unchanged = 1, named = 1;
+            CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+            CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+            CHECK_RESULT(tu_open(&ref, &cfg), KVE_OK);
+            lc_store_range(&a.c, 0, 70, 18);
+            lc_store_range(&ref.c, 0, 70, 18);
+            n = lc_save(&a.c, &blob);
+            lc_store_range(&b.c, 0, 9, 19); /* b holds something else */
+            m = lc_save(&b.c, &other);
+            /* every single-bit flip, every truncation: a named error, b unchanged */
+            for (i = 0; i < n * 8; i += (n > 4000 ? 3 : 1)) {
+                kve_result r;
+                blob[i / 8] ^= (unsigned char)(1u << (i % 8));
+                r = kve_state_load(&b.c, blob, n);
+                blob[i / 8] ^= (unsigned char)(1u << (i % 8));
+                refused &= r != KVE_OK;
+                named &= r == KVE_ERROR_STATE_CORRUPT || r == KVE_ERROR_STATE_FORMAT;
+            }
+            for (i = 0; i < n; i += 1 + i / 64) {
+                kve_result r = kve_state_load(&b.c, blob, i);
+                refused &= r != KVE_OK;
+                named &= r == KVE_ERROR_STATE_CORRUPT || r == KVE_ERROR_STATE_FORMAT;
+            }
+            unchanged &= lc_state_is(&b.c, other, m);
+            CHECK(refused && named && unchanged, "%s: a corrupted state was %s", lc_cases[ci].name,
+                  !refused ? "loaded" : !named ? "refused without a state error" : "partly loaded");
+            /* the round trip: b becomes a, bit for bit, and goes on as a does */
+            CHECK_RESULT(kve_state_load(&b.c, blob, n), KVE_OK);
+            CHECK_RESULT(kve_check(&b.c), KVE_OK);
+            CHECK(lc_state_is(&b.c, blob, n), "%s: save(load(x)) != x", lc_cases[ci].name);
+            CHECK(lc_same_steps(&b.c, &ref.c, 70, 90, 20, NULL), "%s, %s: a loaded cache attends differently",
+                  lc_cases[ci].name, si ? "pre" : "post");
+            free(blob);
+            free(other);
+            tu_close(&a);
+            tu_close(&b);
+            tu_close(&ref);
+        }
+}
+
+/* a state whose checksum is right but whose content is not (as a crafted file would be) */
+static void lc_fix_checksum(unsigned char *blob, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    size_t i;
+    int j;
+    for (i = 0; i + 8 <= n - 8; i += 8) {
+        uint64_t w = 0;
+        for (j = 7; j >= 0; j--) w = (w << 8) | blob[i + (size_t)j];
+        h = (h ^ w) * 0x100000001b3u;
+    }
+    for (; i < n - 8; i++) h = (h ^ blob[i]) * 0x100000001b3u;
+    for (j = 0; j < 8; j++) blob[n - 8 + (size_t)j] = (unsigned char)(h >> (8 * j));
+}
+
+static void test_state_content(void)
+{
+    kve_config cfg = lc_config(&lc_cases[1], 32, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+    tu_cache a, b;
+    unsigned char *blob, *other, *bad;
+    size_t n, m, i, small;
+    int unchanged = 1, caught = 0, tried = 0;
+    CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+    CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+    lc_store_range(&a.c, 0, 40, 21);
+    lc_store_range(&b.c, 0, 3, 22);
+    n = lc_save(&a.c, &blob);
+    m = lc_save(&b.c, &other);
+    bad = (unsigned char *)tu_alloc(n);
+    /* every 8-byte field after the configuration set to values a file could hold */
+    for (i = 24 + 23 * 8; i + 8 <= n - 8; i += 4) {
+        static const uint64_t values[] = {0, 1, 0xffffffffu, 0x7fffffffffffffffull,
+                                          0xffffffffffffffffull, 47, 1000};
+        size_t vi;
+        for (vi = 0; vi < sizeof values / sizeof values[0]; vi++) {
+            kve_result r;
+            int j;
+            memcpy(bad, blob, n);
+            for (j = 0; j < 8; j++) bad[i + (size_t)j] = (unsigned char)(values[vi] >> (8 * j));
+            if (memcmp(bad, blob, n) == 0) continue;
+            lc_fix_checksum(bad, n);
+            r = kve_state_load(&b.c, bad, n);
+            tried++;
+            if (r != KVE_OK) {
+                caught++;
+                unchanged &= r == KVE_ERROR_STATE_CORRUPT;
+                unchanged &= lc_state_is(&b.c, other, m);
+            } else { /* accepted (a float that is still finite): it must be consistent */
+                CHECK_RESULT(kve_check(&b.c), KVE_OK);
+                CHECK_RESULT(kve_state_load(&b.c, other, m), KVE_OK);
+            }
+        }
+    }
+    CHECK(unchanged, "an inconsistent state changed the cache or gave another error");
+    CHECK(caught > 0 && tried > 0, "no inconsistent state refused (%d tried)", tried);
+    /* fields whose every change here is inconsistent: layer 0's limit, newest, stored, ring_next,
+       head 0's length and first position (offsets after the 24-byte header and 23 config fields) */
+    {
+        static const struct { size_t at; int bytes; uint64_t value; } edits[] = {
+            {208, 4, 0}, {208, 4, 33}, {212, 8, 1000}, {212, 8, 38}, {220, 8, 3}, {228, 4, 0},
+            {228, 4, 24}, {232, 4, 25}, {232, 4, 0}, {236, 8, 39}, {236, 8, 1}};
+        size_t e;
+        for (e = 0; e < sizeof edits / sizeof edits[0]; e++) {
+            int j;
+            memcpy(bad, blob, n);
+            for (j = 0; j < edits[e].bytes; j++)
+                bad[edits[e].at + (size_t)j] = (unsigned char)(edits[e].value >> (8 * j));
+            lc_fix_checksum(bad, n);
+            CHECK_RESULT(kve_state_load(&b.c, bad, n), KVE_ERROR_STATE_CORRUPT);
+        }
+        CHECK(lc_state_is(&b.c, other, m), "an inconsistent state changed the cache");
+    }
+    /* another configuration, another version, not a state, a small buffer */
+    {
+        kve_config oc = cfg;
+        tu_cache o;
+        size_t written = 0;
+        oc.policy.sinks = 2;
+        CHECK_RESULT(tu_open(&o, &oc), KVE_OK);
+        CHECK_RESULT(kve_state_load(&o.c, blob, n), KVE_ERROR_STATE_CONFIG);
+        tu_close(&o);
+        memcpy(bad, blob, n);
+        bad[8] = 2;
+        lc_fix_checksum(bad, n);
+        CHECK_RESULT(kve_state_load(&b.c, bad, n), KVE_ERROR_STATE_FORMAT);
+        CHECK_RESULT(kve_state_load(&b.c, "hello", 5), KVE_ERROR_STATE_FORMAT);
+        CHECK_RESULT(kve_state_load(&b.c, NULL, n), KVE_ERROR_NULL_ARGUMENT);
+        kve_state_size(&a.c, &small);
+        CHECK_RESULT(kve_state_save(&a.c, bad, small - 1, &written), KVE_ERROR_BUFFER_TOO_SMALL);
+        CHECK(written == 0, "a refused save reports bytes written");
+        CHECK(lc_state_is(&b.c, other, m), "a refused load changed the cache");
+    }
+    free(blob); free(other); free(bad);
+    tu_close(&a);
+    tu_close(&b);
+}
+
+/* 8. kve_store_n is n kve_store calls, and checks them all first */
+static void test_store_n(void)
+{
+    kve_config cfg = lc_config(&lc_cases[1], 32, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+    tu_cache a, b;
+    static float k[40 * HK * D], v[40 * HK * D], q[H * D];
+    int64_t pos[40];
+    int32_t l, i;
+    unsigned char *blob;
+    size_t n;
+    CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+    CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+    for (l = 0; l < L; l++) {
+        for (i = 0; i < 40; i++) {
+            pos[i] = 3 * i + 1;
+            lc_token(l, pos[i], 23, k + (size_t)i * HK * D, v + (size_t)i * HK * D, q);
+            kve_store(&a.c, l, pos[i], k + (size_t)i * HK * D, v + (size_t)i * HK * D, NULL);
+        }
+        CHECK_RESULT(kve_store_n(&b.c, l, 40, pos, k, v), KVE_OK);
+    }
+    n = lc_save(&a.c, &blob);
+    CHECK(lc_state_is(&b.c, blob, n), "store_n differs from 40 stores");
+    CHECK_RESULT(kve_store_n(&b.c, 0, 2, NULL, k, v), KVE_OK); /* NULL: the next positions */
+    CHECK(kve_newest_position(&b.c, 0) == 120, "store_n with NULL positions: newest %lld",
+          (long long)kve_newest_position(&b.c, 0));
+    free(blob);
+    n = lc_save(&b.c, &blob);
+    pos[0] = 200; pos[1] = 201; pos[2] = 201;
+    CHECK_RESULT(kve_store_n(&b.c, 0, 3, pos, k, v), KVE_ERROR_POSITION);
+    pos[2] = 202;
+    k[2 * HK * D + 5] = INFINITY;
+    CHECK_RESULT(kve_store_n(&b.c, 0, 3, pos, k, v), KVE_ERROR_NOT_FINITE);
+    CHECK_RESULT(kve_store_n(&b.c, 0, 0, pos, k, v), KVE_ERROR_INVALID_COUNT);
+    CHECK(lc_state_is(&b.c, blob, n), "a refused store_n stored some tokens");
+    free(blob);
+    tu_close(&a);
+    tu_close(&b);
+}
+
+/* 9. n_threads changes nothing in the results */
+static void test_threads(void)
+{
+    static const int32_t threads[4] = {1, 2, 3, 0};
+    static float first[16 * 64];
+    kve_config cfg;
+    int ti;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = 16; cfg.n_kv_heads = 8; cfg.head_dim = 64; cfg.capacity = 4096;
+    cfg.policy.kind = KVE_POLICY_H2O; cfg.policy.budget = 4000; cfg.policy.window = 16;
+    for (ti = 0; ti < 4; ti++) {
+        tu_cache t;
+        static float k[8 * 64], v[8 * 64], q[16 * 64], out[16 * 64];
+        int64_t p;
+        cfg.n_threads = threads[ti];
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        tu_seed(99);
+        for (p = 0; p < 4040; p++) {
+            tu_fill(k, sizeof k / 4, 1.0f);
+            tu_fill(v, sizeof v / 4, 1.0f);
+            kve_store(&t.c, 0, p, k, v, NULL);
+            if (p % 500 == 0 || p > 4000) {
+                tu_fill(q, sizeof q / 4, 1.0f);
+                kve_attend(&t.c, 0, q, out);
+            }
+        }
+        if (ti == 0) memcpy(first, out, sizeof out);
+        else CHECK(memcmp(first, out, sizeof out) == 0, "n_threads %d changed the result", threads[ti]);
+        tu_close(&t);
+    }
+    cfg.n_threads = -1;
+    {
+        size_t bytes;
+        CHECK_RESULT(kve_cache_size(&cfg, &bytes), KVE_ERROR_INVALID_PARAMETER);
+    }
+}
+
+/* 10. attention positions: what the manual promises, and the smaller fixes */
+static void test_positions_and_messages(void)
+{
+    kve_config cfg = lc_config(&lc_cases[1], 32, KVE_KEYS_PRE_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+    tu_cache a;
+    int64_t qpos, kpos[32];
+    int32_t s, n, ok = 1;
+    CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+    lc_store_range(&a.c, 0, 50, 24); /* 4 sinks + 20 recent of 50 */
+    CHECK_RESULT(kve_attention_positions(&a.c, 0, 1, &qpos, kpos), KVE_OK);
+    n = kve_length(&a.c, 0, 1);
+    /* pos-shift numbers the cache 0 .. n-1 in order: the query sits at n - 1 */
+    CHECK(qpos == n - 1, "pre-RoPE pos-shift: query at %lld, expected %d", (long long)qpos, n - 1);
+    for (s = 0; s < n; s++) {
+        int64_t p = kve_slot_position(&a.c, 0, 1, s);
+        ok &= s < 4 ? kpos[s] == s : kpos[s] == p - (50 - n) ;
+    }
+    CHECK(ok, "pre-RoPE pos-shift: key positions are not the cache order");
+    CHECK_RESULT(kve_attention_positions(&a.c, 0, 2, &qpos, kpos), KVE_ERROR_INDEX_OUT_OF_RANGE);
+    CHECK_RESULT(kve_attention_positions(&a.c, 0, 0, NULL, kpos), KVE_ERROR_NULL_ARGUMENT);
+    tu_close(&a);
+    CHECK(strstr(kve_result_string(KVE_ERROR_CACHE_FULL), "KVE_DECODE_EVICT") != NULL,
+          "the cache-full message does not name KVE_DECODE_EVICT");
+    {
+        kve_config sc = lc_config(&lc_cases[3], 8, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+        float k[HK * D], v[HK * D], q[H * D];
+        int32_t i;
+        sc.policy.decode = KVE_DECODE_GROW; sc.policy.budget = 0; sc.policy.window = 4;
+        CHECK_RESULT(tu_open(&a, &sc), KVE_OK);
+        CHECK(kve_layer_budget(&a.c, 0) == 8, "grow mode: the layer budget is the capacity");
+        for (i = 0; i < 8; i++) {
+            lc_token(0, i, 25, k, v, q);
+            kve_store(&a.c, 0, i, k, v, NULL);
+        }
+        CHECK_RESULT(kve_store(&a.c, 0, 8, k, v, NULL), KVE_ERROR_CACHE_FULL);
+        CHECK_RESULT(kve_observe(&a.c, 0, 9, q, NULL), KVE_ERROR_INVALID_COUNT);
+        CHECK_RESULT(kve_observe(&a.c, 1, 1, q, NULL), KVE_ERROR_EMPTY);
+        tu_close(&a);
+    }
+}
+
+int main(void)
+{
+    test_engine_attention();
+    test_observe_compress();
+    test_accumulate();
+    test_remove();
+    test_remove_after_eviction();
+    test_remove_queries();
+    test_shift();
+    test_shift_errors();
+    test_copy();
+    test_state();
+    test_state_content();
+    test_store_n();
+    test_threads();
+    test_positions_and_messages();
+    return tu_summary("test_lifecycle");
+}
