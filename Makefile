@@ -84,11 +84,16 @@ bench-quick: $(BUILD)/bench
 	$(BUILD)/bench --quick
 
 FUZZ_SECONDS ?= 60
+# two targets, FUZZ_SECONDS each: the calls (tests/fuzz_kvevict.c) and kve_state_load (fuzz_state.c)
 fuzz: | $(BUILD)
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz_kvevict.c -o $(BUILD)/fuzz -lm
 	mkdir -p $(BUILD)/fuzz-corpus
 	$(BUILD)/fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=$(BUILD)/ \
 	  $(BUILD)/fuzz-corpus tests/fuzz-corpus
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz_state.c -o $(BUILD)/fuzz_state -lm
+	mkdir -p $(BUILD)/fuzz-state-corpus
+	$(BUILD)/fuzz_state -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  -artifact_prefix=$(BUILD)/state- $(BUILD)/fuzz-state-corpus
 
 clean:
 	rm -rf build build-san build-noomp

@@ -112,10 +112,113 @@
    (a division by zero in the reference) keeps budget - window like SnapKV; the PyramidKV floor
    quirks are kept (the mean budget slightly exceeds C; deep layers may keep only the window).
 
+   USING YOUR OWN ATTENTION KERNEL
+   -------------------------------
+   kvevict can store, score and evict while your kernel (flash attention, ggml, a GPU) attends.
+   Per layer, per step, instead of kve_attend / kve_prefill:
+       kve_store(&cache, l, pos, k, v, NULL);            // or kve_store_n for a chunk
+       int64_t qpos, key_pos[capacity];
+       for each KV head h:
+           kve_attention_positions(&cache, l, h, &qpos, key_pos);
+           for slot s in 0 .. kve_length(&cache, l, h) - 1:
+               key   = kve_read_key(..., s)   (or kve_key(): the raw row at cfg.k_type)
+               if key_pos[s] >= 0: kve_rope_apply(cfg, key, key_pos[s])
+               value = kve_read_value(..., s)
+           for each query head g of h (g / (n_heads / n_kv_heads) == h):
+               if qpos >= 0: kve_rope_apply(cfg, q_g, qpos)   // a query at position p of a
+                                                              // prefill: qpos + p - newest
+               w = softmax over the slots (a prefill query sees slots whose
+                   kve_slot_position <= p) of dot(q_g, key) / sqrt(head_dim)
+               out_g = sum over slots of w[s] * value[s]
+       kve_observe(&cache, l, n_queries, q, NULL);        // the queries, BEFORE RoPE
+       if (kve_scores(&cache, l, 0))                      // H2O, or a custom policy's scores
+           kve_accumulate(&cache, l, weights);            // [n_heads][capacity] by slot
+   after a prompt: kve_compress_all(&cache), as with kve_prefill.
+   That is exactly what kve_attend computes (tests/test_lifecycle.c checks it to 1e-5 for every
+   policy, key storage and pos-shift setting). Keys stored post-RoPE come back rotated (key_pos -1):
+   with pos-shift off that is every slot, and with it on the library has already re-rotated the
+   sinks in the buffer. Pre-RoPE keys are rotated at cache-order positions when pos-shift is on
+   (which is why the positions come from kve_attention_positions, not from kve_slot_position).
+   kve_observe marks the layer attended, as kve_attend does: from then on it is kept within its
+   budget. Weights of several queries may be summed before kve_accumulate.
+
+   SEQUENCE LIFE CYCLE
+   -------------------
+       kve_store_n(c, l, n, pos, k, v)  n tokens in one call; all checked before the first is stored
+       kve_remove(c, from, to)          forget positions [from, to) in every layer (llama.cpp's
+                                        seq_rm): speculative decoding's rejected drafts, regenerate,
+                                        an edited turn. Storing resumes above the newest kept token.
+       kve_shift(c, from, to, delta)    renumber positions [from, to) by delta (seq_add, "context
+                                        shift"), re-rotating post-RoPE keys; positions may not
+                                        overlap or change order (KVE_ERROR_SHIFT_ORDER)
+       kve_cache_copy(dst, src)         fork: dst (same configuration, its own buffers, any layout)
+                                        becomes an independent copy (beam search, parallel sampling)
+       kve_state_size/save/load         a saved session or prompt cache (format below)
+   Speculative decoding, rejecting the last j of n draft tokens:
+       for (i = 0; i < n; i++) for each layer: kve_store(...); kve_attend(...);  // the drafts
+       kve_remove(&cache, first_draft_pos + n - j, INT64_MAX);                  // reject j
+   After kve_remove the cache is bit for bit the cache that never held the removed tokens, as long
+   as nothing was evicted since they were stored. What eviction makes unrecoverable: tokens evicted
+   to make room for the removed ones stay evicted; H2O keeps the attention the removed tokens' queries
+   gave to kept ones; SnapKV/PyramidKV keep only `window` recorded queries, so removing recent ones
+   leaves fewer until new ones are recorded; StreamingLLM's ring, when it had wrapped, is laid back
+   in time order. Removing inside StreamingLLM's sinks (post-RoPE, pos-shift) makes later tokens
+   sinks: their pre-RoPE copies come from rotating the stored keys back (float rounding).
+   kve_shift of post-RoPE keys rotates what is stored (one rounding per shift; f16 and q8_0 keys
+   round again); pre-RoPE keys are untouched, only their positions change. Both calls cost O(tokens
+   in the cache) to find the positions, plus the rows that move or rotate.
+   A kve_cache struct must not be duplicated by assignment: the copy shares the buffers and the
+   bookkeeping. Moving it is fine, but once one copy changes the cache every other copy is stale and
+   refused (KVE_ERROR_MOVED_CACHE) instead of silently sharing memory.
+
+   SAVED STATE FORMAT (version 1)
+   ------------------------------
+   All integers little-endian; floats IEEE binary32 little-endian; K/V rows at their type, each
+   element little-endian (q8_0: its f16 scale, then 32 int8).
+       "KVEVICTS", u32 version = 1, u32 reserved = 0, u64 total bytes
+       23 x i64: n_layers, n_heads, n_kv_heads, head_dim, capacity, rope_layout, rope_theta (bits
+                 of the double), rope_dims, rope_linear_factor (bits), key_storage, k_type, v_type,
+                 policy kind, budget, window, kernel, pooling, gqa, beta, sinks, pos_shift, decode,
+                 evict_batch (all resolved: n_threads and the custom policy are not saved)
+       per layer: i32 limit, i64 newest, i64 tokens stored, i32 ring_next
+           per KV head: i32 len, len x i64 positions, len K rows, len V rows,
+               [StreamingLLM post-RoPE pos-shift] min(sinks, len) x head_dim f32 pre-RoPE sinks,
+               [H2O, custom with scores] for each of its query heads len f32 accumulated scores
+           [SnapKV, PyramidKV, custom] i32 nq <= window, nq x (i64 position, n_heads*head_dim f32)
+               recorded queries, oldest first
+           [H2O] window x i64 recent positions (ring)
+       u64 checksum: h = 0xcbf29ce484222325; h = (h ^ w) * 0x100000001b3 for each little-endian
+           64-bit word w of everything before it, then for each trailing byte
+   kve_state_load checks the magic, version, size and checksum, that the configuration equals the
+   cache's (KVE_ERROR_STATE_CONFIG), then reads the whole state once without writing and checks
+   every count, position and invariant kve_check() knows, and that every vector is finite; only then
+   does it write. Any error leaves the cache as it was.
+
    THREAD SAFETY
    -------------
    A kve_cache is used by one thread at a time (calls on it may use OpenMP internally). Different
    caches are independent. There is no global state; kve_result_string() returns constants.
+   cfg.n_threads bounds the OpenMP threads of one call: 0 OpenMP's choice, 1 never parallel (an
+   engine with its own thread pool), k at most k. Results are bit-identical whatever it is: heads
+   are split between threads, never the sums inside one.
+
+   INSPECTION
+   ----------
+   kve_length(c, l, h)            tokens held by (layer, KV head)
+   kve_slot_position(c, l, h, s)  the position the token in slot s was stored at (renumbered only by
+                                  kve_shift; pos-shift does not change it, see kve_attention_positions)
+   kve_key / kve_value            where a slot's row lives in your buffer, at its storage type
+   kve_read_key / kve_read_value  a row as floats (keys as stored: rotated when post-RoPE)
+   kve_scores(c, l, head)         accumulated attention per slot (H2O, custom), NULL otherwise
+   kve_layer_budget(c, l)         tokens the layer is kept within once attended: the policy budget
+                                  (PyramidKV: its long-prompt schedule for the layer), and the
+                                  capacity where nothing evicts while decoding (FULL, and SnapKV and
+                                  PyramidKV in KVE_DECODE_GROW, whose budget applies only to
+                                  kve_compress)
+   kve_newest_position(c, l)      the newest token held (-1 if none)
+   kve_cache_config(c)            the resolved configuration
+   kve_layer_bytes, kve_bytes_in_use   K+V bytes of the tokens held
+   kve_check(c)                   every bookkeeping invariant; KVE_ERROR_CORRUPT if one fails
 
    ERRORS
    ------
@@ -125,7 +228,8 @@
 
    LIMITS
    ------
-   positions: int64 in [0, KVE_MAX_POSITION = 2^52], strictly increasing per layer.
+   positions: int64 in [0, KVE_MAX_POSITION = 2^52], strictly increasing per layer (kve_remove
+   lowers the newest; kve_shift renumbers).
    stack: an attention call uses about 110 KB of each thread's stack (key and value rows of a
    block, per-row maxima and sums); threads with smaller stacks need them raised.
    capacity <= KVE_MAX_CAPACITY (2^30) slots; head_dim <= KVE_MAX_HEAD_DIM (1024), even with RoPE.
@@ -138,6 +242,9 @@
 
    HISTORY
    -------
+   0.3  Your own attention kernel (kve_observe, kve_accumulate, kve_attention_positions); the
+        sequence life cycle (kve_store_n, kve_remove, kve_shift, kve_cache_copy, kve_state_*);
+        cfg.n_threads; stale struct copies refused.
    0.2  K/V storage types (f16, bf16, q8_0); buffers, sizes and strides in bytes
         (kve_buffer_bytes replaces kve_buffer_floats; kve_key/kve_value return the raw vector,
         kve_read_key/kve_read_value the floats).
@@ -150,7 +257,7 @@
 #include <stdint.h>
 
 #define KVEVICT_VERSION_MAJOR 0
-#define KVEVICT_VERSION_MINOR 2
+#define KVEVICT_VERSION_MINOR 3
 #define KVEVICT_VERSION_PATCH 0
 
 #ifndef KVE_API
@@ -1435,9 +1542,15 @@ static kve__posmap kve__make_posmap(const kve_cache *c, int32_t l)
 {
     kve__posmap m;
     int64_t anchor = kve__sink_anchor(c, l);
+    int32_t n = *kve__len(c, l, 0);
     m.sinks = anchor >= 0 ? c->sinks : 0;
     m.base = anchor >= 0 ? anchor - c->sinks : 0;
-    if (anchor < 0 && kve__pos_shift(c) && *kve__len(c, l, 0) > 0) m.base = kve__pos(c, l, 0)[0];
+    if (anchor < 0 && kve__pos_shift(c) && n > 0) {
+        /* numbered from the oldest token: without sinks, once the ring has wrapped, that is the
+           ring's next slot, not slot 0 (so no effective position is negative) */
+        int32_t oldest = c->sinks == 0 && c->stored[l] > (int64_t)n ? c->ring_next[l] : 0;
+        m.base = kve__pos(c, l, 0)[oldest];
+    }
     return m;
 }
 

@@ -4,6 +4,7 @@
                  [--prompt-tokens P] [--continuation G]
                  --policy SPEC [--policy SPEC ...] [--csv OUT.csv] [--svg OUT.svg]
                  [--kv-type f32|f16|bf16|q8_0] [--k-type T] [--v-type T]
+                 [--attention library|engine]
 
    The text: stories separated by lines "<|endoftext|>", each encoded with a leading BOS, one after
    another; the first N tokens are used (default: all).
@@ -25,8 +26,11 @@
    the stream index of the token fed (nll is that of the token after it). --svg: NLL against t,
    a moving average, one line per policy. --kv-type (or --k-type, --v-type): how the policies'
    caches store K and V (default f32; prompt mode's full-cache reference stays f32), to see what
-   a storage type costs in quality next to the memory it saves. Defaults of the library's
-   parameters: kvevict.h. */
+   a storage type costs in quality next to the memory it saves. --attention: who computes
+   attention, kvevict (kve_attend, kve_prefill; the default) or the engine itself over the K/V
+   buffers (engine_attention in examples/engine.h, kvevict only storing, scoring and evicting);
+   both give the same numbers, up to float rounding. Defaults of the library's parameters:
+   kvevict.h. */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
 #include "examples/engine.h"
@@ -35,6 +39,7 @@
 
 static kve_type g_kv_types[2] = {KVE_TYPE_F32, KVE_TYPE_F32}; /* K, V of the policies' caches */
 static const char *const g_type_names[] = {"f32", "f32", "f16", "bf16", "q8_0"};
+static int g_own_attention; /* --attention engine: the engine's own attention (engine.h) */
 
 static int type_arg(const char *name, const char *v, kve_type *out)
 {
@@ -170,6 +175,7 @@ static int run_stream(const model *m, result *r, const int *tokens, int n)
     if (spec_setup(&r->spec, m, 1, n, &rnd, &pc, &slots) ||
         engine_open(&e, m, &pc, slots, 1, g_kv_types))
         return 1;
+    e.own_attention = g_own_attention;
     alloc_scores(r, n);
     for (t = 0; t + 1 < n; t++) {
         kve_result kr = engine_run(&e, &tokens[t], 1, t, logits);
@@ -245,12 +251,14 @@ static int run_prompt(const model *m, result *res, int n_pol, const int *tokens,
     memset(&full, 0, sizeof full);
     memset(rnd, 0, sizeof rnd);
     if (engine_open(&ref, m, &full, P + G, P, NULL)) return 1;
+    ref.own_attention = g_own_attention;
     for (p = 0; p < n_pol; p++) {
         kve_policy_config pc;
         int32_t slots;
         if (spec_setup(&res[p].spec, m, 0, P + G, &rnd[p], &pc, &slots) ||
             engine_open(&e[p], m, &pc, slots, P, g_kv_types))
             return 1;
+        e[p].own_attention = g_own_attention;
         alloc_scores(&res[p], S * G);
     }
     for (s = 0; s < S; s++) {
@@ -312,8 +320,8 @@ static void print_stream_table(const model *m, const result *res, int n_pol, int
     b[1] = m->seq_len < b[3] ? m->seq_len : b[3];
     b[2] = 4 * m->seq_len < b[3] ? 4 * m->seq_len : b[3];
     for (k = 0; k < 3; k++) snprintf(head[k], sizeof head[k], "[%d,%d)", b[k], b[k + 1]);
-    printf("stream mode, %d tokens, training context %d: mean NLL (perplexity) of the next token\n",
-           n_tokens, m->seq_len);
+    printf("stream mode, %d tokens, training context %d, %s attention: mean NLL (perplexity) of "
+           "the next token\n", n_tokens, m->seq_len, g_own_attention ? "engine" : "library");
     printf("%-*s  %-16s %-16s %-16s %12s %9s\n", w, "policy", head[0], head[1], head[2], "peak KV",
            "tok/s");
     for (p = 0; p < n_pol; p++) {
@@ -340,8 +348,9 @@ static double segment_kl(const result *r, int s)
 static void print_prompt_table(const result *res, int n_pol, int P, int G, int w)
 {
     int p, i, s, S = res[0].n / G;
-    printf("prompt mode, %d segments of %d prompt + %d continuation tokens: the %d continuation "
-           "predictions per segment, against the full cache\n", S, P, G, G);
+    printf("prompt mode, %d segments of %d prompt + %d continuation tokens, %s attention: the %d "
+           "continuation predictions per segment, against the full cache\n", S, P, G,
+           g_own_attention ? "engine" : "library", G);
     printf("%-*s  %8s %8s %10s %7s %14s %9s\n", w, "policy", "NLL", "PPL", "KL", "top-1",
            "peak KV", "tok/s");
     for (p = 0; p < n_pol; p++) {
@@ -476,11 +485,13 @@ static void usage(void)
             "usage: compare --model M --tokenizer T --text F [--tokens N] [--mode stream|prompt]\n"
             "               [--prompt-tokens P] [--continuation G]\n"
             "               --policy SPEC [--policy SPEC ...] [--csv OUT.csv] [--svg OUT.svg]\n"
+            "               [--kv-type f32|f16|bf16|q8_0] [--k-type T] [--v-type T]\n"
+            "               [--attention library|engine]  (who attends: kvevict, the default,\n"
+            "                                              or the engine over the K/V buffers)\n"
             "SPEC: full, streamingllm:capacity=256,sinks=4,pos_shift=1,\n"
             "      snapkv:capacity=128,window=8, pyramidkv:capacity=128,window=8,\n"
             "      h2o:capacity=128,window=8, random:capacity=128,window=8\n"
-            "      (all parameters: the top of examples/compare.c)\n"
-            "       [--kv-type f32|f16|bf16|q8_0] [--k-type T] [--v-type T]\n");
+            "      (all parameters: the top of examples/compare.c)\n");
     exit(2);
 }
 
@@ -528,7 +539,14 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--v-type")) {
             if (type_arg(a, v, &g_kv_types[1])) return 2;
         }
-        else if (!strcmp(a, "--mode")) {
+        else if (!strcmp(a, "--attention")) {
+            if (strcmp(v, "library") && strcmp(v, "engine")) {
+                fprintf(stderr, "error: --attention is library (kvevict attends) or engine (the "
+                        "engine's own attention), not '%s'\n", v);
+                return 2;
+            }
+            g_own_attention = !strcmp(v, "engine");
+        } else if (!strcmp(a, "--mode")) {
             if (strcmp(v, "stream") && strcmp(v, "prompt")) {
                 fprintf(stderr, "error: --mode is stream or prompt, not '%s'\n", v);
                 return 2;

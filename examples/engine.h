@@ -3,6 +3,9 @@
    It loads a llama2.c checkpoint (shared or separate classifier, grouped-query attention) and its
    tokenizer, and runs the forward pass. kvevict does RoPE, the KV cache and attention: the calls
    in engine_run() marked "kvevict" are the whole integration, the part to copy into an engine.
+   An engine that keeps its own attention kernel copies engine_attention() instead (set
+   own_attention after engine_open): kvevict then only stores, scores and evicts, and the engine
+   attends over the K/V buffers itself, with the same results.
 
    Use it from one .c file, after kvevict's implementation:
        #define KVEVICT_IMPLEMENTATION
@@ -531,7 +534,15 @@ typedef struct engine {
     void *mem;          /* kvevict's bookkeeping */
     int32_t capacity;   /* slots per layer and KV head */
     int max_batch;      /* tokens per engine_run */
+    int own_attention;  /* 0: kvevict attends (kve_attend, kve_prefill); 1: engine_attention() */
     float *x, *xb, *hb, *hb2, *q, *k, *v, *att; /* [max_batch][width] */
+    /* engine_attention's scratch, one layer at a time */
+    float *keys, *values;    /* [n_kv_heads][capacity][head_dim]: keys (rotated) and values */
+    int64_t *key_positions;  /* [n_kv_heads][capacity]: each slot's token position */
+    int64_t *query_rope_pos; /* [n_kv_heads]: where to rotate the newest query (-1: not at all) */
+    int64_t *key_rope_pos;   /* [capacity]: where to rotate each stored key (-1: stored rotated) */
+    float *weights;          /* [n_heads][capacity]: one query's softmax weights, by slot */
+    float *qh;               /* [head_dim]: one query head, rotated */
 } engine;
 
 /* kv_types: K and V storage types (NULL: float32) */
@@ -586,6 +597,16 @@ static int engine_open(engine *e, const model *m, const kve_policy_config *polic
     e->v = (float *)xmalloc(B * (size_t)m->kv_dim * sizeof(float));
     e->hb = (float *)xmalloc(B * (size_t)m->hidden_dim * sizeof(float));
     e->hb2 = (float *)xmalloc(B * (size_t)m->hidden_dim * sizeof(float));
+    {
+        size_t C = (size_t)capacity, Hk = (size_t)m->n_kv_heads;
+        e->keys = (float *)xmalloc(Hk * C * (size_t)m->head_dim * sizeof(float));
+        e->values = (float *)xmalloc(Hk * C * (size_t)m->head_dim * sizeof(float));
+        e->key_positions = (int64_t *)xmalloc(Hk * C * sizeof(int64_t));
+        e->query_rope_pos = (int64_t *)xmalloc(Hk * sizeof(int64_t));
+        e->key_rope_pos = (int64_t *)xmalloc(C * sizeof(int64_t));
+        e->weights = (float *)xmalloc((size_t)m->n_heads * C * sizeof(float));
+        e->qh = (float *)xmalloc((size_t)m->head_dim * sizeof(float));
+    }
     return 0;
 }
 
@@ -594,6 +615,8 @@ static void engine_close(engine *e)
     free(e->kbuf); free(e->vbuf); free(e->mem);
     free(e->x); free(e->xb); free(e->att); free(e->q); free(e->k); free(e->v);
     free(e->hb); free(e->hb2);
+    free(e->keys); free(e->values); free(e->key_positions); free(e->query_rope_pos);
+    free(e->key_rope_pos); free(e->weights); free(e->qh);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int n)
@@ -619,9 +642,105 @@ static void matmul(float *out, const float *x, const float *w, int cols, int row
     }
 }
 
+/* The engine's own attention in layer l: the queries of the n newest tokens (e->q, before RoPE,
+   [n][n_heads*head_dim]) over what the cache holds, into e->att. It computes what kve_attend
+   (n = 1) and kve_prefill (n > 1) do, up to float rounding; kvevict only stores, scores and
+   evicts. The recipe, after kve_store of the n tokens in this layer:
+     1. kve_observe: record the queries (SnapKV and PyramidKV score the tokens with them);
+     2. per KV head, kve_attention_positions: where to rotate the newest query and each stored key
+        (-1: the key is stored rotated); kve_read_key and kve_read_value give the vectors as
+        float32 whatever the storage type; kve_slot_position is the token's position, for the
+        causal mask (a query at position p sees the slots at positions <= p);
+     3. per query token and head: logits q.k / sqrt(head_dim), softmax, weighted sum of the
+        values; query head hq reads KV head hq / (n_heads / n_kv_heads);
+     4. policies that keep scores (H2O; kve_scores() not NULL): kve_accumulate the softmax
+        weights of each query, by slot.
+   Slots are in no particular order, and each KV head may hold different tokens. Plain loops in
+   float32, like llama2.c's attention: the logits of a query head go into its weights row, which
+   the softmax turns into the weights kve_accumulate takes. */
+static kve_result engine_attention(engine *e, int l, int n)
+{
+    const model *m = e->m;
+    kve_cache *c = &e->cache;
+    const kve_config *cfg = kve_cache_config(c);
+    int hd = m->head_dim, dim = m->dim, group = m->n_heads / m->n_kv_heads, h, hq, t, s, i;
+    size_t cap = (size_t)e->capacity;
+    int64_t newest = kve_newest_position(c, l);
+    int keeps_scores = kve_scores(c, l, 0) != NULL;
+    float scale = 1.0f / sqrtf((float)hd);
+    kve_result r;
+
+    /* 1. the queries, for the policies that score with them */
+    if ((r = kve_observe(c, l, n, e->q, NULL)) != KVE_OK) return r;
+
+    /* 2. each KV head's keys (rotated where the cache wants it) and values, as float32 */
+    for (h = 0; h < m->n_kv_heads; h++) {
+        int len = kve_length(c, l, h);
+        r = kve_attention_positions(c, l, h, &e->query_rope_pos[h], e->key_rope_pos);
+        if (r != KVE_OK) return r;
+        for (s = 0; s < len; s++) {
+            float *key = e->keys + ((size_t)h * cap + (size_t)s) * hd;
+            float *value = e->values + ((size_t)h * cap + (size_t)s) * hd;
+            if ((r = kve_read_key(c, l, h, s, key)) != KVE_OK ||
+                (r = kve_read_value(c, l, h, s, value)) != KVE_OK)
+                return r;
+            if (e->key_rope_pos[s] >= 0 &&
+                (r = kve_rope_apply(cfg, key, e->key_rope_pos[s])) != KVE_OK)
+                return r;
+            e->key_positions[(size_t)h * cap + (size_t)s] = kve_slot_position(c, l, h, s);
+        }
+    }
+
+    /* 3. and 4. query token t is at position p */
+    for (t = 0; t < n; t++) {
+        int64_t p = newest - (n - 1 - t);
+        for (hq = 0; hq < m->n_heads; hq++) {
+            int kv = hq / group, len = kve_length(c, l, kv);
+            const float *keys = e->keys + (size_t)kv * cap * hd;
+            const float *values = e->values + (size_t)kv * cap * hd;
+            const int64_t *key_pos = e->key_positions + (size_t)kv * cap;
+            float *w = e->weights + (size_t)hq * cap;
+            float *out = e->att + (size_t)t * dim + (size_t)hq * hd;
+            float top = -INFINITY, sum = 0.0f;
+
+            /* the query head, rotated at p's place in the cache's numbering */
+            memcpy(e->qh, e->q + (size_t)t * dim + (size_t)hq * hd, (size_t)hd * sizeof(float));
+            if (e->query_rope_pos[kv] >= 0 &&
+                (r = kve_rope_apply(cfg, e->qh, e->query_rope_pos[kv] + p - newest)) != KVE_OK)
+                return r;
+
+            /* logits of the visible slots; the others (after p in a prefill) get no weight */
+            for (s = 0; s < len; s++) {
+                const float *key = keys + (size_t)s * hd;
+                float dot = 0.0f;
+                if (key_pos[s] > p) continue;
+                for (i = 0; i < hd; i++) dot += e->qh[i] * key[i];
+                w[s] = dot * scale;
+                if (w[s] > top) top = w[s];
+            }
+            /* softmax: the weights of the visible slots, by slot */
+            for (s = 0; s < len; s++) {
+                w[s] = key_pos[s] > p ? 0.0f : expf(w[s] - top);
+                sum += w[s];
+            }
+            for (s = 0; s < len; s++) w[s] = sum > 0.0f ? w[s] / sum : 0.0f;
+            /* the output: the values weighted */
+            memset(out, 0, (size_t)hd * sizeof(float));
+            for (s = 0; s < len; s++) {
+                const float *value = values + (size_t)s * hd;
+                for (i = 0; i < hd; i++) out[i] += w[s] * value[i];
+            }
+        }
+        /* 4. this query's weights into the accumulated scores */
+        if (keeps_scores && (r = kve_accumulate(c, l, e->weights)) != KVE_OK) return r;
+    }
+    return KVE_OK;
+}
+
 /* Runs n tokens at positions pos .. pos+n-1 through the model and writes the logits of the last
    one (NULL: skip the classifier). n = 1 is a decoding step (kve_attend); n > 1 a prefill
-   (kve_prefill), whose tokens must all fit in the cache without eviction. */
+   (kve_prefill), whose tokens must all fit in the cache without eviction. With own_attention set,
+   engine_attention() attends instead of kve_attend and kve_prefill. */
 static kve_result engine_run(engine *e, const int *tokens, int n, int64_t pos, float *logits)
 {
     const model *m = e->m;
@@ -644,9 +763,11 @@ static kve_result engine_run(engine *e, const int *tokens, int n, int64_t pos, f
                           NULL);
             if (r != KVE_OK) return r;
         }
-        /* kvevict: attention of the queries (before RoPE) over what the cache holds */
-        r = n == 1 ? kve_attend(&e->cache, l, e->q, e->att)
-                   : kve_prefill(&e->cache, l, n, e->q, NULL, e->att);
+        /* kvevict: attention of the queries (before RoPE) over what the cache holds; or the
+           engine's own over the K/V buffers, kvevict only recording what its policy needs */
+        if (e->own_attention) r = engine_attention(e, l, n);
+        else r = n == 1 ? kve_attend(&e->cache, l, e->q, e->att)
+                        : kve_prefill(&e->cache, l, n, e->q, NULL, e->att);
         if (r != KVE_OK) return r;
         for (t = 0; t < n; t++) {
             float *x = e->x + (size_t)t * dim, *xb = e->xb + (size_t)t * dim;

@@ -6,6 +6,8 @@
 #   3. compare's stream-mode numbers of data/README.md come out within 0.01 (needs TEXT)
 #   4. SnapKV keeps the KL from the full cache below random selection in prompt mode (needs TEXT)
 #   5. generate runs a long stream in constant memory
+#   6. compare --attention engine (the engine's own attention, kvevict storing, scoring and
+#      evicting) gives the numbers of --attention library, every policy, both modes (needs TEXT)
 set -u
 B=${1:-build}
 D=${2:-}
@@ -120,5 +122,72 @@ elif [ "$4" -gt $(($2 + 256)) ]; then
 else
     ok "generate: constant memory: KV cache $1 bytes; peak resident $2 kB (1,000 tokens)," \
         "$4 kB (20,000)"
+fi
+
+# 6. the engine's own attention against kvevict's: per scored token, NLL (and in prompt mode the KL
+#    from the full cache) within 1e-4, for every policy, in stream and prompt mode. The two sum in
+#    other orders (and exp differs), so the numbers agree to float rounding, not bit for bit.
+expect_error "unknown --attention" attention \
+    "$B/compare" --model "$M" --tokenizer "$K" --text "$M" --policy full --attention kernel
+attention_check() { # mode tokens policy...
+    mode=$1 tokens=$2
+    shift 2
+    for a in library engine; do
+        "$B/compare" --model "$M" --tokenizer "$K" --text "$T" --tokens "$tokens" --mode "$mode" \
+            --attention $a --csv "$tmp/$mode-$a.csv" "$@" >"$tmp/table-$a" 2>"$tmp/err" ||
+            fail "compare --attention $a --mode $mode: $(cat "$tmp/err")"
+    done
+    grep -q "engine attention" "$tmp/table-engine" ||
+        fail "compare --attention engine does not say so: $(head -n 1 "$tmp/table-engine")"
+    # rows: "policy",t,nll (prompt: "policy",t,nll,segment,kl,top1); the policy may hold commas
+    awk -F, -v other="$tmp/$mode-engine.csv" -v mode="$mode" '
+    function absd(x, y) { return x > y ? x - y : y - x }
+    {
+        if ((getline line < other) <= 0) { print "model-check: the engine gave fewer rows"; exit 1 }
+        nb = split(line, b, ",")
+        if (FNR == 1) { if (line != $0) { print "model-check: CSV headers differ"; exit 1 }; next }
+        tail = mode == "prompt" ? 5 : 2
+        pol = $1
+        for (i = 2; i <= NF - tail; i++) pol = pol "," $i
+        t = $(NF - tail + 1)
+        if (nb != NF || b[nb - tail + 1] != t || substr(line, 1, length(pol)) != pol) {
+            print "model-check: rows differ: " $0 " | " line; exit 1
+        }
+        if (!(pol in n)) order[++np] = pol
+        n[pol]++
+        d = absd($(NF - tail + 2), b[nb - tail + 2])
+        if (d > nll[pol]) nll[pol] = d
+        if (mode == "prompt") { d = absd($(NF - 1), b[nb - 1]); if (d > kl[pol]) kl[pol] = d }
+    }
+    END {
+        if ((getline line < other) > 0) { print "model-check: the engine gave more rows"; exit 1 }
+        bad = 0
+        for (i = 1; i <= np; i++) {
+            p = order[i]
+            r = nll[p] <= 1e-4 && kl[p] <= 1e-4 ? "ok" : "FAIL"
+            if (r == "FAIL") bad = 1
+            printf "model-check: %s: %s mode, %s: engine against library attention, %d tokens: " \
+                   "max |NLL difference| %.1e%s\n", r, mode, p, n[p], nll[p],
+                   mode == "prompt" ? sprintf(", max |KL difference| %.1e", kl[p]) : ""
+        }
+        exit bad || np == 0
+    }' "$tmp/$mode-library.csv" ||
+        fail "$mode mode: the engine's attention and the library's give different numbers"
+}
+if [ -n "$T" ] && [ -f "$T" ]; then
+    echo "model-check: compare --attention engine against --attention library"
+    attention_check stream 1500 --policy full \
+        --policy streamingllm:capacity=128,sinks=4,pos_shift=1 \
+        --policy streamingllm:capacity=128,sinks=4,pos_shift=0 \
+        --policy streamingllm:capacity=128,sinks=0 --policy snapkv:capacity=96,window=8 \
+        --policy pyramidkv:capacity=96,window=8 --policy h2o:capacity=96,window=8 \
+        --policy random:capacity=96,window=8
+    attention_check prompt 2250 --policy snapkv:capacity=64,window=8 --policy full \
+        --policy streamingllm:capacity=128,sinks=4,pos_shift=1 \
+        --policy streamingllm:capacity=128,sinks=4,pos_shift=0 \
+        --policy pyramidkv:capacity=64,window=8 --policy h2o:capacity=64,window=8 \
+        --policy random:capacity=64,window=8 --policy snapkv:capacity=64,window=8,decode=evict \
+        --policy pyramidkv:capacity=64,window=8,decode=evict \
+        --policy h2o:capacity=64,window=8,decode=evict
 fi
 echo "model-check: all passed"

@@ -6,7 +6,7 @@ kvevict.h and what it becomes. For each mutant this script writes the mutated he
 copy of the project (the real kvevict.h is never touched), builds the test programs and runs them,
 cheapest first, stopping at the first failure:
 
-    test_core, the golden cases (keys post- and pre-RoPE), test_policies, test_properties,
+    test_core, test_lifecycle, the golden cases (keys post- and pre-RoPE), test_policies, test_properties,
     test_types (portable, then with this machine's vector instructions), the examples' own checks (minimal, custom_policy), test_reliability
 
 A mutant is *killed* when a program fails, crashes or runs past its time limit; *survived* when
@@ -124,6 +124,7 @@ def golden_runs():
 def stages():
     return [
         Stage("test_core", ["tests/test_core.c"], [["build/test_core"]]),
+        Stage("test_lifecycle", ["tests/test_lifecycle.c"], [["build/test_lifecycle"]]),
         Stage("golden", ["tests/kvcase.c", "tests/judge.c"], golden_runs()),
         Stage("test_policies", ["tests/test_policies.c"], [["build/test_policies"]]),
         Stage("test_properties", ["tests/test_properties.c"], [["build/test_properties"]]),

@@ -68,7 +68,10 @@ static void engine_attend(const kve_cache *c, int32_t layer, const float *q, flo
         int64_t qpos;
         int32_t n = kve_length(c, layer, h);
         CHECK_RESULT(kve_attention_positions(c, layer, h, &qpos, key_pos), KVE_OK);
+        CHECK(qpos >= 0, "a query position below 0");
         for (s = 0; s < n; s++) {
+            CHECK(key_pos[s] >= (cfg->key_storage == KVE_KEYS_PRE_ROPE ? 0 : -1),
+                  "slot %d: key position %lld", s, (long long)key_pos[s]);
             kve_read_key(c, layer, h, s, keys[s]);
             kve_read_value(c, layer, h, s, vals[s]);
             if (key_pos[s] >= 0) kve_rope_apply(cfg, keys[s], key_pos[s]);
@@ -103,6 +106,7 @@ static lc_case lc_cases[] = {
     {"snapkv evict", {KVE_POLICY_SNAPKV, 24, 8, 5, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL}},
     {"pyramidkv evict", {KVE_POLICY_PYRAMIDKV, 24, 8, 5, KVE_POOL_AVG, KVE_REDUCE_MAX, 4, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL}},
     {"h2o", {KVE_POLICY_H2O, 24, 8, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_DEFAULT, 0, NULL, NULL}},
+    {"streaming no sinks", {KVE_POLICY_STREAMINGLLM, 20, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, KVE_NO_SINKS, KVE_POS_SHIFT_ON, KVE_DECODE_DEFAULT, 0, NULL, NULL}},
 };
 #define N_CASES ((int)(sizeof lc_cases / sizeof lc_cases[0]))
 
@@ -329,7 +333,16 @@ static void test_remove_after_eviction(void)
             CHECK(kve_newest_position(&a.c, 0) == -1 && kve_length(&a.c, 1, 1) == 0,
                   "%s: removing everything left tokens", lc_cases[ci].name);
             CHECK_RESULT(kve_check(&a.c), KVE_OK);
-            lc_store_range(&a.c, 0, 30, 9);
+            {   /* emptied, it behaves as a new cache, evictions included */
+                tu_cache b;
+                CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+                lc_store_range(&a.c, 0, 2, 9);
+                lc_store_range(&b.c, 0, 2, 9);
+                CHECK(lc_same_steps(&a.c, &b.c, 2, 80, 9, NULL),
+                      "%s, %s: an emptied cache differs from a new one", lc_cases[ci].name,
+                      si ? "pre" : "post");
+                tu_close(&b);
+            }
             CHECK_RESULT(kve_check(&a.c), KVE_OK);
             tu_close(&a);
         }
@@ -342,6 +355,30 @@ static void test_remove_after_eviction(void)
         CHECK_RESULT(kve_remove(NULL, 0, 4), KVE_ERROR_NULL_ARGUMENT);
         CHECK_RESULT(kve_remove(&a.c, 0, 4), KVE_OK); /* nothing there: fine */
         tu_close(&a);
+    }
+}
+
+/* removing inside StreamingLLM's sinks makes later tokens sinks: close to storing without them */
+static void test_remove_sinks(void)
+{
+    int si;
+    for (si = 0; si < 2; si++) {
+        kve_config cfg = lc_config(&lc_cases[1], 64, lc_storages[si], KVE_TYPE_F32, KVE_TYPE_F32);
+        tu_cache a, b;
+        int64_t p;
+        double worst = 0.0;
+        static float out[L * H * D];
+        CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+        CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+        lc_store_range(&a.c, 0, 10, 26);
+        CHECK_RESULT(kve_remove(&a.c, 1, 3), KVE_OK);
+        for (p = 0; p < 10; p++)
+            if (p < 1 || p >= 3) lc_step(&b.c, p, 26, out);
+        /* on past the budget: the pos-shifted sinks are rotated from their copies */
+        lc_same_steps(&a.c, &b.c, 10, 60, 27, &worst);
+        CHECK(worst < 1e-5, "%s: removal inside the sinks differs by %.3g", si ? "pre" : "post", worst);
+        tu_close(&a);
+        tu_close(&b);
     }
 }
 
@@ -582,7 +619,8 @@ static void test_state(void)
             lc_store_range(&b.c, 0, 9, 19); /* b holds something else */
             m = lc_save(&b.c, &other);
             /* every single-bit flip, every truncation: a named error, b unchanged */
-            for (i = 0; i < n * 8; i += (n > 4000 ? 3 : 1)) {
+            /* every bit of the header, configuration and first bookkeeping; a sample after */
+            for (i = 0; i < n * 8; i += i < 8 * 512 ? 1 : 97) {
                 kve_result r;
                 blob[i / 8] ^= (unsigned char)(1u << (i % 8));
                 r = kve_state_load(&b.c, blob, n);
@@ -590,7 +628,7 @@ static void test_state(void)
                 refused &= r != KVE_OK;
                 named &= r == KVE_ERROR_STATE_CORRUPT || r == KVE_ERROR_STATE_FORMAT;
             }
-            for (i = 0; i < n; i += 1 + i / 64) {
+            for (i = 0; i < n; i += 1 + i / 16) {
                 kve_result r = kve_state_load(&b.c, blob, i);
                 refused &= r != KVE_OK;
                 named &= r == KVE_ERROR_STATE_CORRUPT || r == KVE_ERROR_STATE_FORMAT;
@@ -642,7 +680,7 @@ static void test_state_content(void)
     m = lc_save(&b.c, &other);
     bad = (unsigned char *)tu_alloc(n);
     /* every 8-byte field after the configuration set to values a file could hold */
-    for (i = 24 + 23 * 8; i + 8 <= n - 8; i += 4) {
+    for (i = 24 + 23 * 8; i + 8 <= n - 8; i += i < 2048 ? 4 : 60) {
         static const uint64_t values[] = {0, 1, 0xffffffffu, 0x7fffffffffffffffull,
                                           0xffffffffffffffffull, 47, 1000};
         size_t vi;
@@ -660,7 +698,15 @@ static void test_state_content(void)
                 unchanged &= r == KVE_ERROR_STATE_CORRUPT;
                 unchanged &= lc_state_is(&b.c, other, m);
             } else { /* accepted (a float that is still finite): it must be consistent */
+                float q[H * D], out[H * D];
+                int32_t l, j, finite = 1;
                 CHECK_RESULT(kve_check(&b.c), KVE_OK);
+                for (j = 0; j < H * D; j++) q[j] = 0.01f * (float)j;
+                for (l = 0; l < L; l++) {
+                    CHECK_RESULT(kve_attend(&b.c, l, q, out), KVE_OK);
+                    for (j = 0; j < H * D; j++) finite &= isfinite(out[j]) != 0;
+                }
+                CHECK(finite, "an accepted state attends to non-finite values");
                 CHECK_RESULT(kve_state_load(&b.c, other, m), KVE_OK);
             }
         }
@@ -756,8 +802,8 @@ static void test_threads(void)
     kve_config cfg;
     int ti;
     memset(&cfg, 0, sizeof cfg);
-    cfg.n_layers = 1; cfg.n_heads = 16; cfg.n_kv_heads = 8; cfg.head_dim = 64; cfg.capacity = 4096;
-    cfg.policy.kind = KVE_POLICY_H2O; cfg.policy.budget = 4000; cfg.policy.window = 16;
+    cfg.n_layers = 1; cfg.n_heads = 16; cfg.n_kv_heads = 8; cfg.head_dim = 64; cfg.capacity = 2048;
+    cfg.policy.kind = KVE_POLICY_H2O; cfg.policy.budget = 2000; cfg.policy.window = 16;
     for (ti = 0; ti < 4; ti++) {
         tu_cache t;
         static float k[8 * 64], v[8 * 64], q[16 * 64], out[16 * 64];
@@ -765,11 +811,11 @@ static void test_threads(void)
         cfg.n_threads = threads[ti];
         CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
         tu_seed(99);
-        for (p = 0; p < 4040; p++) {
+        for (p = 0; p < 2040; p++) {
             tu_fill(k, sizeof k / 4, 1.0f);
             tu_fill(v, sizeof v / 4, 1.0f);
             kve_store(&t.c, 0, p, k, v, NULL);
-            if (p % 500 == 0 || p > 4000) {
+            if (p % 500 == 0 || p > 2000) {
                 tu_fill(q, sizeof q / 4, 1.0f);
                 kve_attend(&t.c, 0, q, out);
             }
@@ -833,6 +879,7 @@ int main(void)
     test_accumulate();
     test_remove();
     test_remove_after_eviction();
+    test_remove_sinks();
     test_remove_queries();
     test_shift();
     test_shift_errors();
