@@ -100,10 +100,12 @@
                                slot per token.
        KVE_POLICY_CUSTOM       your kve_policy_vtable (see examples/custom_policy.c).
    decode: KVE_DECODE_GROW (SnapKV/PyramidKV default, as their references: compress the prompt, then
-   the cache grows until capacity) or KVE_DECODE_EVICT (H2O default; for SnapKV/PyramidKV, when a
-   layer reaches its budget it is re-scored with the most recent `window` queries as the
-   observation window and shrunk by evict_batch tokens, default window; PyramidKV layers use the
-   schedule of a long prompt, kve_layer_budget()). Scoring needs attention, so a prompt stored
+   the cache grows until capacity; StreamingLLM then keeps the whole prompt until kve_compress, which
+   keeps the sinks and the newest budget - sinks tokens, a prompt compression like the others) or
+   KVE_DECODE_EVICT (StreamingLLM and H2O default; for SnapKV/PyramidKV, when a layer reaches its
+   budget it is re-scored with the most recent `window` queries as the observation window and
+   shrunk by evict_batch tokens, default window; PyramidKV layers use the schedule of a long
+   prompt, kve_layer_budget()). Scoring needs attention, so a prompt stored
    before a layer's first kve_prefill/kve_attend may fill the whole capacity (custom policies
    too); from then on, or after kve_compress, the layer stays within its budget.
    Ties between equal scores are broken towards the lower position, deterministically.
@@ -669,7 +671,7 @@ KVE_API const char *kve_result_string(kve_result r)
     case KVE_ERROR_INDEX_OUT_OF_RANGE: return "a layer, head or slot index is out of range";
     case KVE_ERROR_POSITION: return "position is negative, above KVE_MAX_POSITION, or not after the layer's newest";
     case KVE_ERROR_NOT_FINITE: return "an input vector holds NaN, Inf, or a magnitude above KVE_MAX_ABS_VALUE (1e15)";
-    case KVE_ERROR_CACHE_FULL: return "the layer is full and the policy does not evict: KVE_POLICY_FULL, or SnapKV/PyramidKV/H2O with decode = KVE_DECODE_GROW (SnapKV's and PyramidKV's default); set decode = KVE_DECODE_EVICT or raise capacity";
+    case KVE_ERROR_CACHE_FULL: return "the layer is full and the policy does not evict: KVE_POLICY_FULL, or a policy with decode = KVE_DECODE_GROW (SnapKV's and PyramidKV's default); set decode = KVE_DECODE_EVICT or raise capacity";
     case KVE_ERROR_EMPTY: return "attention over a layer that holds no tokens";
     case KVE_ERROR_EVEN_KERNEL: return "the pooling kernel must be odd and >= 1";
     case KVE_ERROR_WINDOW_TOO_LARGE: return "the budget must be larger than the window";
@@ -984,7 +986,9 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
     if (p->sinks == KVE_NO_SINKS) p->sinks = 0;
     if (p->pos_shift == KVE_POS_SHIFT_DEFAULT) p->pos_shift = KVE_POS_SHIFT_ON;
     if (p->decode == KVE_DECODE_DEFAULT)
-        p->decode = p->kind == KVE_POLICY_H2O ? KVE_DECODE_EVICT : KVE_DECODE_GROW;
+        p->decode = p->kind == KVE_POLICY_H2O || p->kind == KVE_POLICY_STREAMINGLLM
+                        ? KVE_DECODE_EVICT
+                        : KVE_DECODE_GROW;
     if (p->evict_batch == 0) p->evict_batch = p->window;
 
     if (p->budget > c->capacity) return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
@@ -2565,8 +2569,7 @@ KVE_API kve_result kve_pyramid_budgets(int32_t budget, int32_t window, int32_t b
 static int32_t kve__layer_budget_of(const kve_config *c, int32_t layer)
 {
     const kve_policy_config *p = &c->policy;
-    int evicting = p->kind == KVE_POLICY_STREAMINGLLM || p->kind == KVE_POLICY_CUSTOM ||
-                   p->decode == KVE_DECODE_EVICT;
+    int evicting = p->kind == KVE_POLICY_CUSTOM || p->decode == KVE_DECODE_EVICT;
     if (p->kind == KVE_POLICY_FULL || !evicting) return c->capacity;
     if (p->kind == KVE_POLICY_PYRAMIDKV)
         return (int32_t)(kve__pyramid_prefix(p->budget, p->window, p->beta, c->n_layers, layer,
@@ -2586,6 +2589,7 @@ static kve_result kve__streaming_make_room(kve_cache *c, int32_t l, int32_t *ws,
 {
     int32_t h, S = c->sinks, B = c->budget[l], slot = c->ring_next[l];
     (void)u;
+    if (c->cfg.policy.decode == KVE_DECODE_GROW) return KVE_ERROR_CACHE_FULL;
     for (h = 0; h < c->cfg.n_kv_heads; h++) ws[h] = slot;
     c->ring_next[l] = slot + 1 >= B ? S : slot + 1;
     return KVE_OK;
@@ -2702,9 +2706,23 @@ static kve_result kve__h2o_make_room(kve_cache *c, int32_t l, int32_t *ws, void 
     return KVE_OK;
 }
 
+static void kve__remove_layer(kve_cache *c, int32_t l, int64_t from, int64_t to);
+
+/* StreamingLLM as a prompt compression (decode = KVE_DECODE_GROW): of the prompt, the sinks and
+   the newest budget - sinks tokens stay, in order; then the layer grows until capacity */
+static kve_result kve__streaming_compress(kve_cache *c, int32_t l, void *u)
+{
+    int32_t S = c->sinks, n = *kve__len(c, l, 0), keep = c->cfg.policy.budget - S;
+    const int64_t *pos = kve__pos(c, l, 0);
+    (void)u;
+    if (c->cfg.policy.decode != KVE_DECODE_GROW || n <= c->cfg.policy.budget) return KVE_OK;
+    kve__remove_layer(c, l, pos[S], pos[n - keep]); /* the slots are in position order */
+    return KVE_OK;
+}
+
 static const kve_policy_vtable kve__vt_full = {"full", 0, kve__full_make_room, NULL};
 static const kve_policy_vtable kve__vt_streaming = {"streamingllm", 0, kve__streaming_make_room,
-                                                    NULL};
+                                                    kve__streaming_compress};
 static const kve_policy_vtable kve__vt_snapkv = {"snapkv", 0, kve__snap_make_room,
                                                  kve__snap_compress};
 static const kve_policy_vtable kve__vt_pyramidkv = {"pyramidkv", 0, kve__snap_make_room,

@@ -831,6 +831,59 @@ static void test_threads(void)
     }
 }
 
+/* StreamingLLM as a prompt compression: keep the prompt, compress to sinks + recent, then grow */
+static void test_streaming_grow(void)
+{
+    int si;
+    for (si = 0; si < 2; si++) {
+        kve_config cfg = lc_config(&lc_cases[1], 64, lc_storages[si], KVE_TYPE_F32, KVE_TYPE_F32);
+        kve_config ev;
+        tu_cache g, e;
+        int32_t l, h, s, same = 1;
+        double worst = 0.0;
+        kve_result r = KVE_OK;
+        int64_t p;
+        static float out[L * H * D];
+        cfg.policy.decode = KVE_DECODE_GROW;
+        ev = cfg;
+        ev.policy.decode = KVE_DECODE_EVICT;
+        CHECK_RESULT(tu_open(&g, &cfg), KVE_OK);
+        CHECK_RESULT(tu_open(&e, &ev), KVE_OK);
+        CHECK(kve_layer_budget(&g.c, 0) == 64, "grow: layer budget %d", kve_layer_budget(&g.c, 0));
+        lc_store_range(&g.c, 0, 40, 28); /* a prompt longer than the budget: all of it kept */
+        lc_store_range(&e.c, 0, 40, 28);
+        CHECK(kve_length(&g.c, 1, 1) == 40, "grow: the prompt was evicted (%d)", kve_length(&g.c, 1, 1));
+        CHECK_RESULT(kve_compress_all(&g.c), KVE_OK);
+        CHECK_RESULT(kve_compress_all(&e.c), KVE_OK);
+        CHECK_RESULT(kve_check(&g.c), KVE_OK);
+        for (l = 0; l < L; l++)
+            for (h = 0; h < HK; h++) { /* the same tokens as the evicting cache: sinks + newest */
+                int32_t n = kve_length(&g.c, l, h);
+                same &= n == 24 && kve_length(&e.c, l, h) == 24;
+                for (s = 0; s < n; s++) {
+                    int64_t want = s < 4 ? s : 40 - 24 + s;
+                    same &= kve_slot_position(&g.c, l, h, s) == want;
+                }
+            }
+        CHECK(same, "%s: compressed StreamingLLM keeps other tokens", si ? "pre" : "post");
+        /* the same attention as the evicting cache over the same tokens (in another slot order) */
+        for (l = 0; l < L; l++) {
+            float k[HK * D], v[HK * D], q[H * D], og[H * D], oe[H * D];
+            lc_token(l, 39, 28, k, v, q);
+            CHECK_RESULT(kve_attend(&g.c, l, q, og), KVE_OK);
+            CHECK_RESULT(kve_attend(&e.c, l, q, oe), KVE_OK);
+            worst = fmax(worst, rel_err_ff(og, oe, H * D));
+        }
+        CHECK(worst < 1e-5, "%s: compressed StreamingLLM attends differently by %.3g", si ? "pre" : "post", worst);
+        /* then it grows until capacity: 24 kept + 40 new */
+        for (p = 40; p < 100 && r == KVE_OK; p++) r = lc_step(&g.c, p, 29, out);
+        CHECK(r == KVE_ERROR_CACHE_FULL && p - 1 == 80, "grow: full at token %lld with %s", (long long)p - 1,
+              kve_result_string(r));
+        tu_close(&g);
+        tu_close(&e);
+    }
+}
+
 /* 10. attention positions: what the manual promises, and the smaller fixes */
 static void test_positions_and_messages(void)
 {
@@ -889,5 +942,6 @@ int main(void)
     test_store_n();
     test_threads();
     test_positions_and_messages();
+    test_streaming_grow();
     return tu_summary("test_lifecycle");
 }

@@ -625,7 +625,8 @@ static void test_defaults_behave_as_written(void)
             written.policy.window = 32; written.policy.kernel = 7;
             written.policy.pooling = KVE_POOL_MAX; written.policy.gqa = KVE_REDUCE_MEAN;
             written.policy.beta = 20; written.policy.evict_batch = 32;
-            written.policy.decode = evict || kinds[i] == KVE_POLICY_H2O ? KVE_DECODE_EVICT : KVE_DECODE_GROW;
+            written.policy.decode = evict || kinds[i] == KVE_POLICY_H2O || kinds[i] == KVE_POLICY_STREAMINGLLM
+                                        ? KVE_DECODE_EVICT : KVE_DECODE_GROW;
             written.policy.sinks = 4; written.policy.pos_shift = KVE_POS_SHIFT_ON;
             run_policy(&zero, &a);
             run_policy(&written, &b);
@@ -740,8 +741,9 @@ static void test_budget_boundaries(void)
         static const struct { kve_policy_kind kind; int decode; int full; int32_t budget; } cases[] = {
             {KVE_POLICY_FULL, 0, 1, 12}, {KVE_POLICY_SNAPKV, 0, 1, 12},
             {KVE_POLICY_PYRAMIDKV, 0, 1, 12}, {KVE_POLICY_SNAPKV, 1, 0, 10},
-            {KVE_POLICY_H2O, 1, 0, 10}, {KVE_POLICY_STREAMINGLLM, 0, 0, 10}};
-        for (i = 0; i < 6; i++) {
+            {KVE_POLICY_H2O, 1, 0, 10}, {KVE_POLICY_STREAMINGLLM, 1, 0, 10},
+            {KVE_POLICY_STREAMINGLLM, 0, 1, 12}};
+        for (i = 0; i < 7; i++) {
             kve_config c;
             tu_cache t;
             float q[16], k[8], v[8], out[16];
