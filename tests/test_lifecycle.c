@@ -183,6 +183,19 @@ static void test_observe_compress(void)
         }
 }
 
+static void lc_store_range(kve_cache *c, int64_t from, int64_t to, unsigned salt)
+{
+    static float out[L * H * D];
+    int64_t p;
+    for (p = from; p < to; p++) lc_step(c, p, salt, out);
+}
+
+static kve_result lc_never_room(kve_cache *c, int32_t layer, int32_t *write_slot, void *user)
+{
+    (void)c; (void)layer; (void)write_slot; (void)user;
+    return KVE_ERROR_CACHE_FULL;
+}
+
 /* 3. kve_accumulate of kve_attend's weights gives H2O the same scores and evictions */
 static void test_accumulate(void)
 {
@@ -231,6 +244,29 @@ static void test_accumulate(void)
         CHECK_RESULT(kve_accumulate(&f.c, 0, w), KVE_ERROR_WRONG_POLICY);
         tu_close(&f);
     }
+    {   /* a custom policy with scores whose KV heads hold different counts: each query head's
+           row gets the weights of its own KV head's slots, no more, no fewer */
+        static const kve_policy_vtable scored = {"scored", 1, lc_never_room, NULL};
+        kve_config cc = lc_config(&lc_cases[0], 16, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+        tu_cache t;
+        unsigned char keep[16] = {1, 0, 1, 0, 1, 0, 1, 0, 1, 0};
+        int32_t hq, ok = 1;
+        cc.policy.kind = KVE_POLICY_CUSTOM;
+        cc.policy.custom = &scored;
+        CHECK_RESULT(tu_open(&t, &cc), KVE_OK);
+        lc_store_range(&t.c, 0, 10, 30);
+        CHECK_RESULT(kve_keep_slots(&t.c, 0, 1, keep), KVE_OK); /* KV head 1: 5 tokens */
+        for (hq = 0; hq < H; hq++)
+            for (s = 0; s < 16; s++) w[hq * 16 + s] = 1.0f + (float)s;
+        for (hq = 0; hq < H; hq++) memset(kve_scores(&t.c, 0, hq), 0, 16 * sizeof(float));
+        CHECK_RESULT(kve_accumulate(&t.c, 0, w), KVE_OK);
+        for (hq = 0; hq < H; hq++) {
+            int32_t n = kve_length(&t.c, 0, hq / 2);
+            for (s = 0; s < 16; s++) ok &= kve_scores(&t.c, 0, hq)[s] == (s < n ? 1.0f + (float)s : 0.0f);
+        }
+        CHECK(ok, "kve_accumulate: a query head got another KV head's slots");
+        tu_close(&t);
+    }
     w[1] = NAN;
     CHECK_RESULT(kve_accumulate(&b.c, 0, w), KVE_ERROR_NOT_FINITE);
     CHECK_RESULT(kve_accumulate(&b.c, L, we), KVE_ERROR_INDEX_OUT_OF_RANGE);
@@ -255,12 +291,6 @@ static int lc_same_steps(kve_cache *a, kve_cache *b, int64_t from, int64_t to, u
     return same;
 }
 
-static void lc_store_range(kve_cache *c, int64_t from, int64_t to, unsigned salt)
-{
-    static float out[L * H * D];
-    int64_t p;
-    for (p = from; p < to; p++) lc_step(c, p, salt, out);
-}
 
 /* 4. remove, then store: as if the removed tokens had never been stored */
 static void test_remove(void)
