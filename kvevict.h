@@ -127,8 +127,9 @@
                if key_pos[s] >= 0: kve_rope_apply(cfg, key, key_pos[s])
                value = kve_read_value(..., s)
            for each query head g of h (g / (n_heads / n_kv_heads) == h):
-               if qpos >= 0: kve_rope_apply(cfg, q_g, qpos)   // a query at position p of a
-                                                              // prefill: qpos + p - newest
+               if qpos >= 0: kve_rope_shift(cfg, q_g, qpos)   // a query at position p of a
+                                                              // prefill: qpos + p - newest (with
+                                                              // pos-shift it can be below 0: shift)
                w = softmax over the slots (a prefill query sees slots whose
                    kve_slot_position <= p) of dot(q_g, key) / sqrt(head_dim)
                out_g = sum over slots of w[s] * value[s]
@@ -147,6 +148,8 @@
    SEQUENCE LIFE CYCLE
    -------------------
        kve_store_n(c, l, n, pos, k, v)  n tokens in one call; all checked before the first is stored
+                                        (an eviction failing part-way, e.g. KVE_ERROR_CACHE_FULL,
+                                        leaves the tokens before it stored: see kve_newest_position)
        kve_remove(c, from, to)          forget positions [from, to) in every layer (llama.cpp's
                                         seq_rm): speculative decoding's rejected drafts, regenerate,
                                         an edited turn. Storing resumes above the newest kept token.
@@ -159,13 +162,16 @@
    Speculative decoding, rejecting the last j of n draft tokens:
        for (i = 0; i < n; i++) for each layer: kve_store(...); kve_attend(...);  // the drafts
        kve_remove(&cache, first_draft_pos + n - j, INT64_MAX);                  // reject j
-   After kve_remove the cache is bit for bit the cache that never held the removed tokens, as long
-   as nothing was evicted since they were stored. What eviction makes unrecoverable: tokens evicted
-   to make room for the removed ones stay evicted; H2O keeps the attention the removed tokens' queries
-   gave to kept ones; SnapKV/PyramidKV keep only `window` recorded queries, so removing recent ones
-   leaves fewer until new ones are recorded; StreamingLLM's ring, when it had wrapped, is laid back
-   in time order. Removing inside StreamingLLM's sinks (post-RoPE, pos-shift) makes later tokens
-   sinks: their pre-RoPE copies come from rotating the stored keys back (float rounding).
+   After kve_remove the cache is bit for bit the cache that never held the removed tokens when
+   nothing was evicted since they were stored and they are the newest (a rejected draft), for every
+   policy but one detail of H2O: its scores keep the attention the removed tokens' queries gave to
+   kept ones. What cannot be undone: tokens evicted to make room for the removed ones stay evicted;
+   SnapKV/PyramidKV keep only `window` recorded queries, so removing recent ones leaves fewer until
+   new ones are recorded; a layer first attended by a removed token stays kept within its budget;
+   after a removal in the middle, H2O's scores of later tokens came from softmaxes that included the
+   removed ones; StreamingLLM's ring, when it had wrapped, is laid back in time order. Removing
+   inside StreamingLLM's sinks (post-RoPE, pos-shift) makes later tokens sinks: their pre-RoPE
+   copies come from rotating the stored keys back (float rounding).
    kve_shift of post-RoPE keys rotates what is stored (one rounding per shift; f16 and q8_0 keys
    round again); pre-RoPE keys are untouched, only their positions change. Both calls cost O(tokens
    in the cache) to find the positions, plus the rows that move or rotate.
@@ -226,7 +232,8 @@
    ------
    Every function returns kve_result: KVE_OK (0) or a negative named error; kve_result_string()
    explains it. Arguments are validated before anything is written, so a failed call leaves the
-   cache as it was. NaN/Inf in q, k or v is KVE_ERROR_NOT_FINITE.
+   cache as it was (one exception: kve_store_n keeps the tokens stored before an eviction that
+   fails part-way). NaN/Inf in q, k or v is KVE_ERROR_NOT_FINITE.
 
    LIMITS
    ------
@@ -1546,10 +1553,11 @@ static kve__posmap kve__make_posmap(const kve_cache *c, int32_t l)
 {
     kve__posmap m;
     int64_t anchor = kve__sink_anchor(c, l);
-    int32_t n = *kve__len(c, l, 0);
+    int32_t n = kve__pos_shift(c) ? *kve__len(c, l, 0) : 0; /* other policies: not read, as a
+                                                               parallel shrink may be changing it */
     m.sinks = anchor >= 0 ? c->sinks : 0;
     m.base = anchor >= 0 ? anchor - c->sinks : 0;
-    if (anchor < 0 && kve__pos_shift(c) && n > 0) {
+    if (anchor < 0 && n > 0) {
         /* numbered from the oldest token: without sinks, once the ring has wrapped, that is the
            ring's next slot, not slot 0 (so no effective position is negative) */
         int32_t oldest = c->sinks == 0 && c->stored[l] > (int64_t)n ? c->ring_next[l] : 0;
@@ -1946,8 +1954,9 @@ static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, con
 
 static int kve__work_is_large(const kve_cache *c, int32_t l, int64_t nq)
 {
-    int64_t n = *kve__len(c, l, 0);
-    return c->cfg.n_kv_heads > 1 && n * nq * c->cfg.n_heads * c->cfg.head_dim >= KVE__OMP_MIN_WORK;
+    double n = (double)*kve__len(c, l, 0); /* in double: the product may pass 2^63 */
+    return c->cfg.n_kv_heads > 1 &&
+           n * (double)nq * (double)c->cfg.n_heads * (double)c->cfg.head_dim >= KVE__OMP_MIN_WORK;
 }
 
 /* threads for a parallel loop over KV heads: 1 when the work is small or cfg.n_threads is 1, at
@@ -2376,17 +2385,12 @@ KVE_API kve_result kve_pool1d(const float *in, int32_t n, int32_t kernel, kve_po
 }
 
 /* moves the kept slots of (l, h) to the front, moving as few as possible */
-KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsigned char *keep)
+/* the work of kve_keep_slots on checked arguments; it touches only head h's bookkeeping, so
+   the heads of a layer can be shrunk in parallel */
+static void kve__keep_slots(kve_cache *c, int32_t l, int32_t h, const unsigned char *keep)
 {
-    kve_result r;
     int32_t n, kept = 0, s, src, G, g;
     int64_t *pos;
-    if ((r = kve__check_layer(c, l)) != KVE_OK) return r;
-    if (!keep) return KVE_ERROR_NULL_ARGUMENT;
-    if (h < 0 || h >= c->cfg.n_kv_heads) return KVE_ERROR_INDEX_OUT_OF_RANGE;
-    /* StreamingLLM's slots are a fixed layout (sinks, then a ring) that compaction would break */
-    if (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM) return KVE_ERROR_WRONG_POLICY;
-    kve__changed(c);
     n = *kve__len(c, l, h);
     pos = kve__pos(c, l, h);
     G = c->group;
@@ -2408,6 +2412,18 @@ KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsi
     }
     for (s = kept; s < n; s++) pos[s] = -1;
     *kve__len(c, l, h) = kept;
+}
+
+KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsigned char *keep)
+{
+    kve_result r;
+    if ((r = kve__check_layer(c, l)) != KVE_OK) return r;
+    if (!keep) return KVE_ERROR_NULL_ARGUMENT;
+    if (h < 0 || h >= c->cfg.n_kv_heads) return KVE_ERROR_INDEX_OUT_OF_RANGE;
+    /* StreamingLLM's slots are a fixed layout (sinks, then a ring) that compaction would break */
+    if (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM) return KVE_ERROR_WRONG_POLICY;
+    kve__changed(c);
+    kve__keep_slots(c, l, h, keep);
     return KVE_OK;
 }
 
@@ -2525,7 +2541,8 @@ static kve_result kve__shrink(kve_cache *c, int32_t l, int32_t h, int32_t target
         for (j = 0; j < prefix; j++)
             if (keep_seq[j]) keep[order[j]] = 1;
     }
-    return kve_keep_slots(c, l, h, keep);
+    kve__keep_slots(c, l, h, keep); /* not the public call: heads run in parallel */
+    return KVE_OK;
 }
 
 /* ---- PyramidKV schedule ----------------------------------------------------------------------- */
@@ -2922,6 +2939,7 @@ static void kve__remove_layer(kve_cache *c, int32_t l, int64_t from, int64_t to)
     }
     if (streaming) c->ring_next[l] = S;
     c->stored[l] -= fewest; /* never below a head's length */
+    if (kve__max_position(c, l) < 0) c->stored[l] = 0; /* emptied: a new sequence */
     c->newest[l] = kve__max_position(c, l);
     if (c->recent_pos) kve__rebuild_recent(c, l);
     c->sink_anchor_done[l] = -2; /* the sinks are re-rotated for their new neighbours */
@@ -2946,7 +2964,7 @@ static kve_result kve__check_shift(const kve_cache *c, int32_t l, int64_t from, 
 {
     int64_t lo = INT64_MAX, hi = -1, below = -1, above = INT64_MAX;
     const int64_t *qp = c->query_pos + (size_t)l * (size_t)c->obs_window;
-    int32_t h, s, nq, i;
+    int32_t h, nq, i;
     for (h = 0; h <= c->cfg.n_kv_heads; h++) {
         const int64_t *pos = h < c->cfg.n_kv_heads ? kve__pos(c, l, h) : qp;
         int32_t n = h < c->cfg.n_kv_heads ? *kve__len(c, l, h) : 0;
@@ -2966,7 +2984,6 @@ static kve_result kve__check_shift(const kve_cache *c, int32_t l, int64_t from, 
             }
         }
     }
-    (void)s;
     if (hi < 0) return KVE_OK;
     if (lo + delta < 0 || hi > KVE_MAX_POSITION - delta) return KVE_ERROR_SHIFT_ORDER;
     if (delta < 0 && below >= lo + delta) return KVE_ERROR_SHIFT_ORDER;
@@ -3076,7 +3093,9 @@ KVE_API kve_result kve_cache_copy(kve_cache *dst, const kve_cache *src)
         kve__regions_overlap(dst->k, dst->k_bytes, src->v, src->v_bytes) ||
         kve__regions_overlap(dst->v, dst->v_bytes, src->k, src->k_bytes) ||
         kve__regions_overlap(dst->v, dst->v_bytes, src->v, src->v_bytes) ||
-        kve__regions_overlap(dst->limit, state, src->limit, state))
+        kve__regions_overlap(dst->limit, state, src->limit, state) ||
+        kve__regions_overlap(dst->k, dst->k_bytes, src->limit, state) ||
+        kve__regions_overlap(dst->v, dst->v_bytes, src->limit, state))
         return KVE_ERROR_OVERLAPPING_BUFFERS;
     kve__changed(dst);
     for (l = 0; l < src->cfg.n_layers; l++) /* the layouts may differ: row by row */
@@ -3148,7 +3167,7 @@ static int32_t kve__io_i32(kve__io *io, int32_t v)
     return (int32_t)(uint32_t)kve__io_uint(io, (uint64_t)(uint32_t)v, 4);
 }
 
-/* n floats: written, or read and checked finite (CHECK), or read into x (LOAD) */
+/* n floats: written from x (SAVE), or read into x (LOAD; CHECK: x is scratch) and checked finite */
 static void kve__io_floats(kve__io *io, float *x, size_t n)
 {
     size_t i;
@@ -3159,7 +3178,7 @@ static void kve__io_floats(kve__io *io, float *x, size_t n)
         u = (uint32_t)kve__io_uint(io, u, 4);
         memcpy(&f, &u, 4);
         if (io->mode == KVE__IO_CHECK && !kve__finite(&f, 1)) io->bad = 1;
-        if (io->mode == KVE__IO_LOAD) x[i] = f;
+        if (io->mode == KVE__IO_LOAD || io->mode == KVE__IO_CHECK) x[i] = f;
     }
 }
 
@@ -3232,7 +3251,10 @@ static void kve__io_layer(kve_cache *c, kve__io *io, int32_t l)
     stored = kve__io_i64(io, c->stored[l]);
     ring_next = kve__io_i32(io, c->ring_next[l]);
     if (io->bad) return;
-    if (check && (limit < 1 || limit > cap || newest < -1 || newest > KVE_MAX_POSITION ||
+    /* a layer is kept within its budget once attended, within the capacity before (StreamingLLM
+       always within its budget) */
+    if (check && ((limit != c->budget[l] && (streaming || limit != cap)) || newest < -1 ||
+                  newest > KVE_MAX_POSITION ||
                   stored < 0 || stored > KVE_MAX_POSITION + 1 ||
                   (streaming ? (ring_next < S || ring_next >= c->budget[l]) : ring_next != S))) {
         io->bad = 1;
@@ -3274,13 +3296,17 @@ static void kve__io_layer(kve_cache *c, kve__io *io, int32_t l)
         for (s = 0; s < n; s++) kve__io_row(io, c->cfg.k_type, d, c->k_row, kve__kptr(c, l, h, s));
         for (s = 0; s < n; s++) kve__io_row(io, c->cfg.v_type, d, c->v_row, kve__vptr(c, l, h, s));
         if (kve__keeps_sink_copies(c))
-            for (s = 0; s < S && s < n; s++)
-                kve__io_floats(io, kve__sink_key(c, l, h, s), (size_t)d); /* CHECK: only reads */
-        if (c->scores)
-            for (i = 0; i < G; i++) {
-                float *row = kve__score_row(c, l, h * G + i);
-                kve__io_floats(io, row, (size_t)n);
+            for (s = 0; s < S && s < n; s++) {
+                float *x = check ? c->scratch_q : kve__sink_key(c, l, h, s);
+                kve__io_floats(io, x, (size_t)d);
+                /* a sink is re-rotated into the K buffer: it must fit the key type there */
+                if (check && !io->bad &&
+                    !kve__fits(c->cfg.k_type, kve__max_magnitude(&c->cfg, x, d, c->cfg.rope_dims)))
+                    io->bad = 1;
             }
+        if (c->scores)
+            for (i = 0; i < G; i++)
+                kve__io_floats(io, check ? c->scratch_f1 : kve__score_row(c, l, h * G + i), (size_t)n);
     }
     if (io->bad) return;
     if (check && top != newest) io->bad = 1; /* the newest token is held, or none (-1) */
@@ -3302,7 +3328,7 @@ static void kve__io_layer(kve_cache *c, kve__io *io, int32_t l)
             if (check && (p <= prev || p > KVE_MAX_POSITION)) io->bad = 1;
             prev = p;
             if (load) *qp = p;
-            kve__io_floats(io, kve__query_row(c, l, at), hd);
+            kve__io_floats(io, check ? c->scratch_q : kve__query_row(c, l, at), hd);
         }
         if (load) c->query_count[l] = nq;
     }
@@ -3310,7 +3336,7 @@ static void kve__io_layer(kve_cache *c, kve__io *io, int32_t l)
         for (i = 0; i < c->cfg.policy.window && !io->bad; i++) {
             int64_t *rp = c->recent_pos + (size_t)l * (size_t)c->cfg.policy.window + i;
             int64_t p = kve__io_i64(io, *rp);
-            if (check && (p < -1 || p > KVE_MAX_POSITION)) io->bad = 1;
+            if (check && (p < -1 || p > newest)) io->bad = 1;
             if (load) *rp = p;
         }
 }
@@ -3580,7 +3606,9 @@ KVE_API kve_result kve_check(kve_cache *c)
         }
         /* the newest token is kept (after kve_remove: the newest kept one), -1 when none is */
         if (kve__max_position(c, l) != c->newest[l]) return KVE_ERROR_CORRUPT;
-        if (c->limit[l] < 1 || c->limit[l] > c->cfg.capacity) return KVE_ERROR_CORRUPT;
+        if (c->limit[l] != c->budget[l] &&
+            (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM || c->limit[l] != c->cfg.capacity))
+            return KVE_ERROR_CORRUPT;
     }
     return KVE_OK;
 }

@@ -112,6 +112,9 @@ static lc_case lc_cases[] = {
 
 static const kve_key_storage lc_storages[2] = {KVE_KEYS_POST_ROPE, KVE_KEYS_PRE_ROPE};
 
+static size_t lc_save(const kve_cache *c, unsigned char **blob);
+static int lc_state_is(const kve_cache *c, const unsigned char *blob, size_t n);
+
 /* 1. the engine's attention equals kve_attend for every policy, storage, type, after evictions */
 static void test_engine_attention(void)
 {
@@ -334,6 +337,38 @@ static void test_remove(void)
         }
 }
 
+/* removal without attention (no scores, no queries): the whole state, every policy's rings
+   included, is the state of a cache that stored the kept tokens only */
+static void test_remove_state(void)
+{
+    int ci, si;
+    for (ci = 0; ci < N_CASES; ci++)
+        for (si = 0; si < 2; si++) {
+            kve_config cfg = lc_config(&lc_cases[ci], 64, lc_storages[si], KVE_TYPE_F16, KVE_TYPE_F32);
+            tu_cache a, b;
+            float k[HK * D], v[HK * D], q[H * D];
+            unsigned char *blob;
+            size_t n;
+            int32_t l;
+            int64_t p;
+            CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+            CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+            for (l = 0; l < L; l++)
+                for (p = 0; p < 20; p++) {
+                    lc_token(l, p, 33, k, v, q);
+                    kve_store(&a.c, l, p, k, v, NULL);
+                    if (p < 10 || p >= 13) kve_store(&b.c, l, p, k, v, NULL);
+                }
+            CHECK_RESULT(kve_remove(&a.c, 10, 13), KVE_OK);
+            n = lc_save(&b.c, &blob);
+            CHECK(lc_state_is(&a.c, blob, n), "%s, %s: the state after a removal is not the direct one",
+                  lc_cases[ci].name, si ? "pre" : "post");
+            free(blob);
+            tu_close(&a);
+            tu_close(&b);
+        }
+}
+
 /* removal after evictions and inside the sinks: the invariants hold and the cache goes on */
 static void test_remove_after_eviction(void)
 {
@@ -366,8 +401,12 @@ static void test_remove_after_eviction(void)
             {   /* emptied, it behaves as a new cache, evictions included */
                 tu_cache b;
                 CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+                float q[3 * H * D], out[3 * H * D];
                 lc_store_range(&a.c, 0, 2, 9);
                 lc_store_range(&b.c, 0, 2, 9);
+                memset(q, 0, sizeof q);
+                /* it holds 2 tokens again, not what was stored before */
+                CHECK_RESULT(kve_prefill(&a.c, 0, 3, q, NULL, out), KVE_ERROR_INVALID_COUNT);
                 CHECK(lc_same_steps(&a.c, &b.c, 2, 80, 9, NULL),
                       "%s, %s: an emptied cache differs from a new one", lc_cases[ci].name,
                       si ? "pre" : "post");
@@ -476,7 +515,7 @@ static void test_shift(void)
             CHECK_RESULT(kve_check(&a.c), KVE_OK);
             CHECK(kve_newest_position(&a.c, 0) == 13, "shift: newest %lld",
                   (long long)kve_newest_position(&a.c, 0));
-            /* b: the same vectors stored at the new positions */
+            /* b: the same vectors stored at the new positions (and attended there) */
             for (p = 0; p < 20; p++) {
                 float k[HK * D], v[HK * D], q[H * D];
                 int32_t l;
@@ -488,6 +527,12 @@ static void test_shift(void)
                     kve_store(&b.c, l, at, k, v, NULL);
                     kve_attend(&b.c, l, q, out);
                 }
+            }
+            if (ci == 3) { /* SnapKV: the recorded queries moved with their tokens */
+                float wa[64], wb[64];
+                CHECK_RESULT(kve_window_scores(&a.c, 1, 0, KVE_REDUCE_MEAN, wa), KVE_OK);
+                CHECK_RESULT(kve_window_scores(&b.c, 1, 0, KVE_REDUCE_MEAN, wb), KVE_OK);
+                worst = fmax(worst, rel_err_ff(wa, wb, (size_t)kve_length(&a.c, 1, 0)));
             }
             same = lc_same_steps(&a.c, &b.c, 14, 30, 12, &worst);
             CHECK(worst < 1e-5, "%s, %s: shifted cache differs by %.3g", lc_cases[ci].name,
@@ -530,6 +575,7 @@ static void test_shift_errors(void)
     n = lc_save(&a.c, &blob);
     CHECK_RESULT(kve_shift(&a.c, 10, 20, -1), KVE_ERROR_SHIFT_ORDER);  /* onto token 9 */
     CHECK_RESULT(kve_shift(&a.c, 5, 10, 10), KVE_ERROR_SHIFT_ORDER);   /* past tokens 10.. */
+    CHECK_RESULT(kve_shift(&a.c, 5, 10, 1), KVE_ERROR_SHIFT_ORDER);    /* onto token 10 */
     CHECK_RESULT(kve_shift(&a.c, 0, 20, -1), KVE_ERROR_SHIFT_ORDER);   /* below 0 */
     CHECK_RESULT(kve_shift(&a.c, 0, 20, KVE_MAX_POSITION), KVE_ERROR_SHIFT_ORDER);
     CHECK_RESULT(kve_shift(&a.c, 5, 3, 1), KVE_ERROR_POSITION);
@@ -742,12 +788,34 @@ static void test_state_content(void)
         }
     }
     CHECK(unchanged, "an inconsistent state changed the cache or gave another error");
+    {   /* a pre-RoPE sink copy too large for f16 keys: it would be re-rotated into the buffer */
+        kve_config fc = cfg;
+        tu_cache f;
+        unsigned char *fb;
+        size_t fn, at;
+        int32_t len, j;
+        float big = 70000.0f;
+        uint32_t bits;
+        fc.k_type = KVE_TYPE_F16;
+        CHECK_RESULT(tu_open(&f, &fc), KVE_OK);
+        lc_store_range(&f.c, 0, 40, 21);
+        fn = lc_save(&f.c, &fb);
+        len = kve_length(&f.c, 0, 0);
+        /* layer 0, head 0: after its length, positions (8), K rows (2 * D), V rows (4 * D) */
+        at = 208 + 24 + 4 + (size_t)len * (8 + 2 * D + 4 * D);
+        memcpy(&bits, &big, 4);
+        for (j = 0; j < 4; j++) fb[at + (size_t)j] = (unsigned char)(bits >> (8 * j));
+        lc_fix_checksum(fb, fn);
+        CHECK_RESULT(kve_state_load(&f.c, fb, fn), KVE_ERROR_STATE_CORRUPT);
+        free(fb);
+        tu_close(&f);
+    }
     CHECK(caught > 0 && tried > 0, "no inconsistent state refused (%d tried)", tried);
     /* fields whose every change here is inconsistent: layer 0's limit, newest, stored, ring_next,
        head 0's length and first position (offsets after the 24-byte header and 23 config fields) */
     {
         static const struct { size_t at; int bytes; uint64_t value; } edits[] = {
-            {208, 4, 0}, {208, 4, 33}, {212, 8, 1000}, {212, 8, 38}, {220, 8, 3}, {228, 4, 0},
+            {208, 4, 0}, {208, 4, 33}, {208, 4, 1}, {208, 4, 32}, {212, 8, 1000}, {212, 8, 38}, {220, 8, 3}, {228, 4, 0},
             {228, 4, 24}, {232, 4, 25}, {232, 4, 0}, {236, 8, 39}, {236, 8, 1}};
         size_t e;
         for (e = 0; e < sizeof edits / sizeof edits[0]; e++) {
@@ -933,6 +1001,17 @@ static void test_positions_and_messages(void)
     }
     CHECK(ok, "pre-RoPE pos-shift: key positions are not the cache order");
     CHECK_RESULT(kve_attention_positions(&a.c, 0, 2, &qpos, kpos), KVE_ERROR_INDEX_OUT_OF_RANGE);
+    {   /* without RoPE nothing is rotated: -1 everywhere */
+        kve_config nc = cfg;
+        tu_cache t;
+        nc.rope_layout = KVE_ROPE_NONE;
+        CHECK_RESULT(tu_open(&t, &nc), KVE_OK);
+        lc_store_range(&t.c, 0, 5, 24);
+        CHECK_RESULT(kve_attention_positions(&t.c, 1, 0, &qpos, kpos), KVE_OK);
+        CHECK(qpos == -1 && kpos[0] == -1 && kpos[4] == -1, "no RoPE: positions %lld %lld",
+              (long long)qpos, (long long)kpos[0]);
+        tu_close(&t);
+    }
     CHECK_RESULT(kve_attention_positions(&a.c, 0, 0, NULL, kpos), KVE_ERROR_NULL_ARGUMENT);
     tu_close(&a);
     CHECK(strstr(kve_result_string(KVE_ERROR_CACHE_FULL), "KVE_DECODE_EVICT") != NULL,
@@ -963,6 +1042,7 @@ int main(void)
     test_remove();
     test_remove_after_eviction();
     test_remove_sinks();
+    test_remove_state();
     test_remove_queries();
     test_shift();
     test_shift_errors();
