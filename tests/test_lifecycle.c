@@ -587,6 +587,26 @@ static void test_shift_errors(void)
     CHECK_RESULT(kve_check(&a.c), KVE_OK);
     free(blob);
     tu_close(&a);
+    {   /* an f16 key whose rounded pairs lie just above f16's range once rotated again: refused,
+           never stored as Inf */
+        kve_config fc;
+        int64_t p;
+        int refused = 0, finite = 1;
+        memset(&fc, 0, sizeof fc);
+        fc.n_layers = 1; fc.n_heads = 1; fc.head_dim = 2; fc.capacity = 4; fc.k_type = KVE_TYPE_F16;
+        for (p = 1; p < 400; p++) {
+            float k[2] = {65515.0f, 0.0f}, v[2] = {1.0f, 1.0f}, x[2];
+            kve_result r;
+            CHECK_RESULT(tu_open(&a, &fc), KVE_OK);
+            CHECK_RESULT(kve_store(&a.c, 0, p, k, v, NULL), KVE_OK);
+            r = kve_shift(&a.c, p, p + 1, 1);
+            refused += r == KVE_ERROR_OUT_OF_TYPE_RANGE;
+            kve_read_key(&a.c, 0, 0, 0, x);
+            finite &= isfinite(x[0]) && isfinite(x[1]);
+            tu_close(&a);
+        }
+        CHECK(refused > 0 && finite, "f16 keys re-rotated past the range: %d refused, finite %d", refused, finite);
+    }
 }
 
 /* 6. copy: an independent cache; the source is untouched by what the copy does */
