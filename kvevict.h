@@ -105,7 +105,10 @@
    KVE_DECODE_EVICT (StreamingLLM and H2O default; for SnapKV/PyramidKV, when a layer reaches its
    budget it is re-scored with the most recent `window` queries as the observation window and
    shrunk by evict_batch tokens, default window; PyramidKV layers use the schedule of a long
-   prompt, kve_layer_budget()). Scoring needs attention, so a prompt stored
+   prompt, kve_layer_budget(). With evict_batch = window those queries are exactly the decode
+   steps since the last eviction, whose softmax weights kve_attend sums as it goes: the eviction
+   then costs a selection, not `window` more attentions; after a prefill, kve_observe or a
+   removal the window is re-attended once). Scoring needs attention, so a prompt stored
    before a layer's first kve_prefill/kve_attend may fill the whole capacity (custom policies
    too); from then on, or after kve_compress, the layer stays within its budget.
    Ties between equal scores are broken towards the lower position, deterministically.
@@ -488,6 +491,10 @@ typedef struct kve_cache {
     int64_t *query_pos;            /* [layer][obs_window] */
     int64_t *query_count;          /* [layer] queries ever recorded */
     int64_t *recent_pos;           /* [layer][window] H2O: positions of the last stored tokens */
+    float *window_sum;             /* [layer][n_heads][capacity] SnapKV/PyramidKV evicting while
+                                      decoding: the weights of the queries attended since the last
+                                      eviction, summed (the next eviction's window scores), or NULL */
+    int64_t *window_sum_queries;   /* [layer] queries in window_sum; -1: it does not hold the window */
     double *freq;                  /* [rope_dims/2] */
     float *rope_cos, *rope_sin;    /* [capacity][rope_dims/2] for positions < capacity */
     float *scratch_q;              /* [n_heads][head_dim] */
@@ -1119,7 +1126,7 @@ KVE_API kve_result kve_buffer_bytes(const kve_config *cfg, kve_layout layout, si
 /* One plan feeds both kve_cache_size() and kve_cache_init(), so they cannot disagree. */
 typedef struct kve__plan {
     size_t generation, limit, budget, pos, len, newest, stored, ring_next, sink_anchor_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
-        query_pos, query_count, recent_pos, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
+        query_pos, query_count, recent_pos, window_sum, window_sum_queries, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
         scratch_f3, scratch_i1, scratch_i2, scratch_u8, total;
     int32_t obs_window, sinks, wants_scores;
 } kve__plan;
@@ -1178,6 +1185,12 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     kve__plan_add(&ok, &at, &p->query_pos, kve__mul(L, (size_t)p->obs_window, &ok),
                   sizeof(int64_t));
     kve__plan_add(&ok, &at, &p->query_count, L, sizeof(int64_t));
+    t = (pc->kind == KVE_POLICY_SNAPKV || pc->kind == KVE_POLICY_PYRAMIDKV) &&
+                pc->decode == KVE_DECODE_EVICT
+            ? lhcap
+            : 0;
+    kve__plan_add(&ok, &at, &p->window_sum, t, sizeof(float));
+    kve__plan_add(&ok, &at, &p->window_sum_queries, t ? L : 0, sizeof(int64_t));
     kve__plan_add(&ok, &at, &p->recent_pos,
                   pc->kind == KVE_POLICY_H2O ? kve__mul(L, (size_t)pc->window, &ok) : 0,
                   sizeof(int64_t));
@@ -1255,6 +1268,15 @@ static int32_t kve__initial_limit(const kve_cache *c, int32_t l)
     return c->cfg.capacity;
 }
 
+/* the running window sums of layer l start over (after an eviction, a compression) */
+static void kve__window_sum_reset(kve_cache *c, int32_t l)
+{
+    size_t row = (size_t)c->cfg.n_heads * (size_t)c->cfg.capacity;
+    if (!c->window_sum) return;
+    memset(c->window_sum + (size_t)l * row, 0, row * sizeof(float));
+    c->window_sum_queries[l] = 0;
+}
+
 static void kve__clear_state(kve_cache *c)
 {
     size_t L = (size_t)c->cfg.n_layers, Hk = (size_t)c->cfg.n_kv_heads;
@@ -1272,6 +1294,7 @@ static void kve__clear_state(kve_cache *c)
     for (l = 0; l < (size_t)c->sinks; l++) c->sink_angle_pos[l] = -1;
     if (c->recent_pos)
         for (l = 0; l < L * (size_t)c->cfg.policy.window; l++) c->recent_pos[l] = -1;
+    for (l = 0; l < L; l++) kve__window_sum_reset(c, (int32_t)l);
     if (c->scores)
         memset(c->scores, 0, L * (size_t)c->cfg.n_heads * (size_t)c->cfg.capacity * sizeof(float));
 }
@@ -1360,6 +1383,11 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     cache->query_pos = KVE__CAST(int64_t *, m + p.query_pos);
     cache->query_count = KVE__CAST(int64_t *, m + p.query_count);
     cache->recent_pos = c.policy.kind == KVE_POLICY_H2O ? KVE__CAST(int64_t *, m + p.recent_pos) : NULL;
+    cache->window_sum = (c.policy.kind == KVE_POLICY_SNAPKV || c.policy.kind == KVE_POLICY_PYRAMIDKV) &&
+                                c.policy.decode == KVE_DECODE_EVICT
+                            ? KVE__CAST(float *, m + p.window_sum)
+                            : NULL;
+    cache->window_sum_queries = cache->window_sum ? KVE__CAST(int64_t *, m + p.window_sum_queries) : NULL;
     cache->freq = KVE__CAST(double *, m + p.freq);
     cache->rope_cos = KVE__CAST(float *, m + p.rope_cos);
     cache->rope_sin = KVE__CAST(float *, m + p.rope_sin);
@@ -1930,7 +1958,7 @@ static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, con
     for (g = 0; g < G; g++) {
         float inv = sum[g] > 0.0f ? 1.0f / sum[g] : 0.0f;
         for (i = 0; i < d; i++) o[(size_t)g * (size_t)d + (size_t)i] *= inv;
-        if (!want_weights && !c->scores) continue;
+        if (!want_weights && !c->scores && !c->window_sum) continue;
         /* the weights: this row's logits against the final max and sum */
         {
             float *row = lg + (size_t)g * cap;
@@ -1946,6 +1974,13 @@ static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, con
     if (c->scores)
         for (g = 0; g < G; g++) {
             float *acc = kve__score_row(c, l, h * G + g);
+            const float *w = lg + (size_t)g * cap;
+            for (s = 0; s < n; s++) acc[s] += w[s];
+        }
+    if (c->window_sum && c->window_sum_queries[l] >= 0) /* the next decode eviction's window
+                                                              scores, summed as they come */
+        for (g = 0; g < G; g++) {
+            float *acc = c->window_sum + ((size_t)l * (size_t)c->cfg.n_heads + (size_t)(h * G + g)) * cap;
             const float *w = lg + (size_t)g * cap;
             for (s = 0; s < n; s++) acc[s] += w[s];
         }
@@ -2028,6 +2063,7 @@ KVE_API kve_result kve_attend_ex(kve_cache *cache, int32_t layer, const float *q
     pm = kve__make_posmap(cache, layer);
     kve__attend_one(cache, layer, q, cache->newest[layer], out, opt, &pm,
                     kve__work_is_large(cache, layer, 1));
+    if (cache->window_sum && cache->window_sum_queries[layer] >= 0) cache->window_sum_queries[layer]++;
     cache->limit[layer] = cache->budget[layer];
     return KVE_OK;
 }
@@ -2072,6 +2108,7 @@ static void kve__observe(kve_cache *c, int32_t layer, int32_t nq, const float *q
     int64_t newest = c->newest[layer];
     int32_t i;
     kve__changed(c);
+    if (c->window_sum) c->window_sum_queries[layer] = -1; /* recorded without weights */
     for (i = nq > c->obs_window ? nq - c->obs_window : 0; i < nq; i++)
         kve__record_query(c, layer, q + (size_t)i * hd, q_pos ? q_pos[i] : newest - nq + 1 + i);
     c->limit[layer] = c->budget[layer];
@@ -2150,6 +2187,7 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
     hd = (size_t)cache->cfg.n_heads * (size_t)d;
     newest = cache->newest[layer];
     pm = kve__make_posmap(cache, layer);
+    if (cache->window_sum) cache->window_sum_queries[layer] = -1; /* queries without summed weights */
     {
         int nt = kve__threads(cache, kve__work_is_large(cache, layer, nq));
         (void)nt;
@@ -2424,6 +2462,7 @@ KVE_API kve_result kve_keep_slots(kve_cache *c, int32_t l, int32_t h, const unsi
     if (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM) return KVE_ERROR_WRONG_POLICY;
     kve__changed(c);
     kve__keep_slots(c, l, h, keep);
+    if (c->window_sum) c->window_sum_queries[l] = -1; /* the sums are by slot */
     return KVE_OK;
 }
 
@@ -2501,7 +2540,13 @@ KVE_API kve_result kve_window_scores(kve_cache *c, int32_t l, int32_t h, kve_red
     return kve__window_scores(c, l, h, reduce, out);
 }
 
-typedef enum kve__score_source { KVE__FROM_WINDOW, KVE__FROM_ACCUMULATED } kve__score_source;
+/* window: the recorded queries' softmax weights, computed now; running: the same, summed by the
+   decode steps since the last eviction (window_sum); accumulated: H2O's scores */
+typedef enum kve__score_source {
+    KVE__FROM_WINDOW,
+    KVE__FROM_RUNNING,
+    KVE__FROM_ACCUMULATED
+} kve__score_source;
 
 /* The shared eviction step: keep the `protect` newest tokens of (l, h) and the best
    `target - protect` older ones by score (window or accumulated, group-reduced, pooled). */
@@ -2526,12 +2571,15 @@ static kve_result kve__shrink(kve_cache *c, int32_t l, int32_t h, int32_t target
         if (src == KVE__FROM_WINDOW) {
             if ((r = kve__window_scores(c, l, h, p->gqa, slot_score)) != KVE_OK) return r;
         } else {
-            for (j = 0; j < n; j++)
-                slot_score[j] = kve__reduce(kve__score_row(c, l, h * G) + j, G, cap, p->gqa);
+            const float *rows = src == KVE__FROM_RUNNING
+                                    ? c->window_sum + ((size_t)l * (size_t)c->cfg.n_heads +
+                                                       (size_t)(h * G)) * cap
+                                    : kve__score_row(c, l, h * G);
+            for (j = 0; j < n; j++) slot_score[j] = kve__reduce(rows + j, G, cap, p->gqa);
         }
         /* token order for pooling; the pooled scores land in slot_score, reused as scratch */
         for (j = 0; j < prefix; j++) seq[j] = slot_score[order[j]];
-        if (src == KVE__FROM_WINDOW && p->kernel > 1) {
+        if (src != KVE__FROM_ACCUMULATED && p->kernel > 1) {
             kve_pool1d(seq, prefix, p->kernel, p->pooling, slot_score);
             memcpy(seq, slot_score, (size_t)prefix * sizeof(float));
         }
@@ -2654,8 +2702,10 @@ static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_sourc
 
 static kve_result kve__snap_compress(kve_cache *c, int32_t l, void *u)
 {
+    kve_result r;
     (void)u;
-    return kve__select_compress(c, l, KVE__FROM_WINDOW);
+    if ((r = kve__select_compress(c, l, KVE__FROM_WINDOW)) == KVE_OK) kve__window_sum_reset(c, l);
+    return r;
 }
 
 static kve_result kve__h2o_compress(kve_cache *c, int32_t l, void *u)
@@ -2669,13 +2719,21 @@ static kve_result kve__snap_make_room(kve_cache *c, int32_t l, int32_t *ws, void
 {
     const kve_policy_config *p = &c->cfg.policy;
     int32_t h, budget = c->budget[l], target = budget - p->evict_batch, targets[KVE_MAX_HEADS];
+    kve__score_source src = KVE__FROM_WINDOW;
     kve_result r;
     (void)ws; (void)u;
     if (p->decode != KVE_DECODE_EVICT) return KVE_ERROR_CACHE_FULL;
     if (target < p->window) target = p->window;
     if (target >= budget) target = budget - 1;
     for (h = 0; h < c->cfg.n_kv_heads; h++) targets[h] = *kve__len(c, l, h) < budget ? -1 : target;
-    if ((r = kve__shrink_heads(c, l, targets, KVE__FROM_WINDOW)) != KVE_OK) return r;
+    /* the weights the decode steps since the last eviction computed are the window's when there
+       were exactly `window` of them (evict_batch = window, the default) and nothing else recorded
+       queries: then they are summed already, and the window is not attended again */
+    if (c->window_sum_queries[l] > 0 &&
+        c->window_sum_queries[l] == (c->query_count[l] < p->window ? c->query_count[l] : p->window))
+        src = KVE__FROM_RUNNING;
+    if ((r = kve__shrink_heads(c, l, targets, src)) != KVE_OK) return r;
+    kve__window_sum_reset(c, l);
     c->limit[l] = budget;
     return KVE_OK;
 }
@@ -2917,6 +2975,7 @@ static void kve__remove_layer(kve_cache *c, int32_t l, int64_t from, int64_t to)
         for (s = 0; s < *kve__len(c, l, h); s++) any |= pos[s] >= from && pos[s] < to;
     }
     if (!any) return; /* nothing moves: the layer stays bit for bit as it was */
+    if (c->window_sum) c->window_sum_queries[l] = -1; /* the sums are by slot */
     for (h = 0; h < Hk; h++) {
         int32_t *len = kve__len(c, l, h), n = *len, kept = 0, next = c->ring_next[l];
         int64_t *pos = kve__pos(c, l, h);
@@ -3450,7 +3509,10 @@ KVE_API kve_result kve_state_load(kve_cache *c, const void *buf, size_t bytes)
     io.at = KVE__STATE_HEADER;
     if ((r = kve__state_walk(c, &io)) != KVE_OK) return r; /* cannot fail after the check */
     for (l = 0; l < c->sinks; l++) c->sink_angle_pos[l] = -1;
-    for (l = 0; l < c->cfg.n_layers; l++) kve__update_sinks(c, l);
+    for (l = 0; l < c->cfg.n_layers; l++) {
+        kve__update_sinks(c, l);
+        if (c->window_sum) c->window_sum_queries[l] = -1; /* not saved: recomputed once */
+    }
     return KVE_OK;
 }
 

@@ -919,6 +919,9 @@ static void bench_evict_step(const shape *s, int32_t cap, int threads)
                p >= 2 ? ev / att / batch : ev / att);
         fflush(stdout);
         figure(ev / att, "evict_step_overhead_%s_%s_%d_t%d", names[p], s->name, cap, threads);
+        /* per generated token: snapkv/pyramidkv evict once per batch, the others every token */
+        figure(p >= 2 ? ev / att / batch : ev / att, "evict_step_overhead_per_token_%s_%s_%d_t%d",
+               names[p], s->name, cap, threads);
         st_free(&st);
     }
     tg_free(&tg);

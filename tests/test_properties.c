@@ -1326,6 +1326,9 @@ static void test_decode_evict_reference(void)
     decode_evict_case(KVE_KEYS_PRE_ROPE, 5);
     decode_evict_case(KVE_KEYS_POST_ROPE, 1);
     decode_evict_case(KVE_KEYS_POST_ROPE, 30); /* more than budget - window: keeps the window */
+    /* evict_batch = window: the decode steps' own weights are the window scores (no re-scoring) */
+    decode_evict_case(KVE_KEYS_POST_ROPE, 6);
+    decode_evict_case(KVE_KEYS_PRE_ROPE, 6);
 }
 
 /* ---- more refusals and acceptances -------------------------------------------------------- */
