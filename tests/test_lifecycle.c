@@ -448,6 +448,16 @@ static void test_remove_sinks(void)
         CHECK(worst < 1e-5, "%s: removal inside the sinks differs by %.3g", si ? "pre" : "post", worst);
         tu_close(&a);
         tu_close(&b);
+        /* after the ring wrapped, back to two tokens: the sinks are filled again, with copies */
+        CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+        CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+        lc_store_range(&a.c, 0, 40, 34);
+        CHECK_RESULT(kve_remove(&a.c, 2, INT64_MAX), KVE_OK);
+        lc_store_range(&b.c, 0, 2, 34);
+        CHECK(lc_same_steps(&a.c, &b.c, 2, 60, 35, NULL),
+              "%s: sinks refilled after a removal differ from a new cache's", si ? "pre" : "post");
+        tu_close(&a);
+        tu_close(&b);
     }
 }
 
