@@ -43,9 +43,10 @@ $(BUILD)/test_types_native: tests/test_types.c kvevict.h tests/testutil.h | $(BU
 $(BUILD)/bench: bench/bench.c kvevict.h | $(BUILD)
 	$(CC) $(WARN) -O3 -march=native $(OMPFLAG) -I. $< -o $@ -lm $(OMPFLAG)
 
-# The test command: unit tests, golden cases through build/kvcase, the model-free examples, then
-# the compile matrix.
-test: $(addprefix $(BUILD)/,$(TESTS) test_types_native kvcase judge minimal custom_policy)
+# The test command: unit tests, golden cases through build/kvcase, the model-free examples, the
+# command-line programs (tests/cli_check.sh), then the compile matrix.
+test: $(addprefix $(BUILD)/,$(TESTS) test_types_native kvcase judge minimal custom_policy \
+        compare generate)
 	@sh tests/run.sh $(BUILD)
 
 # Mutation testing: each mutant in tests/mutants.txt (a small bug) must make the suite fail.

@@ -25,6 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/stat.h>
+#endif
 
 static void *xmalloc(size_t bytes)
 {
@@ -43,6 +46,46 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The size of an input file (what: "model", "tokenizer", "text"), or -1 after a message naming
+   the file and the problem. Checked before opening: a directory opens on some systems and then
+   gives a nonsense size, and opening a FIFO waits for a writer. */
+static long long input_file_size(const char *what, const char *path)
+{
+#if defined(__unix__) || defined(__APPLE__)
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "error: cannot open %s '%s': %s\n", what, path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "error: %s '%s' is a directory, not a file\n", what, path);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "error: %s '%s' is %s, not a regular file (give a file on disk)\n", what,
+                path, S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)" : "a device or socket");
+        return -1;
+    }
+    if (st.st_size == 0) {
+        fprintf(stderr, "error: %s '%s' is empty\n", what, path);
+        return -1;
+    }
+    return (long long)st.st_size;
+#else
+    FILE *f = fopen(path, "rb");
+    long size = -1;
+    if (!f) {
+        fprintf(stderr, "error: cannot open %s '%s': %s\n", what, path, strerror(errno));
+        return -1;
+    }
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    fclose(f);
+    if (size < 0) fprintf(stderr, "error: cannot read %s '%s'\n", what, path);
+    else if (size == 0) fprintf(stderr, "error: %s '%s' is empty\n", what, path);
+    return size > 0 ? (long long)size : -1;
+#endif
+}
+
 /* ---- the checkpoint ------------------------------------------------------------------------- */
 /* header: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len), a
    negative vocab_size meaning a separate classifier; then float32 weights in the order below. */
@@ -56,22 +99,18 @@ typedef struct model {
 static int model_load(model *m, const char *path)
 {
     int32_t h[7];
-    long size;
+    long long size;
     size_t floats, n = 0;
-    FILE *f = fopen(path, "rb");
+    FILE *f;
     memset(m, 0, sizeof *m);
-    if (!f) {
+    if ((size = input_file_size("model", path)) < 0) return 1;
+    if (!(f = fopen(path, "rb"))) {
         fprintf(stderr, "error: cannot open model '%s': %s\n", path, strerror(errno));
         return 1;
     }
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fprintf(stderr, "error: cannot read model '%s'\n", path);
-        fclose(f);
-        return 1;
-    }
-    if (size < (long)sizeof h || fread(h, sizeof h, 1, f) != 1) {
-        fprintf(stderr, "error: model '%s' is %ld bytes, too short for a llama2.c header\n", path,
-                size);
+    if (size < (long long)sizeof h || fread(h, sizeof h, 1, f) != 1) {
+        fprintf(stderr, "error: model '%s' is truncated: %lld bytes, too short for a llama2.c "
+                "header (%zu bytes)\n", path, size, sizeof h);
         fclose(f);
         return 1;
     }
@@ -100,9 +139,9 @@ static int model_load(model *m, const char *path)
                  (size_t)m->seq_len * (size_t)m->head_dim; /* + unused RoPE tables */
         if (!m->shared_classifier) floats += V * d;
     }
-    if ((size_t)size != sizeof h + floats * sizeof(float)) {
+    if ((unsigned long long)size != sizeof h + floats * sizeof(float)) {
         fprintf(stderr, "error: model '%s' is %s: its header (dim %d, %d layers, vocab %d) needs "
-                "%zu bytes, the file has %ld\n", path,
+                "%zu bytes, the file has %lld\n", path,
                 (size_t)size < sizeof h + floats * sizeof(float) ? "truncated" : "too long",
                 m->dim, m->n_layers, m->vocab_size, sizeof h + floats * sizeof(float), size);
         fclose(f);
@@ -113,6 +152,7 @@ static int model_load(model *m, const char *path)
         fprintf(stderr, "error: cannot read the weights of model '%s'\n", path);
         fclose(f);
         free(m->data);
+        m->data = NULL;
         return 1;
     }
     fclose(f);
@@ -134,7 +174,11 @@ static int model_load(model *m, const char *path)
     return 0;
 }
 
-static void model_free(model *m) { free(m->data); }
+static void model_free(model *m)
+{
+    free(m->data);
+    m->data = NULL;
+}
 
 /* ---- the tokenizer -------------------------------------------------------------------------- */
 /* int32 max_token_length, then per token: float32 score, int32 length, the bytes. */
@@ -154,18 +198,23 @@ static int tok_cmp(const void *a, const void *b)
     return strcmp(((const token_index *)a)->str, ((const token_index *)b)->str);
 }
 
+static void tok_free(tokenizer *t);
+
+/* on error everything is freed (tok_free is for a loaded tokenizer) */
 static int tok_load(tokenizer *t, const char *path, int vocab_size)
 {
     int32_t max_len, len;
     int i;
-    FILE *f = fopen(path, "rb");
+    FILE *f;
     memset(t, 0, sizeof *t);
-    if (!f) {
+    if (input_file_size("tokenizer", path) < 0) return 1;
+    if (!(f = fopen(path, "rb"))) {
         fprintf(stderr, "error: cannot open tokenizer '%s': %s\n", path, strerror(errno));
         return 1;
     }
     if (fread(&max_len, 4, 1, f) != 1 || max_len <= 0 || max_len > 4096) {
-        fprintf(stderr, "error: '%s' is not a llama2.c tokenizer (bad max_token_length)\n", path);
+        fprintf(stderr, "error: tokenizer '%s' is not a llama2.c tokenizer (its first 4 bytes, "
+                "max_token_length, are not 1..4096)\n", path);
         fclose(f);
         return 1;
     }
@@ -175,7 +224,12 @@ static int tok_load(tokenizer *t, const char *path, int vocab_size)
     t->score = (float *)xmalloc((size_t)vocab_size * sizeof(float));
     t->sorted = (token_index *)xmalloc((size_t)vocab_size * sizeof(token_index));
     t->buf = (char *)xmalloc(2 * (size_t)max_len + 2);
-    if (!t->piece) return fclose(f), 1;
+    if (!t->piece) {
+        fprintf(stderr, "error: out of memory for tokenizer '%s'\n", path);
+        fclose(f);
+        tok_free(t);
+        return 1;
+    }
     for (i = 0; i < vocab_size; i++) {
         if (fread(&t->score[i], 4, 1, f) != 1 || fread(&len, 4, 1, f) != 1 || len < 0 ||
             len > max_len || !(t->piece[i] = (char *)malloc((size_t)len + 1)) ||
@@ -184,6 +238,7 @@ static int tok_load(tokenizer *t, const char *path, int vocab_size)
                     "has a vocabulary of %d)\n", path, i, vocab_size);
             fclose(f);
             t->vocab_size = i + 1;
+            tok_free(t);
             return 1;
         }
         t->piece[i][len] = '\0';
@@ -194,6 +249,7 @@ static int tok_load(tokenizer *t, const char *path, int vocab_size)
         fprintf(stderr, "error: tokenizer '%s' has more than the model's %d tokens\n", path,
                 vocab_size);
         fclose(f);
+        tok_free(t);
         return 1;
     }
     fclose(f);
@@ -210,6 +266,7 @@ static void tok_free(tokenizer *t)
     int i;
     for (i = 0; t->piece && i < t->vocab_size; i++) free(t->piece[i]);
     free(t->piece); free(t->score); free(t->sorted); free(t->buf);
+    memset(t, 0, sizeof *t);
 }
 
 static int tok_lookup(const tokenizer *t, const char *s)
@@ -355,12 +412,12 @@ static const struct {
     const char *params;
 } policy_names[] = {
     {"full", KVE_POLICY_FULL, ""},
-    {"streamingllm", KVE_POLICY_STREAMINGLLM, "capacity sinks pos_shift"},
+    {"streamingllm", KVE_POLICY_STREAMINGLLM, "capacity sinks pos_shift decode"},
     {"snapkv", KVE_POLICY_SNAPKV, "capacity window kernel pooling gqa decode evict_batch"},
     {"pyramidkv", KVE_POLICY_PYRAMIDKV,
      "capacity window kernel pooling gqa decode evict_batch beta"},
     {"h2o", KVE_POLICY_H2O, "capacity window gqa decode"},
-    {"random", KVE_POLICY_CUSTOM, "capacity window seed"},
+    {"random", KVE_POLICY_CUSTOM, "capacity window seed decode"},
 };
 
 /* value of an enum parameter by name, -1 if none matches */
@@ -456,14 +513,58 @@ static int spec_parse(const char *text, policy_spec *s)
         fprintf(stderr, "error: policy '%s': capacity must be larger than the window\n", text);
         return 1;
     }
+    if (s->cfg.kind != KVE_POLICY_FULL && !s->random) {
+        /* the library's checks of the parameters against each other, before any file is read and
+           in the spec's words (its budget is the capacity); the model's shape is checked later */
+        kve_config c, resolved;
+        kve_result r;
+        memset(&c, 0, sizeof c);
+        c.n_layers = 1; c.n_heads = 1; c.head_dim = 2; c.capacity = s->capacity;
+        c.policy = s->cfg;
+        c.policy.budget = s->capacity;
+        if ((r = kve_config_resolve(&c, &resolved)) == KVE_ERROR_TOO_MANY_SINKS) {
+            int sinks = s->cfg.sinks == KVE_NO_SINKS ? 0 : s->cfg.sinks ? s->cfg.sinks : 4;
+            fprintf(stderr, "error: policy '%s': sinks=%d%s leave no room for recent tokens in "
+                    "capacity=%d (the capacity must be larger than the sinks)\n", text, sinks,
+                    s->cfg.sinks ? "" : " (the default)", s->capacity);
+            return 1;
+        } else if (r == KVE_ERROR_WINDOW_TOO_LARGE) {
+            fprintf(stderr, "error: policy '%s': window=%d%s does not fit in capacity=%d (the "
+                    "capacity must be larger than the window)\n", text,
+                    s->cfg.window ? s->cfg.window : 32, s->cfg.window ? "" : " (the default)",
+                    s->capacity);
+            return 1;
+        } else if (r == KVE_ERROR_EVEN_KERNEL) {
+            fprintf(stderr, "error: policy '%s': kernel=%d must be odd\n", text, s->cfg.kernel);
+            return 1;
+        } else if (r != KVE_OK) {
+            fprintf(stderr, "error: policy '%s': %s\n", text, kve_result_string(r));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A policy that cannot run through a stream, which keeps every cache within its capacity token
+   by token: one that grows (decode=grow). Checked before any file is read. */
+static int spec_check_stream(const policy_spec *s)
+{
+    if (s->cfg.kind != KVE_POLICY_FULL && s->cfg.decode == KVE_DECODE_GROW) {
+        fprintf(stderr, "error: policy '%s': decode=grow cannot keep a stream within its "
+                "capacity (use decode=evict)\n", s->text);
+        return 1;
+    }
     return 0;
 }
 
 /* The kve_policy_config of a spec and the slots its buffers need.
    stream: the cache stays within capacity as tokens come (evicting policies evict as they go);
-   otherwise a prompt is prefilled with the whole cache, then compressed (kve_compress_all), and
-   the cache grows (decode=grow, the default there) or evicts. full_slots: what a cache without
-   eviction needs (prompt + continuation, or the whole stream). rnd: state of the random policy. */
+   otherwise a prompt is prefilled with the whole cache, then compressed (kve_compress_all) to the
+   spec's capacity, and the cache grows (decode=grow, the default there) or evicts at it; every
+   kind alike: StreamingLLM keeps its sinks and the most recent tokens, random its window and a
+   random choice. StreamingLLM with decode=evict instead streams a prompt longer than its capacity
+   through its cache token by token. full_slots: what a cache without eviction needs (prompt +
+   continuation, or the whole stream). rnd: state of the random policy. */
 static int spec_setup(const policy_spec *s, const model *m, int stream, int32_t full_slots,
                       random_policy *rnd, kve_policy_config *pc, int32_t *slots)
 {
@@ -479,14 +580,20 @@ static int spec_setup(const policy_spec *s, const model *m, int stream, int32_t 
         rnd->rng = s->seed * 0x9E3779B97F4A7C15ull;
         pc->custom = &random_vtable;
         pc->custom_user = rnd;
-        pc->budget = 0; /* = the buffer: the prompt is prefilled whole, compress keeps `keep` */
+        /* growing, the budget is the buffer: the prompt is prefilled whole, compress keeps `keep`
+           and nothing evicts after; evicting, make_room keeps the cache at `keep` */
+        pc->budget = !stream && s->cfg.decode == KVE_DECODE_EVICT ? s->capacity : 0;
         if (!stream && full_slots > *slots) *slots = full_slots;
-    } else if (s->cfg.kind != KVE_POLICY_STREAMINGLLM) {
-        if (stream && s->cfg.decode == KVE_DECODE_GROW) {
-            fprintf(stderr, "error: policy '%s': decode=grow cannot keep a stream within its "
-                    "capacity (use decode=evict)\n", s->text);
-            return 1;
+    } else if (s->cfg.kind == KVE_POLICY_STREAMINGLLM) {
+        if (stream && spec_check_stream(s)) return 1;
+        if (!stream && s->cfg.decode == KVE_DECODE_GROW) {
+            /* the whole prompt, then sinks + recent after kve_compress, then growing */
+            if (full_slots > *slots) *slots = full_slots;
+        } else {
+            pc->decode = KVE_DECODE_EVICT;
         }
+    } else {
+        if (stream && spec_check_stream(s)) return 1;
         if (stream) pc->decode = KVE_DECODE_EVICT;
         else if (pc->decode == KVE_DECODE_DEFAULT) pc->decode = KVE_DECODE_GROW;
         if (!stream && full_slots > *slots) *slots = full_slots;
@@ -545,9 +652,14 @@ typedef struct engine {
     float *qh;               /* [head_dim]: one query head, rotated */
 } engine;
 
-/* kv_types: K and V storage types (NULL: float32) */
+static void engine_close(engine *e);
+
+/* kv_types: K and V storage types (NULL: float32). n_threads: kvevict's OpenMP threads per call
+   (kve_config.n_threads): 1 for a model as small as stories260K, where starting threads costs
+   more than the work they share; 0 lets OpenMP choose. The results do not depend on it. On error
+   everything is freed. */
 static int engine_open(engine *e, const model *m, const kve_policy_config *policy,
-                       int32_t capacity, int max_batch, const kve_type *kv_types)
+                       int32_t capacity, int max_batch, const kve_type *kv_types, int n_threads)
 {
     kve_config cfg;
     kve_buffers buf;
@@ -563,6 +675,7 @@ static int engine_open(engine *e, const model *m, const kve_policy_config *polic
     cfg.capacity = capacity;
     cfg.rope_layout = KVE_ROPE_INTERLEAVED; /* llama2.c; theta 0 = 10000 */
     cfg.policy = *policy;
+    cfg.n_threads = n_threads;
     if (kv_types) {
         cfg.k_type = kv_types[0];
         cfg.v_type = kv_types[1];
@@ -580,13 +693,15 @@ static int engine_open(engine *e, const model *m, const kve_policy_config *polic
     e->mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!e->mem) {
         fprintf(stderr, "error: out of memory (%zu bytes)\n", bytes);
-        exit(1);
+        engine_close(e);
+        return 1;
     }
     buf.k = e->kbuf; buf.v = e->vbuf;
     buf.k_bytes = k_bytes;
     buf.v_bytes = v_bytes;
     if ((r = kve_cache_init(&cfg, &buf, e->mem, bytes, &e->cache)) != KVE_OK) {
         fprintf(stderr, "error: kve_cache_init: %s\n", kve_result_string(r));
+        engine_close(e);
         return 1;
     }
     e->x = (float *)xmalloc(B * (size_t)m->dim * sizeof(float));
@@ -610,6 +725,7 @@ static int engine_open(engine *e, const model *m, const kve_policy_config *polic
     return 0;
 }
 
+/* frees what engine_open allocated; safe on a zeroed or closed engine */
 static void engine_close(engine *e)
 {
     free(e->kbuf); free(e->vbuf); free(e->mem);
@@ -617,6 +733,7 @@ static void engine_close(engine *e)
     free(e->hb); free(e->hb2);
     free(e->keys); free(e->values); free(e->key_positions); free(e->query_rope_pos);
     free(e->key_rope_pos); free(e->weights); free(e->qh);
+    memset(e, 0, sizeof *e);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int n)
@@ -628,7 +745,9 @@ static void rmsnorm(float *out, const float *x, const float *w, int n)
     for (i = 0; i < n; i++) out[i] = w[i] * (ss * x[i]);
 }
 
-/* out[rows] = W[rows][cols] . x[cols]; eight sums in parallel, so the compiler vectorises */
+/* out[rows] = W[rows][cols] . x[cols]; eight sums in parallel, so the compiler vectorises. No
+   OpenMP here: at this model's size threads would cost more than they share (engine_open gives
+   kvevict n_threads = 1 for the same reason). */
 static void matmul(float *out, const float *x, const float *w, int cols, int rows)
 {
     int i, j, k;

@@ -96,7 +96,7 @@ else
         --policy snapkv:capacity=64,window=8 --policy random:capacity=64,window=8 \
         >"$tmp/table" 2>"$tmp/err" || fail "compare --mode prompt: $(cat "$tmp/err")"
     cat "$tmp/table"
-    awk '$1 ~ /^snapkv/ && NF == 8 { s = $4 } $1 ~ /^random/ && NF == 8 { r = $4 }
+    awk '$1 ~ /^snapkv/ && NF == 10 { s = $4 } $1 ~ /^random/ && NF == 10 { r = $4 }
          END { exit !(s != "" && r != "" && s + 0 < r + 0) }' "$tmp/table" ||
         fail "prompt mode: SnapKV's KL is not below random selection's"
     ok "prompt mode: SnapKV's KL from the full cache is below random selection's"

@@ -49,6 +49,11 @@ sh tests/examples_check.sh "$B" > "$tmp/ex.out" 2>&1
 grep -E 'FAIL|passed' "$tmp/ex.out"
 count "$tmp/ex.out"
 
+echo "== the command-line programs: bad arguments, bad files, and what they print"
+sh tests/cli_check.sh "$B" > "$tmp/cli.out" 2>&1
+grep -E 'FAIL|passed|skipped' "$tmp/cli.out"
+count "$tmp/cli.out"
+
 echo "== the header compiles cleanly everywhere (gcc, clang, C++, with and without OpenMP)"
 sh tests/compile_check.sh > "$tmp/cc.out" 2>&1
 grep -E 'FAIL|skip' "$tmp/cc.out"
