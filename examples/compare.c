@@ -1,6 +1,6 @@
 /* compare.c - KV-cache policies side by side on a real model (llama2.c checkpoint format).
 
-   build/compare --model M --tokenizer T --text F [--tokens N] [--mode stream|prompt]
+   build/compare --model M --tokenizer T --text F [--tokens N] [--mode stream|prompt|needle]
                  [--prompt-tokens P] [--continuation G] [--decode grow|evict] [--equal-memory]
                  --policy SPEC [--policy SPEC ...] [--csv OUT.csv] [--svg OUT.svg] [--explain]
                  [--kv-type f32|f16|bf16|q8_0] [--k-type T] [--v-type T]
@@ -36,10 +36,13 @@
    attention, kvevict (kve_attend, kve_prefill; the default) or the engine itself over the K/V
    buffers (engine_attention in examples/engine.h, kvevict only storing, scoring and evicting);
    both give the same numbers, up to float rounding. Defaults of the library's parameters:
-   kvevict.h. */
+   kvevict.h.
+   needle: passkey retrieval (needle in a haystack) with a model that can copy; its own options,
+           examples/needle.h (compare --mode needle --help). */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
 #include "examples/engine.h"
+#include "examples/needle.h"
 
 #define MAX_POLICIES 16
 #define MAX_TOKENS (1 << 30) /* a full cache over the whole stream: kvevict's largest capacity */
@@ -805,6 +808,8 @@ static void usage(FILE *out)
 "  --mode prompt      segments of P prompt + G continuation tokens: the prompt is prefilled,\n"
 "                     compressed to each policy's capacity, and the G predictions that follow\n"
 "                     are compared with the full cache's (NLL, KL, top-1, K/V bytes held)\n"
+"  --mode needle      passkey retrieval at every depth of a long context, with its own options:\n"
+"                     compare --mode needle --help\n"
 "  --prompt-tokens P, --continuation G   prompt mode's segments (384 and 64)\n"
 "  --decode grow|evict  prompt mode, for every policy that does not set decode= itself: after\n"
 "                     the prompt the cache grows by the continuation (grow, the default) or\n"
@@ -881,6 +886,15 @@ static FILE *open_output(const char *option, const char *path)
     return f;
 }
 
+/* --mode needle anywhere on the line: the retrieval evaluation, with its own options */
+static int compare_wants_needle(int argc, char **argv)
+{
+    int i;
+    for (i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--mode") && !strcmp(argv[i + 1], "needle")) return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *model_path = NULL, *tok_path = NULL, *text_path = NULL, *csv = NULL, *svg = NULL;
@@ -897,6 +911,7 @@ int main(int argc, char **argv)
     memset(&ref_res, 0, sizeof ref_res);
     memset(&m, 0, sizeof m);
     memset(&tok, 0, sizeof tok);
+    if (compare_wants_needle(argc, argv)) return needle_main(argc, argv);
 
     /* 1. the arguments, every one, before any file is touched */
     for (i = 1; i < argc; i++) {
@@ -962,7 +977,7 @@ int main(int argc, char **argv)
             g_own_attention = !strcmp(v, "engine");
         } else if (!strcmp(a, "--mode")) {
             if (strcmp(v, "stream") && strcmp(v, "prompt")) {
-                fprintf(stderr, "error: --mode is stream or prompt, not '%s'\n", v);
+                fprintf(stderr, "error: --mode is stream, prompt or needle, not '%s'\n", v);
                 return 2;
             }
             prompt = !strcmp(v, "prompt");

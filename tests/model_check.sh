@@ -190,4 +190,9 @@ if [ -n "$T" ] && [ -f "$T" ]; then
         --policy pyramidkv:capacity=64,window=8,decode=evict \
         --policy h2o:capacity=64,window=8,decode=evict
 fi
+# retrieval: the passkey model recalls the key with the full cache (compare --mode needle)
+if [ -n "$T" ] && [ -f "$T" ]; then
+    echo "model-check: compare --mode needle with the passkey model"
+    sh "$(dirname "$0")/needle_check.sh" "$B" "$D" "$T" || fail "needle mode: see above"
+fi
 echo "model-check: all passed"
