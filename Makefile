@@ -61,17 +61,22 @@ compile-check:
 sanitize:
 	$(MAKE) SANITIZE=1 test
 
+# The main example: StreamingLLM with and without pos-shift or sinks against the full cache on
+# stories260K (models/) over the demo text (data/): the table, a sentence per line on what it
+# shows, and the plot. Fails when any step fails.
+DEMO_TOKENS ?= 4000
 demo: $(BUILD)/compare $(BUILD)/minimal
 	@if [ -n "$(MODEL_DIR)" ] && [ -n "$(TEXT)" ]; then \
 	  $(BUILD)/compare --model $(MODEL_DIR)/stories260K.bin --tokenizer $(MODEL_DIR)/tok512.bin \
-	    --text $(TEXT) --tokens 8000 --mode stream --policy full \
+	    --text $(TEXT) --tokens $(DEMO_TOKENS) --mode stream --policy full \
 	    --policy streamingllm:capacity=256,sinks=4,pos_shift=1 \
 	    --policy streamingllm:capacity=256,sinks=4,pos_shift=0 \
-	    --policy streamingllm:capacity=256,sinks=0 --svg $(BUILD)/demo.svg ; \
-	  echo "NLL against position: $(BUILD)/demo.svg" ; \
+	    --policy streamingllm:capacity=256,sinks=0 --svg $(BUILD)/demo.svg --explain && \
+	  echo "NLL against position (open it in a browser): $(BUILD)/demo.svg"; \
 	else \
-	  echo "No model found (set MODEL_DIR or put stories260K.bin and tok512.bin in models/)."; \
-	  echo "Get them (1 MB) from the tinyllamas model repository, folder stories260K."; \
+	  echo "make demo needs stories260K.bin and tok512.bin (MODEL_DIR=dir, models/ or" \
+	       "../shared/models) and a text (TEXT=file, data/tinystories-valid-68.txt or" \
+	       "../shared/data/); models/README.md says where they come from." >&2; \
 	  echo "Running the model-free example instead:"; \
 	  $(BUILD)/minimal; \
 	fi
