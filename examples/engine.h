@@ -822,10 +822,12 @@ static kve_result engine_attention(engine *e, int l, int n)
             float *out = e->att + (size_t)t * dim + (size_t)hq * hd;
             float top = -INFINITY, sum = 0.0f;
 
-            /* the query head, rotated at p's place in the cache's numbering */
+            /* the query head, rotated at p's place in the cache's numbering (kve_rope_shift:
+               with pre-RoPE keys and pos-shift, a prefill longer than the cache puts early
+               queries below 0) */
             memcpy(e->qh, e->q + (size_t)t * dim + (size_t)hq * hd, (size_t)hd * sizeof(float));
             if (e->query_rope_pos[kv] >= 0 &&
-                (r = kve_rope_apply(cfg, e->qh, e->query_rope_pos[kv] + p - newest)) != KVE_OK)
+                (r = kve_rope_shift(cfg, e->qh, e->query_rope_pos[kv] + p - newest)) != KVE_OK)
                 return r;
 
             /* logits of the visible slots; the others (after p in a prefill) get no weight */
