@@ -883,6 +883,90 @@ static void test_state_content(void)
     tu_close(&b);
 }
 
+/* a blob with one field changed, its checksum right: refused, the cache unchanged */
+static void lc_expect_corrupt(kve_cache *c, const unsigned char *blob, size_t n, size_t at,
+                              int bytes, uint64_t value, const char *what)
+{
+    unsigned char *bad = (unsigned char *)tu_alloc(n), *before;
+    size_t nb = lc_save(c, &before);
+    int j;
+    memcpy(bad, blob, n);
+    for (j = 0; j < bytes; j++) bad[at + (size_t)j] = (unsigned char)(value >> (8 * j));
+    lc_fix_checksum(bad, n);
+    CHECK(kve_state_load(c, bad, n) == KVE_ERROR_STATE_CORRUPT, "%s: not refused", what);
+    CHECK(lc_state_is(c, before, nb), "%s: the cache changed", what);
+    free(bad);
+    free(before);
+}
+
+static uint64_t lc_get(const unsigned char *blob, size_t at, int bytes)
+{
+    uint64_t v = 0;
+    int j;
+    for (j = bytes - 1; j >= 0; j--) v = (v << 8) | blob[at + (size_t)j];
+    return v;
+}
+
+/* each invariant of a saved state on its own: one inconsistency that no other check sees */
+static void test_state_invariants(void)
+{
+    /* SnapKV, f32 K/V, no eviction: layer 0 starts at 208 (header 24 + configuration 184) with
+       limit (4), newest, stored (8 each), ring_next (4); then per KV head its length (4), the
+       positions (8 each) and the K and V rows (4 * D bytes each); then the recorded queries */
+    kve_config cfg = lc_config(&lc_cases[3], 32, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+    tu_cache a, b;
+    unsigned char *blob, *grown;
+    size_t n, head0 = 208 + 24, head1, queries;
+    int32_t len;
+    cfg.policy.decode = KVE_DECODE_GROW;
+    CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+    CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+    lc_store_range(&a.c, 0, 12, 36);
+    lc_store_range(&b.c, 0, 3, 37);
+    n = lc_save(&a.c, &blob);
+    len = kve_length(&a.c, 0, 0);
+    CHECK(len == 12 && lc_get(blob, head0, 4) == 12, "state layout: head 0 holds %d", len);
+    head1 = head0 + 4 + (size_t)len * (8 + 8 * D);
+    queries = head1 + 4 + (size_t)len * (8 + 8 * D);
+    CHECK(lc_get(blob, queries, 4) == 8, "state layout: %d recorded queries", (int)lc_get(blob, queries, 4));
+    lc_expect_corrupt(&b.c, blob, n, head0 + 4 + 8, 8, 0, "a position twice in a head");
+    lc_expect_corrupt(&b.c, blob, n, 208 + 12, 8, 11, "fewer tokens stored than held");
+    lc_expect_corrupt(&b.c, blob, n, queries + 4 + (8 + (size_t)H * D * 4), 8,
+                      lc_get(blob, queries + 4, 8), "two recorded queries at one position");
+    /* eight bytes more before the checksum, the size field and checksum made right */
+    grown = (unsigned char *)tu_alloc(n + 8);
+    memcpy(grown, blob, n - 8);
+    memset(grown + n - 8, 0, 8);
+    {
+        int j;
+        for (j = 0; j < 8; j++) grown[16 + j] = (unsigned char)((uint64_t)(n + 8) >> (8 * j));
+    }
+    lc_fix_checksum(grown, n + 8);
+    CHECK_RESULT(kve_state_load(&b.c, grown, n + 8), KVE_ERROR_STATE_CORRUPT);
+    free(grown);
+    free(blob);
+    tu_close(&a);
+    {   /* StreamingLLM whose ring has wrapped: ring_next in range but not at the oldest token */
+        kve_config sc = lc_config(&lc_cases[1], 32, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32);
+        tu_cache t;
+        uint64_t next;
+        CHECK_RESULT(tu_open(&t, &sc), KVE_OK);
+        lc_store_range(&t.c, 0, 50, 38);
+        n = lc_save(&t.c, &blob);
+        next = lc_get(blob, 208 + 20, 4);
+        lc_expect_corrupt(&t.c, blob, n, 208 + 20, 4, next + 1 < 24 ? next + 1 : 4,
+                          "a ring whose next slot is not the oldest");
+        /* and kve_check on a limit that is neither the budget nor the capacity */
+        t.c.limit[0] = 28; /* room for the 24 held, yet neither 24 nor 32 */
+        CHECK_RESULT(kve_check(&t.c), KVE_ERROR_CORRUPT);
+        t.c.limit[0] = 24;
+        CHECK_RESULT(kve_check(&t.c), KVE_OK);
+        free(blob);
+        tu_close(&t);
+    }
+    tu_close(&b);
+}
+
 /* 8. kve_store_n is n kve_store calls, and checks them all first */
 static void test_store_n(void)
 {
@@ -1079,6 +1163,7 @@ int main(void)
     test_copy();
     test_state();
     test_state_content();
+    test_state_invariants();
     test_store_n();
     test_threads();
     test_positions_and_messages();
