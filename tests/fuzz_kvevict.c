@@ -286,9 +286,11 @@ static void fz_check(fz_state *s, const char *after)
         for (h = 0; h < s->Hk; h++) {
             int32_t n = kve_length(&s->c, l, h);
             FZ_ASSERT(n >= 0 && n <= s->cap, "length %d after %s", (int)n, after);
+            /* StreamingLLM keeps its budget from the start, unless it grows after a compressed
+               prompt (decode = KVE_DECODE_GROW: the layer budget is then the capacity) */
             if (s->rc.policy.kind == KVE_POLICY_STREAMINGLLM)
-                FZ_ASSERT(n <= s->rc.policy.budget, "StreamingLLM holds %d > budget %d after %s", (int)n,
-                          (int)s->rc.policy.budget, after);
+                FZ_ASSERT(n <= kve_layer_budget(&s->c, l), "StreamingLLM holds %d > layer budget %d after %s",
+                          (int)n, (int)kve_layer_budget(&s->c, l), after);
         }
 }
 
@@ -498,8 +500,10 @@ static void op_store(fz_state *s, fz_in *f)
         fz_failed(s, r, "kve_store", 1);
         if (l < s->L && r != KVE_ERROR_POSITION && r != KVE_ERROR_NOT_FINITE) {
             kve_policy_kind kind = s->rc.policy.kind;
-            FZ_ASSERT(r != KVE_ERROR_CACHE_FULL || kind == KVE_POLICY_FULL || kind == KVE_POLICY_SNAPKV ||
-                      kind == KVE_POLICY_PYRAMIDKV || kind == KVE_POLICY_H2O || kind == KVE_POLICY_CUSTOM,
+            /* every policy but FULL and custom ones evicts, unless it grows (decode = GROW) */
+            FZ_ASSERT(r != KVE_ERROR_CACHE_FULL || kind == KVE_POLICY_FULL || kind == KVE_POLICY_CUSTOM ||
+                      s->rc.policy.decode == KVE_DECODE_GROW ||
+                      (kind == KVE_POLICY_H2O && s->rc.policy.decode != KVE_DECODE_EVICT),
                       "CACHE_FULL from an evicting policy");
             FZ_ASSERT(r != KVE_ERROR_NO_QUERIES || kind == KVE_POLICY_SNAPKV || kind == KVE_POLICY_PYRAMIDKV ||
                       kind == KVE_POLICY_CUSTOM, "NO_QUERIES from a policy that does not score windows");
