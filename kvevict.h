@@ -1999,8 +1999,9 @@ static int kve__work_is_large(const kve_cache *c, int32_t l, int64_t nq)
 static int kve__threads(const kve_cache *c, int large)
 {
 #if defined(_OPENMP) && !defined(KVEVICT_NO_OPENMP)
-    int n = omp_get_max_threads();
-    if (!large || c->cfg.n_threads == 1) return 1;
+    int n;
+    if (!large || c->cfg.n_threads == 1) return 1; /* before asking the runtime anything */
+    n = omp_get_max_threads();
     if (c->cfg.n_threads > 0 && c->cfg.n_threads < n) n = c->cfg.n_threads;
     return n;
 #else
