@@ -87,6 +87,50 @@ static long long input_file_size(const char *what, const char *path)
 }
 
 /* ---- the checkpoint ------------------------------------------------------------------------- */
+/* The text file, or NULL after a message: a text, not a binary file, whose tokens would be
+   read as if they were one (a NUL byte, or more than 1% control characters, tells). */
+#if defined(__GNUC__)
+static char *read_text(const char *path) __attribute__((unused)); /* not every example reads one */
+#endif
+static char *read_text(const char *path)
+{
+    long long size = input_file_size("text", path), i, control = 0;
+    FILE *f;
+    char *s;
+    if (size < 0) return NULL;
+    if (!(f = fopen(path, "rb"))) {
+        fprintf(stderr, "error: cannot open text '%s': %s\n", path, strerror(errno));
+        return NULL;
+    }
+    s = (char *)xmalloc((size_t)size + 1);
+    if (fread(s, 1, (size_t)size, f) != (size_t)size) {
+        fprintf(stderr, "error: cannot read text '%s'%s\n", path,
+                ferror(f) ? "" : ": it is shorter than its size says");
+        fclose(f);
+        free(s);
+        return NULL;
+    }
+    fclose(f);
+    s[size] = '\0';
+    for (i = 0; i < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == 0) {
+            fprintf(stderr, "error: text '%s' is a binary file, not text (a NUL byte at offset "
+                    "%lld); give a UTF-8 text\n", path, i);
+            free(s);
+            return NULL;
+        }
+        control += (c < 0x20 && c != '\n' && c != '\r' && c != '\t' && c != '\f') || c == 0x7f;
+    }
+    if (control * 100 > size) {
+        fprintf(stderr, "error: text '%s' is a binary file, not text (%lld of its %lld bytes are "
+                "control characters); give a UTF-8 text\n", path, control, size);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
 /* header: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len), a
    negative vocab_size meaning a separate classifier; then float32 weights in the order below. */
 typedef struct model {

@@ -318,46 +318,6 @@ static int needle_parse_args(int argc, char **argv, needle_options *o, needle_po
 }
 
 /* ---- the filler ---------------------------------------------------------------------------- */
-/* The text file, or NULL after a message: a text, not a binary file (a NUL byte, or more than 1%
-   control characters, tells), whose tokens would make no filler. */
-static char *needle_read_text(const char *path)
-{
-    long long size = input_file_size("text", path), i, control = 0;
-    FILE *f;
-    char *s;
-    if (size < 0) return NULL;
-    if (!(f = fopen(path, "rb"))) {
-        fprintf(stderr, "error: cannot open text '%s': %s\n", path, strerror(errno));
-        return NULL;
-    }
-    s = (char *)xmalloc((size_t)size + 1);
-    if (fread(s, 1, (size_t)size, f) != (size_t)size) {
-        fprintf(stderr, "error: cannot read text '%s'\n", path);
-        fclose(f);
-        free(s);
-        return NULL;
-    }
-    fclose(f);
-    s[size] = '\0';
-    for (i = 0; i < size; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == 0) {
-            fprintf(stderr, "error: text '%s' is a binary file, not text (a NUL byte at offset "
-                    "%lld); give a UTF-8 text\n", path, i);
-            free(s);
-            return NULL;
-        }
-        control += (c < 0x20 && c != '\n' && c != '\r' && c != '\t' && c != '\f') || c == 0x7f;
-    }
-    if (control * 100 > size) {
-        fprintf(stderr, "error: text '%s' is a binary file, not text (%lld of its %lld bytes are "
-                "control characters); give a UTF-8 text\n", path, control, size);
-        free(s);
-        return NULL;
-    }
-    return s;
-}
-
 /* appends the tokens of text[0..len) (no BOS) to *out, growing it */
 static void needle_append(const tokenizer *tok, const char *text, size_t len, int **out, int *n,
                           int *cap)
@@ -1000,7 +960,7 @@ static int needle_main(int argc, char **argv)
     if (o.context > m.seq_len)
         fprintf(stderr, "compare: needle: warning: --context %d is beyond the model's training "
                 "context (%d tokens)\n", o.context, m.seq_len);
-    if (!(text = needle_read_text(o.text))) goto done;
+    if (!(text = read_text(o.text))) goto done;
     stream = needle_encode_filler(&tok, text, &S);
     if (S < F) {
         fprintf(stderr, "error: text '%s' gives %d tokens of filler, fewer than the %d a "
