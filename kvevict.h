@@ -2424,30 +2424,43 @@ KVE_API kve_result kve_pool1d(const float *in, int32_t n, int32_t kernel, kve_po
 }
 
 /* moves the kept slots of (l, h) to the front, moving as few as possible */
+/* moves slot src of (l, h) to slot dst: vectors, position, scores and sink copy */
+static void kve__move_slot(kve_cache *c, int32_t l, int32_t h, int32_t dst, int32_t src)
+{
+    int32_t G = c->group, d = c->cfg.head_dim, g;
+    int64_t *pos = kve__pos(c, l, h);
+    memcpy(kve__kptr(c, l, h, dst), kve__kptr(c, l, h, src), c->k_row);
+    memcpy(kve__vptr(c, l, h, dst), kve__vptr(c, l, h, src), c->v_row);
+    pos[dst] = pos[src];
+    if (c->scores)
+        for (g = 0; g < G; g++) {
+            float *row = kve__score_row(c, l, h * G + g);
+            row[dst] = row[src];
+        }
+    if (dst < c->sinks) {
+        float *copy = kve__sink_key(c, l, h, dst);
+        if (src < c->sinks) {
+            memcpy(copy, kve__sink_key(c, l, h, src), (size_t)d * sizeof(float));
+        } else { /* a recent token becomes a sink: its pre-RoPE key, rotated back */
+            kve__decode(c->cfg.k_type, kve__kptr(c, l, h, dst), d, copy);
+            if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__rotate(&c->cfg, c->freq, copy, -pos[dst]);
+        }
+    }
+}
+
 /* the work of kve_keep_slots on checked arguments; it touches only head h's bookkeeping, so
    the heads of a layer can be shrunk in parallel */
 static void kve__keep_slots(kve_cache *c, int32_t l, int32_t h, const unsigned char *keep)
 {
-    int32_t n, kept = 0, s, src, G, g;
-    int64_t *pos;
-    n = *kve__len(c, l, h);
-    pos = kve__pos(c, l, h);
-    G = c->group;
+    int32_t n = *kve__len(c, l, h), kept = 0, s, src;
+    int64_t *pos = kve__pos(c, l, h);
     for (s = 0; s < n; s++) kept += keep[s] != 0;
     /* holes below `kept` are filled from kept slots at or above it, in slot order */
     src = kept;
     for (s = 0; s < kept; s++) {
         if (keep[s]) continue;
         while (!keep[src]) src++;
-        memcpy(kve__kptr(c, l, h, s), kve__kptr(c, l, h, src), c->k_row);
-        memcpy(kve__vptr(c, l, h, s), kve__vptr(c, l, h, src), c->v_row);
-        pos[s] = pos[src];
-        if (c->scores)
-            for (g = 0; g < G; g++) {
-                float *row = kve__score_row(c, l, h * G + g);
-                row[s] = row[src];
-            }
-        src++;
+        kve__move_slot(c, l, h, s, src++);
     }
     for (s = kept; s < n; s++) pos[s] = -1;
     *kve__len(c, l, h) = kept;
@@ -2842,30 +2855,6 @@ KVE_API kve_result kve_compress_all(kve_cache *c)
 static int kve__keeps_sink_copies(const kve_cache *c)
 {
     return kve__pos_shift(c) && c->cfg.key_storage == KVE_KEYS_POST_ROPE && c->sinks > 0;
-}
-
-/* moves slot src of (l, h) to slot dst: vectors, position, scores and sink copy */
-static void kve__move_slot(kve_cache *c, int32_t l, int32_t h, int32_t dst, int32_t src)
-{
-    int32_t G = c->group, d = c->cfg.head_dim, g;
-    int64_t *pos = kve__pos(c, l, h);
-    memcpy(kve__kptr(c, l, h, dst), kve__kptr(c, l, h, src), c->k_row);
-    memcpy(kve__vptr(c, l, h, dst), kve__vptr(c, l, h, src), c->v_row);
-    pos[dst] = pos[src];
-    if (c->scores)
-        for (g = 0; g < G; g++) {
-            float *row = kve__score_row(c, l, h * G + g);
-            row[dst] = row[src];
-        }
-    if (dst < c->sinks) {
-        float *copy = kve__sink_key(c, l, h, dst);
-        if (src < c->sinks) {
-            memcpy(copy, kve__sink_key(c, l, h, src), (size_t)d * sizeof(float));
-        } else { /* a recent token becomes a sink: its pre-RoPE key, rotated back */
-            kve__decode(c->cfg.k_type, kve__kptr(c, l, h, dst), d, copy);
-            if (c->cfg.key_storage == KVE_KEYS_POST_ROPE) kve__rotate(&c->cfg, c->freq, copy, -pos[dst]);
-        }
-    }
 }
 
 /* reverses slots [lo, hi) of (l, h): vectors and positions (StreamingLLM's ring, no scores) */
