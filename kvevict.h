@@ -293,6 +293,7 @@ extern "C" {
 #define KVE_MAX_LAYERS 65536
 #define KVE_MAX_ABS_VALUE 1e15f /* larger |q|, |k|, |v| are refused: sums could overflow */
 #define KVE_NO_SINKS (-1) /* kve_policy_config.sinks: zero sinks (0 means the default, 4) */
+#define KVE_NO_SAFEGUARD (-1.0) /* kve_policy_config.alpha_safeguard: none (0 means 0.20) */
 
 /* ---- results ------------------------------------------------------------------------------ */
 typedef enum kve_result {
@@ -330,7 +331,8 @@ typedef enum kve_result {
     KVE_ERROR_STATE_FORMAT = -31,        /* not a kvevict saved state, or another format version */
     KVE_ERROR_STATE_CONFIG = -32,        /* a state or cache made with another configuration */
     KVE_ERROR_STATE_CORRUPT = -33,       /* a saved state truncated, corrupted or inconsistent */
-    KVE_ERROR_MOVED_CACHE = -34          /* a stale copy of a kve_cache struct (see kve_cache_copy) */
+    KVE_ERROR_MOVED_CACHE = -34,         /* a stale copy of a kve_cache struct (see kve_cache_copy) */
+    KVE_ERROR_UNSUPPORTED = -35          /* a combination of policy settings kvevict does not offer */
 } kve_result;
 
 /* ---- configuration (every enum's 0 is "default") --------------------------------------------- */
@@ -365,8 +367,25 @@ typedef enum kve_policy_kind {
     KVE_POLICY_SNAPKV,
     KVE_POLICY_PYRAMIDKV,
     KVE_POLICY_H2O,
-    KVE_POLICY_CUSTOM
+    KVE_POLICY_CUSTOM,
+    /* scorers (see SCORERS AND ALLOCATIONS); kvpress's names */
+    KVE_POLICY_KNORM,              /* keep the lowest key L2 norms */
+    KVE_POLICY_KEYDIFF,            /* keep the keys least similar to the mean key direction */
+    KVE_POLICY_TOVA,               /* keep what the newest query attends to most */
+    KVE_POLICY_RANDOM,             /* a seeded random score: the baseline */
+    KVE_POLICY_LAGKV,              /* key/value spread relative to the next lag of tokens */
+    KVE_POLICY_OBSERVED_ATTENTION, /* attention received, averaged over the queries that saw it */
+    KVE_POLICY_SCORER              /* your kve_scorer_fn */
 } kve_policy_kind;
+
+/* how many tokens each layer and KV head keeps */
+typedef enum kve_allocation {
+    KVE_ALLOCATION_DEFAULT = 0, /* uniform; PyramidKV: pyramid */
+    KVE_ALLOCATION_UNIFORM,     /* every (layer, KV head) keeps the same count */
+    KVE_ALLOCATION_PYRAMID,     /* PyramidKV's per-layer budgets, over any scorer */
+    KVE_ALLOCATION_ADAKV        /* AdaKV: one selection over all KV heads of a layer, with a
+                                   per-head safeguard; heads keep different counts */
+} kve_allocation;
 
 typedef enum kve_pooling {
     KVE_POOL_DEFAULT = 0, /* max (SnapKV's LongBench setting) */
@@ -395,6 +414,13 @@ typedef enum kve_decode_mode {
 } kve_decode_mode;
 
 struct kve_cache;
+
+/* A user scorer (KVE_POLICY_SCORER): fills score[slot] for the kve_length() slots of (layer,
+   kv_head); higher is kept. It may read the cache (kve_read_key, kve_read_rotated_key,
+   kve_read_value, kve_slot_position, kve_recorded_query, kve_scores); the library allocates,
+   selects and keeps the bookkeeping. Called for one head at a time, never concurrently. */
+typedef kve_result (*kve_scorer_fn)(const struct kve_cache *cache, int32_t layer, int32_t kv_head,
+                                    float *score, void *user);
 
 /* A user policy. make_room is required; the rest may be NULL. */
 typedef struct kve_policy_vtable {
@@ -425,7 +451,16 @@ typedef struct kve_policy_config {
     int32_t evict_batch;      /* KVE_DECODE_EVICT for SnapKV/PyramidKV: tokens freed per re-score;
                                  0 = window */
     const kve_policy_vtable *custom; /* KVE_POLICY_CUSTOM */
-    void *custom_user;
+    void *custom_user;                /* passed to custom's functions or to scorer */
+    kve_allocation allocation;
+    double compression_ratio; /* > 0: a prompt compression keeps int(len * (1 - ratio)) tokens per
+                                 head (kvpress's rule) instead of the budget; 0 <= ratio < 1 */
+    double alpha_safeguard;   /* AdaKV: every head keeps its int(kept * alpha) best tokens;
+                                 0 = 0.20, KVE_NO_SAFEGUARD = none */
+    int32_t lag_size;         /* LagKV: 0 = 128 (its sink count is `sinks`) */
+    int32_t cross_scoring;    /* LagKV: nonzero scores by softmax value, not rank within a lag */
+    uint64_t seed;            /* random */
+    kve_scorer_fn scorer;     /* KVE_POLICY_SCORER */
 } kve_policy_config;
 
 typedef struct kve_config {
@@ -502,6 +537,9 @@ typedef struct kve_cache {
     float *scratch_f3;             /* [n_kv_heads][2*capacity] */
     int32_t *scratch_i1, *scratch_i2; /* [n_kv_heads][capacity] */
     unsigned char *scratch_u8;     /* [n_kv_heads][capacity] */
+    float *ada_score;              /* AdaKV: [n_kv_heads * capacity] candidates of one layer */
+    int32_t *ada_index, *ada_order;
+    unsigned char *ada_keep;
 } kve_cache;
 
 /* ---- configuration and memory ---------------------------------------------------------------- */
@@ -705,6 +743,7 @@ KVE_API const char *kve_result_string(kve_result r)
     case KVE_ERROR_STATE_CONFIG: return "the saved state or source cache has another configuration than this cache";
     case KVE_ERROR_STATE_CORRUPT: return "the saved state is truncated, corrupted (checksum) or inconsistent; the cache is unchanged";
     case KVE_ERROR_MOVED_CACHE: return "this kve_cache struct is a stale copy: another copy of it (they share buffers and bookkeeping) has changed the cache since; use kve_cache_copy() for an independent cache";
+    case KVE_ERROR_UNSUPPORTED: return "kvevict does not offer this combination of policy settings: AdaKV allocation compresses the prompt only (decode = KVE_DECODE_GROW); StreamingLLM, full and custom policies have no allocation or compression_ratio";
     }
     return "unknown kve_result";
 }
@@ -978,21 +1017,42 @@ KVE_API kve_result kve_row_to_float(kve_type type, const void *in, int32_t n, fl
 static int64_t kve__pyramid_prefix(int64_t C, int64_t w, int64_t beta, int32_t n_layers,
                                    int32_t layer, int64_t L);
 
+/* the scorers that keep kvpress's defaults: nothing protected (window 0 = none), no pooling */
+static int kve__is_scorer_kind(kve_policy_kind k)
+{
+    return k >= KVE_POLICY_KNORM && k <= KVE_POLICY_SCORER;
+}
+
+/* policies that select by a score (and so take an allocation and a compression ratio) */
+static int kve__is_selecting(kve_policy_kind k)
+{
+    return k == KVE_POLICY_SNAPKV || k == KVE_POLICY_PYRAMIDKV || k == KVE_POLICY_H2O ||
+           kve__is_scorer_kind(k);
+}
+
 static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
 {
-    if ((int)p->kind < 0 || p->kind > KVE_POLICY_CUSTOM) return KVE_ERROR_INVALID_ENUM;
+    int scorer_kind;
+    if ((int)p->kind < 0 || p->kind > KVE_POLICY_SCORER) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->pooling < 0 || p->pooling > KVE_POOL_NONE) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->gqa < 0 || p->gqa > KVE_REDUCE_SUM) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->pos_shift < 0 || p->pos_shift > KVE_POS_SHIFT_OFF) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->decode < 0 || p->decode > KVE_DECODE_EVICT) return KVE_ERROR_INVALID_ENUM;
+    if ((int)p->allocation < 0 || p->allocation > KVE_ALLOCATION_ADAKV) return KVE_ERROR_INVALID_ENUM;
     if (p->kind == KVE_POLICY_DEFAULT) p->kind = KVE_POLICY_FULL;
+    scorer_kind = kve__is_scorer_kind(p->kind);
     if (p->budget < 0 || p->window < 0 || p->kernel < 0 || p->beta < 0 || p->evict_batch < 0 ||
-        p->sinks < KVE_NO_SINKS)
+        p->sinks < KVE_NO_SINKS || p->lag_size < 0)
+        return KVE_ERROR_INVALID_PARAMETER;
+    /* written so that NaN fails too */
+    if (!(p->compression_ratio >= 0.0 && p->compression_ratio < 1.0)) return KVE_ERROR_INVALID_PARAMETER;
+    if (!((p->alpha_safeguard >= 0.0 && p->alpha_safeguard <= 1.0) ||
+          p->alpha_safeguard == KVE_NO_SAFEGUARD))
         return KVE_ERROR_INVALID_PARAMETER;
     if (p->budget == 0) p->budget = c->capacity;
-    if (p->window == 0) p->window = 32;
-    if (p->kernel == 0) p->kernel = 7;
-    if (p->pooling == KVE_POOL_DEFAULT) p->pooling = KVE_POOL_MAX;
+    if (p->window == 0 && !scorer_kind) p->window = 32;
+    if (p->kernel == 0) p->kernel = scorer_kind ? 1 : 7;
+    if (p->pooling == KVE_POOL_DEFAULT) p->pooling = scorer_kind ? KVE_POOL_NONE : KVE_POOL_MAX;
     if (p->pooling == KVE_POOL_NONE) p->kernel = 1;
     if (p->gqa == KVE_REDUCE_DEFAULT) p->gqa = KVE_REDUCE_MEAN;
     if (p->beta == 0) p->beta = 20;
@@ -1003,31 +1063,41 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
         p->decode = p->kind == KVE_POLICY_H2O || p->kind == KVE_POLICY_STREAMINGLLM
                         ? KVE_DECODE_EVICT
                         : KVE_DECODE_GROW;
-    if (p->evict_batch == 0) p->evict_batch = p->window;
+    if (p->evict_batch == 0) p->evict_batch = p->window > 0 ? p->window : 1;
+    if (p->allocation == KVE_ALLOCATION_DEFAULT)
+        p->allocation = p->kind == KVE_POLICY_PYRAMIDKV ? KVE_ALLOCATION_PYRAMID : KVE_ALLOCATION_UNIFORM;
+    if (p->alpha_safeguard == 0.0) p->alpha_safeguard = 0.20;
+    if (p->alpha_safeguard == KVE_NO_SAFEGUARD) p->alpha_safeguard = 0.0;
+    if (p->lag_size == 0) p->lag_size = 128;
+    p->cross_scoring = p->cross_scoring != 0;
 
     if (p->budget > c->capacity) return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
+    if (!kve__is_selecting(p->kind) &&
+        (p->allocation != KVE_ALLOCATION_UNIFORM ||
+         (p->compression_ratio != 0.0 && p->kind != KVE_POLICY_STREAMINGLLM)))
+        return KVE_ERROR_UNSUPPORTED;
+    if (p->allocation == KVE_ALLOCATION_ADAKV && p->decode == KVE_DECODE_EVICT)
+        return KVE_ERROR_UNSUPPORTED;
     switch (p->kind) {
     case KVE_POLICY_STREAMINGLLM:
         if (p->sinks >= p->budget) return KVE_ERROR_TOO_MANY_SINKS;
-        break;
-    case KVE_POLICY_SNAPKV:
-    case KVE_POLICY_PYRAMIDKV:
-    case KVE_POLICY_H2O:
-        if (p->kind != KVE_POLICY_H2O && p->kernel % 2 == 0) return KVE_ERROR_EVEN_KERNEL;
-        if (p->budget <= p->window) return KVE_ERROR_WINDOW_TOO_LARGE;
-        if (p->kind == KVE_POLICY_PYRAMIDKV) {
-            /* evicting while decoding, the largest layer budget (layer 0's) must fit */
-            int64_t top = kve__pyramid_prefix(p->budget, p->window, p->beta, c->n_layers, 0,
-                                              KVE_MAX_POSITION) + p->window;
-            if (p->decode == KVE_DECODE_EVICT && top > c->capacity)
-                return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
-        }
         break;
     case KVE_POLICY_CUSTOM:
         if (!p->custom) return KVE_ERROR_NULL_ARGUMENT;
         if (!p->custom->make_room) return KVE_ERROR_NULL_ARGUMENT;
         break;
     default:
+        if (p->kind == KVE_POLICY_SCORER && !p->scorer) return KVE_ERROR_NULL_ARGUMENT;
+        if (!kve__is_selecting(p->kind)) break;
+        if (p->kernel % 2 == 0 && p->kind != KVE_POLICY_H2O) return KVE_ERROR_EVEN_KERNEL;
+        if (p->budget <= p->window) return KVE_ERROR_WINDOW_TOO_LARGE;
+        if (p->allocation == KVE_ALLOCATION_PYRAMID) {
+            /* evicting while decoding, the largest layer budget (layer 0's) must fit */
+            int64_t top = kve__pyramid_prefix(p->budget, p->window, p->beta, c->n_layers, 0,
+                                              KVE_MAX_POSITION) + p->window;
+            if (p->decode == KVE_DECODE_EVICT && top > c->capacity)
+                return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
+        }
         break;
     }
     return KVE_OK;
@@ -1127,7 +1197,8 @@ KVE_API kve_result kve_buffer_bytes(const kve_config *cfg, kve_layout layout, si
 typedef struct kve__plan {
     size_t generation, limit, budget, pos, len, newest, stored, ring_next, sink_anchor_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
         query_pos, query_count, recent_pos, window_sum, window_sum_queries, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
-        scratch_f3, scratch_i1, scratch_i2, scratch_u8, total;
+        scratch_f3, scratch_i1, scratch_i2, scratch_u8, ada_score, ada_index, ada_order, ada_keep,
+        total;
     int32_t obs_window, sinks, wants_scores;
 } kve__plan;
 
@@ -1159,8 +1230,11 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     memset(p, 0, sizeof *p);
     p->sinks = pc->kind == KVE_POLICY_STREAMINGLLM ? pc->sinks : 0;
     p->obs_window = (pc->kind == KVE_POLICY_SNAPKV || pc->kind == KVE_POLICY_PYRAMIDKV ||
-                     pc->kind == KVE_POLICY_CUSTOM) ? pc->window : 0;
-    p->wants_scores = pc->kind == KVE_POLICY_H2O ||
+                     pc->kind == KVE_POLICY_CUSTOM || pc->kind == KVE_POLICY_SCORER) ? pc->window
+                    : pc->kind == KVE_POLICY_TOVA ? 1 /* the newest query */
+                                                 : 0;
+    p->wants_scores = pc->kind == KVE_POLICY_H2O || pc->kind == KVE_POLICY_OBSERVED_ATTENTION ||
+                      pc->kind == KVE_POLICY_SCORER ||
                       (pc->kind == KVE_POLICY_CUSTOM && pc->custom && pc->custom->wants_scores);
     lh = kve__mul(L, Hk, &ok);
     lhc = kve__mul(lh, cap, &ok);
@@ -1208,6 +1282,12 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     kve__plan_add(&ok, &at, &p->scratch_i1, kve__mul(Hk, cap, &ok), sizeof(int32_t));
     kve__plan_add(&ok, &at, &p->scratch_i2, kve__mul(Hk, cap, &ok), sizeof(int32_t));
     kve__plan_add(&ok, &at, &p->scratch_u8, kve__mul(Hk, cap, &ok), 1);
+    /* AdaKV's selection over all KV heads of a layer at once */
+    t = pc->allocation == KVE_ALLOCATION_ADAKV ? kve__mul(Hk, cap, &ok) : 0;
+    kve__plan_add(&ok, &at, &p->ada_score, t, sizeof(float));
+    kve__plan_add(&ok, &at, &p->ada_index, t, sizeof(int32_t));
+    kve__plan_add(&ok, &at, &p->ada_order, t, sizeof(int32_t));
+    kve__plan_add(&ok, &at, &p->ada_keep, t, 1);
     if (!ok || at > SIZE_MAX - KVE__ALIGN) return KVE_ERROR_SIZE_OVERFLOW;
     p->total = at;
     return KVE_OK;
@@ -1398,6 +1478,16 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     cache->scratch_i1 = KVE__CAST(int32_t *, m + p.scratch_i1);
     cache->scratch_i2 = KVE__CAST(int32_t *, m + p.scratch_i2);
     cache->scratch_u8 = m + p.scratch_u8;
+    if (c.policy.allocation == KVE_ALLOCATION_ADAKV) {
+        cache->ada_score = KVE__CAST(float *, m + p.ada_score);
+        cache->ada_index = KVE__CAST(int32_t *, m + p.ada_index);
+        cache->ada_order = KVE__CAST(int32_t *, m + p.ada_order);
+        cache->ada_keep = m + p.ada_keep;
+    } else {
+        cache->ada_score = NULL;
+        cache->ada_index = cache->ada_order = NULL;
+        cache->ada_keep = NULL;
+    }
 
     for (i = 0; i < (size_t)c.rope_dims / 2; i++)
         cache->freq[i] = pow(c.rope_theta, -2.0 * (double)i / (double)c.rope_dims);
@@ -2554,21 +2644,262 @@ KVE_API kve_result kve_window_scores(kve_cache *c, int32_t l, int32_t h, kve_red
     return kve__window_scores(c, l, h, reduce, out);
 }
 
-/* window: the recorded queries' softmax weights, computed now; running: the same, summed by the
-   decode steps since the last eviction (window_sum); accumulated: H2O's scores */
+/* Where a token's score comes from. window: the recorded queries' softmax weights, computed now;
+   running: the same, summed by the decode steps since the last eviction (window_sum);
+   accumulated: H2O's summed attention; the rest are the scorers of the same names. */
 typedef enum kve__score_source {
     KVE__FROM_WINDOW,
     KVE__FROM_RUNNING,
-    KVE__FROM_ACCUMULATED
+    KVE__FROM_ACCUMULATED,
+    KVE__FROM_OBSERVED,
+    KVE__FROM_KNORM,
+    KVE__FROM_KEYDIFF,
+    KVE__FROM_TOVA,
+    KVE__FROM_RANDOM,
+    KVE__FROM_LAGKV,
+    KVE__FROM_USER
 } kve__score_source;
 
+static kve__score_source kve__policy_source(const kve_cache *c)
+{
+    switch (c->cfg.policy.kind) {
+    case KVE_POLICY_H2O: return KVE__FROM_ACCUMULATED;
+    case KVE_POLICY_OBSERVED_ATTENTION: return KVE__FROM_OBSERVED;
+    case KVE_POLICY_KNORM: return KVE__FROM_KNORM;
+    case KVE_POLICY_KEYDIFF: return KVE__FROM_KEYDIFF;
+    case KVE_POLICY_TOVA: return KVE__FROM_TOVA;
+    case KVE_POLICY_RANDOM: return KVE__FROM_RANDOM;
+    case KVE_POLICY_LAGKV: return KVE__FROM_LAGKV;
+    case KVE_POLICY_SCORER: return KVE__FROM_USER;
+    default: return KVE__FROM_WINDOW;
+    }
+}
+
+/* the newest tokens a selection never drops: the window; TOVA also keeps the query's own token
+   (kvpress gives it the highest score) */
+static int32_t kve__protected(const kve_cache *c)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    return p->kind == KVE_POLICY_TOVA && p->window < 1 ? 1 : p->window;
+}
+
+/* the key of a slot as attention at its original position sees it (rotated there when the cache
+   holds it before RoPE): what kvpress's scorers read from a Hugging Face cache */
+static void kve__rotated_key(const kve_cache *c, int32_t l, int32_t h, int32_t s, float *out)
+{
+    kve__decode(c->cfg.k_type, kve__kptr(c, l, h, s), c->cfg.head_dim, out);
+    if (c->cfg.key_storage == KVE_KEYS_PRE_ROPE && c->cfg.rope_layout != KVE_ROPE_NONE)
+        kve_rope_apply(&c->cfg, out, kve__pos(c, l, h)[s]);
+}
+
+static uint64_t kve__splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15u;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+    return x ^ (x >> 31);
+}
+
+/* LagKV: the spread of each dimension of a token of one lag, scaled by the range of the next lag,
+   its standard deviation over dimensions (unbiased), then a softmax over the lag. `first` is the
+   lag's first token in position order; rows are keys (values = 0) or values (values = 1). */
+static void kve__lag_spread(const kve_cache *c, int32_t l, int32_t h, const int32_t *order,
+                            int32_t first, int32_t lag, int values, float *spread)
+{
+    int32_t d = c->cfg.head_dim, i, t;
+    float row[KVE_MAX_HEAD_DIM], lo[KVE_MAX_HEAD_DIM], hi[KVE_MAX_HEAD_DIM];
+    float top = -INFINITY, total = 0.0f;
+    for (t = 0; t < lag; t++) {
+        int32_t s = order[first + lag + t];
+        if (values) kve__decode(c->cfg.v_type, kve__vptr(c, l, h, s), d, row);
+        else kve__rotated_key(c, l, h, s, row);
+        for (i = 0; i < d; i++) {
+            if (t == 0 || row[i] < lo[i]) lo[i] = row[i];
+            if (t == 0 || row[i] > hi[i]) hi[i] = row[i];
+        }
+    }
+    for (t = 0; t < lag; t++) {
+        int32_t s = order[first + t];
+        double mean = 0.0, var = 0.0;
+        if (values) kve__decode(c->cfg.v_type, kve__vptr(c, l, h, s), d, row);
+        else kve__rotated_key(c, l, h, s, row);
+        for (i = 0; i < d; i++) {
+            row[i] = (row[i] - lo[i]) / (hi[i] - lo[i]);
+            mean += row[i];
+        }
+        mean /= d;
+        for (i = 0; i < d; i++) var += ((double)row[i] - mean) * ((double)row[i] - mean);
+        spread[t] = d > 1 ? (float)sqrt(var / (d - 1)) : NAN;
+        if (spread[t] > top) top = spread[t];
+    }
+    for (t = 0; t < lag; t++) total += (spread[t] = expf(spread[t] - top));
+    for (t = 0; t < lag; t++) spread[t] /= total;
+}
+
+/* LagKV's score of the n tokens of (l, h), by slot: sinks and the last lag (with the remainder)
+   score 1; the lags between are ranked within themselves by key and value spread (rank / lag,
+   below 1). A head shorter than sinks + 2 lags scores its tokens by age, so the newest stay. */
+static void kve__lagkv_scores(const kve_cache *c, int32_t l, int32_t h, const int32_t *order,
+                              float *spread, float *out)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t n = *kve__len(c, l, h), S = p->sinks, lag = p->lag_size, j, t, u, lags;
+    float *ks = spread, *vs = spread + lag;
+    for (j = 0; j < n; j++) out[order[j]] = 1.0f;
+    if (n < S + 2 * lag) {
+        for (j = S; j < n; j++) out[order[j]] = (float)(j - S) / (float)(n - S);
+        return;
+    }
+    lags = (n - S) / lag;
+    for (u = 0; u + 1 < lags; u++) {
+        int32_t first = S + u * lag;
+        kve__lag_spread(c, l, h, order, first, lag, 0, ks);
+        kve__lag_spread(c, l, h, order, first, lag, 1, vs);
+        for (t = 0; t < lag; t++) ks[t] = (ks[t] + vs[t]) / 2;
+        for (t = 0; t < lag; t++) {
+            int32_t rank = 0, o;
+            if (p->cross_scoring) {
+                out[order[first + t]] = ks[t];
+                continue;
+            }
+            /* rank within the lag; equal scores by position, NaN above everything (a stable sort) */
+            for (o = 0; o < lag; o++) {
+                int below = ks[o] == ks[o] && (ks[t] != ks[t] || ks[o] < ks[t]);
+                int tie = (ks[o] == ks[t] || (ks[o] != ks[o] && ks[t] != ks[t])) && o < t;
+                rank += below || tie;
+            }
+            out[order[first + t]] = (float)rank / (float)lag;
+        }
+    }
+}
+
+/* Every slot's score for (l, h) into out (len floats); order holds the slots by position. Reads
+   only this head's scratch (TOVA: its row, filled beforehand by kve__tova_prepare). */
+static kve_result kve__slot_scores(kve_cache *c, int32_t l, int32_t h, kve__score_source src,
+                                   const int32_t *order, float *out)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t n = *kve__len(c, l, h), G = c->group, d = c->cfg.head_dim, j, g, i;
+    size_t cap = (size_t)c->cfg.capacity;
+    const int64_t *pos = kve__pos(c, l, h);
+    float row[KVE_MAX_HEAD_DIM];
+    switch (src) {
+    case KVE__FROM_WINDOW:
+        return kve__window_scores(c, l, h, p->gqa, out);
+    case KVE__FROM_RUNNING:
+    case KVE__FROM_ACCUMULATED: {
+        const float *rows = src == KVE__FROM_RUNNING
+                                ? c->window_sum + ((size_t)l * (size_t)c->cfg.n_heads +
+                                                   (size_t)(h * G)) * cap
+                                : kve__score_row(c, l, h * G);
+        for (j = 0; j < n; j++) out[j] = kve__reduce(rows + j, G, cap, p->gqa);
+        return KVE_OK;
+    }
+    case KVE__FROM_OBSERVED: {
+        /* kvpress: the attention a token received, divided by the queries that could see it
+           (every position from it to the newest), then reduced over the group */
+        const float *rows = kve__score_row(c, l, h * G);
+        float *avg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
+        for (j = 0; j < n; j++) {
+            float seen = (float)(c->newest[l] - pos[j] + 1);
+            for (g = 0; g < G; g++) avg[(size_t)g * cap + (size_t)j] = rows[(size_t)g * cap + (size_t)j] / seen;
+            out[j] = kve__reduce(avg + j, G, cap, p->gqa);
+        }
+        return KVE_OK;
+    }
+    case KVE__FROM_KNORM:
+        for (j = 0; j < n; j++) {
+            double sq = 0.0;
+            kve__decode(c->cfg.k_type, kve__kptr(c, l, h, j), d, row); /* RoPE keeps the norm */
+            for (i = 0; i < d; i++) sq += (double)row[i] * row[i];
+            out[j] = -(float)sqrt(sq);
+        }
+        return KVE_OK;
+    case KVE__FROM_KEYDIFF: {
+        /* minus the cosine similarity to the mean of the unit keys */
+        double anchor[KVE_MAX_HEAD_DIM], an = 0.0;
+        for (i = 0; i < d; i++) anchor[i] = 0.0;
+        for (j = 0; j < n; j++) {
+            double sq = 0.0, norm;
+            kve__rotated_key(c, l, h, j, row);
+            for (i = 0; i < d; i++) sq += (double)row[i] * row[i];
+            norm = sqrt(sq) > 1e-12 ? sqrt(sq) : 1e-12;
+            for (i = 0; i < d; i++) anchor[i] += row[i] / norm;
+        }
+        for (i = 0; i < d; i++) {
+            anchor[i] /= n;
+            an += anchor[i] * anchor[i];
+        }
+        an = sqrt(an) > 1e-8 ? sqrt(an) : 1e-8;
+        for (j = 0; j < n; j++) {
+            double sq = 0.0, dot = 0.0, kn;
+            kve__rotated_key(c, l, h, j, row);
+            for (i = 0; i < d; i++) {
+                sq += (double)row[i] * row[i];
+                dot += row[i] * anchor[i];
+            }
+            kn = sqrt(sq) > 1e-8 ? sqrt(sq) : 1e-8;
+            out[j] = -(float)(dot / (kn * an));
+        }
+        return KVE_OK;
+    }
+    case KVE__FROM_TOVA:
+        memcpy(out, c->scratch_f1 + (size_t)h * cap, (size_t)n * sizeof(float));
+        return KVE_OK;
+    case KVE__FROM_RANDOM:
+        /* a function of (seed, layer, head, position): the same whatever the slot layout */
+        for (j = 0; j < n; j++) {
+            uint64_t x = kve__splitmix64(p->seed ^ kve__splitmix64(
+                ((uint64_t)l << 40) ^ ((uint64_t)h << 20) ^ kve__splitmix64((uint64_t)pos[j])));
+            out[j] = (float)(x >> 40) * (1.0f / 16777216.0f);
+        }
+        return KVE_OK;
+    case KVE__FROM_LAGKV:
+        kve__lagkv_scores(c, l, h, order, out + cap, out);
+        return KVE_OK;
+    case KVE__FROM_USER:
+        return p->scorer(c, l, h, out, c->vtable_user);
+    }
+    return KVE_ERROR_POLICY_FAILED;
+}
+
+/* TOVA: the newest query's softmax weights, averaged over ALL query heads (kvpress, the paper),
+   into row h of scratch_f1 for every KV head. KV heads holding different tokens (after a
+   kve_keep_slots of one head) are scored by their own query heads instead. */
+static kve_result kve__tova_prepare(kve_cache *c, int32_t l)
+{
+    int32_t Hk = c->cfg.n_kv_heads, H = c->cfg.n_heads, G = c->group, h, q, j;
+    int32_t n0 = *kve__len(c, l, 0);
+    size_t cap = (size_t)c->cfg.capacity;
+    int aligned = 1;
+    kve_result r;
+    for (h = 0; h < Hk; h++) {
+        if (*kve__len(c, l, h) != n0 ||
+            memcmp(kve__pos(c, l, h), kve__pos(c, l, 0), (size_t)n0 * sizeof(int64_t)) != 0)
+            aligned = 0;
+        r = kve__window_scores(c, l, h, KVE_REDUCE_SUM, c->scratch_f3 + (size_t)h * 2 * cap);
+        if (r != KVE_OK) return r;
+    }
+    /* scratch_f2 now holds each query head's weights (row q), scratch_f1 is free */
+    for (h = 0; h < Hk; h++) {
+        float *row = c->scratch_f1 + (size_t)h * cap;
+        int32_t n = *kve__len(c, l, h), from = aligned ? 0 : h * G, to = aligned ? H : (h + 1) * G;
+        for (j = 0; j < n; j++) {
+            float sum = 0.0f;
+            for (q = from; q < to; q++) sum += c->scratch_f2[(size_t)q * cap + (size_t)j];
+            row[j] = sum / (float)(to - from);
+        }
+    }
+    return KVE_OK;
+}
+
 /* The shared eviction step: keep the `protect` newest tokens of (l, h) and the best
-   `target - protect` older ones by score (window or accumulated, group-reduced, pooled). */
+   `target - protect` older ones by score (group-reduced, pooled for the attention scores). */
 static kve_result kve__shrink(kve_cache *c, int32_t l, int32_t h, int32_t target, int32_t protect,
                               kve__score_source src)
 {
     const kve_policy_config *p = &c->cfg.policy;
-    int32_t n = *kve__len(c, l, h), G = c->group, prefix, j;
+    int32_t n = *kve__len(c, l, h), prefix, j;
     size_t cap = (size_t)c->cfg.capacity;
     int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
     unsigned char *keep = c->scratch_u8 + (size_t)h * cap;
@@ -2582,15 +2913,7 @@ static kve_result kve__shrink(kve_cache *c, int32_t l, int32_t h, int32_t target
     memset(keep, 0, (size_t)n);
     for (j = prefix; j < n; j++) keep[order[j]] = 1;
     if (target - protect > 0) {
-        if (src == KVE__FROM_WINDOW) {
-            if ((r = kve__window_scores(c, l, h, p->gqa, slot_score)) != KVE_OK) return r;
-        } else {
-            const float *rows = src == KVE__FROM_RUNNING
-                                    ? c->window_sum + ((size_t)l * (size_t)c->cfg.n_heads +
-                                                       (size_t)(h * G)) * cap
-                                    : kve__score_row(c, l, h * G);
-            for (j = 0; j < n; j++) slot_score[j] = kve__reduce(rows + j, G, cap, p->gqa);
-        }
+        if ((r = kve__slot_scores(c, l, h, src, order, slot_score)) != KVE_OK) return r;
         /* token order for pooling; the pooled scores land in slot_score, reused as scratch */
         for (j = 0; j < prefix; j++) seq[j] = slot_score[order[j]];
         if (src != KVE__FROM_ACCUMULATED && p->kernel > 1) {
@@ -2650,7 +2973,7 @@ static int32_t kve__layer_budget_of(const kve_config *c, int32_t layer)
     const kve_policy_config *p = &c->policy;
     int evicting = p->kind == KVE_POLICY_CUSTOM || p->decode == KVE_DECODE_EVICT;
     if (p->kind == KVE_POLICY_FULL || !evicting) return c->capacity;
-    if (p->kind == KVE_POLICY_PYRAMIDKV)
+    if (p->allocation == KVE_ALLOCATION_PYRAMID)
         return (int32_t)(kve__pyramid_prefix(p->budget, p->window, p->beta, c->n_layers, layer,
                                              KVE_MAX_POSITION) + p->window);
     return p->budget;
@@ -2674,21 +2997,26 @@ static kve_result kve__streaming_make_room(kve_cache *c, int32_t l, int32_t *ws,
     return KVE_OK;
 }
 
-/* Shrinks every KV head of layer l with target[h] >= 0 to that many tokens (the newest `window`
-   kept), the heads in parallel: they are independent, each with its own scratch. */
+/* Shrinks every KV head of layer l with target[h] >= 0 to that many tokens (the protected newest
+   kept), the heads in parallel: they are independent, each with its own scratch. A user scorer
+   is called for one head at a time. */
 static kve_result kve__shrink_heads(kve_cache *c, int32_t l, const int32_t *target,
                                     kve__score_source src)
 {
     const kve_policy_config *p = &c->cfg.policy;
-    int32_t h, Hk = c->cfg.n_kv_heads;
+    int32_t h, Hk = c->cfg.n_kv_heads, protect = kve__protected(c);
     kve_result r = KVE_OK;
-    int nt = kve__threads(c, kve__work_is_large(c, l, p->window));
+    int nt = src == KVE__FROM_USER ? 1 : kve__threads(c, kve__work_is_large(c, l, p->window));
     (void)nt;
+    if (src == KVE__FROM_TOVA) {
+        for (h = 0; h < Hk && target[h] < 0; h++) {}
+        if (h < Hk && (r = kve__tova_prepare(c, l)) != KVE_OK) return r;
+    }
     KVE__OMP("omp parallel for schedule(static) num_threads(nt) if(nt > 1)")
     for (h = 0; h < Hk; h++) {
         kve_result rh;
         if (target[h] < 0) continue;
-        rh = kve__shrink(c, l, h, target[h], p->window, src);
+        rh = kve__shrink(c, l, h, target[h], protect, src);
         if (rh != KVE_OK) {
             KVE__OMP("omp critical")
             r = rh;
@@ -2697,53 +3025,153 @@ static kve_result kve__shrink_heads(kve_cache *c, int32_t l, const int32_t *targ
     return r;
 }
 
-/* prompt compression: each head keeps its prefix budget (PyramidKV: by layer) plus the window */
-static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_source src)
+/* Python's round(): halves to even */
+static int64_t kve__round_half_even(double x)
+{
+    double f = floor(x), frac = x - f;
+    if (frac > 0.5 || (frac == 0.5 && fmod(f, 2.0) != 0.0)) f += 1.0;
+    return (int64_t)f;
+}
+
+/* kvpress PyramidKVPress.get_layer_budget: the tokens layer l keeps (the window included) of a
+   prompt of L tokens at a compression ratio, in its own floating-point steps */
+static int64_t kve__pyramid_ratio_keep(const kve_policy_config *p, int32_t n_layers, int32_t l,
+                                       int64_t L)
+{
+    double w = (double)p->window, keep = (double)L * (1.0 - p->compression_ratio);
+    double max_capacity = w + keep, min_num, max_num, steps;
+    min_num = (max_capacity - w) / p->beta;
+    max_num = (max_capacity - w) * 2 - min_num;
+    if (max_num >= (double)L - w) {
+        max_num = (double)L - w;
+        min_num = (max_capacity - w) * 2 - max_num;
+    }
+    /* its fall-back to SnapKV; one layer too (where it would divide by zero) */
+    if (!((double)L >= max_num && max_num >= min_num && min_num >= w) || n_layers <= 1)
+        return kve__round_half_even(keep);
+    steps = (max_num - min_num) / (n_layers - 1);
+    return kve__round_half_even(max_num - l * steps);
+}
+
+/* tokens a head of n keeps in a prompt compression of layer l, or -1 for all of them */
+static int64_t kve__compress_target(const kve_cache *c, int32_t l, int32_t n)
 {
     const kve_policy_config *p = &c->cfg.policy;
-    int32_t h, target[KVE_MAX_HEADS];
-    for (h = 0; h < c->cfg.n_kv_heads; h++) {
-        int32_t n = *kve__len(c, l, h);
-        int64_t keep_prefix;
-        if (p->kind == KVE_POLICY_PYRAMIDKV)
-            keep_prefix = kve__pyramid_prefix(p->budget, p->window, p->beta, c->cfg.n_layers, l, n);
-        else
-            keep_prefix = n < p->budget ? -1 : p->budget - p->window;
-        target[h] = keep_prefix < 0 ? -1 : (int32_t)keep_prefix + p->window;
+    int64_t keep;
+    if (p->compression_ratio > 0.0) {
+        keep = p->allocation == KVE_ALLOCATION_PYRAMID
+                   ? kve__pyramid_ratio_keep(p, c->cfg.n_layers, l, n)
+                   : (int64_t)((double)n * (1.0 - p->compression_ratio)); /* int() truncates */
+        return keep >= n ? -1 : keep < 0 ? 0 : keep;
     }
+    if (p->allocation == KVE_ALLOCATION_PYRAMID) {
+        keep = kve__pyramid_prefix(p->budget, p->window, p->beta, c->cfg.n_layers, l, n);
+        return keep < 0 ? -1 : keep + p->window;
+    }
+    return n < p->budget ? -1 : p->budget;
+}
+
+/* AdaKV (kvpress AdaKVPress): the layer keeps sum(target) tokens chosen over all its KV heads at
+   once. Each head first keeps its protected tokens and its int(target * alpha_safeguard) best
+   (the protected ones counted among them, as kvpress scores them highest); the rest go to the
+   best scores of any head. Ties: lower head, then lower position. */
+static kve_result kve__adakv_compress(kve_cache *c, int32_t l, kve__score_source src)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t Hk = c->cfg.n_kv_heads, h, j, protect = kve__protected(c), candidates = 0;
+    size_t cap = (size_t)c->cfg.capacity;
+    int64_t total = 0, forced = 0, rest;
+    kve_result r;
+    if (src == KVE__FROM_TOVA && (r = kve__tova_prepare(c, l)) != KVE_OK) return r;
+    for (h = 0; h < Hk; h++) {
+        int32_t n = *kve__len(c, l, h), prot, prefix, safe;
+        int64_t target = kve__compress_target(c, l, n);
+        int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
+        unsigned char *keep = c->scratch_u8 + (size_t)h * cap, *keep_seq;
+        float *slot_score = c->scratch_f3 + (size_t)h * 2 * cap, *seq = slot_score + cap;
+        memset(keep, 1, (size_t)n);
+        if (target < 0) { /* keeps everything */
+            total += n;
+            forced += n;
+            continue;
+        }
+        memset(keep, 0, (size_t)n);
+        total += target;
+        prot = protect < target ? protect : (int32_t)target;
+        prefix = n - prot;
+        safe = (int32_t)((double)target * p->alpha_safeguard) - prot;
+        if (safe < 0) safe = 0;
+        if (safe > prefix) safe = prefix;
+        forced += prot + safe;
+        kve__order_by_position(c, l, h, order, tmp);
+        for (j = prefix; j < n; j++) keep[order[j]] = 1;
+        if (prefix == 0) continue;
+        if ((r = kve__slot_scores(c, l, h, src, order, slot_score)) != KVE_OK) return r;
+        for (j = 0; j < prefix; j++) seq[j] = slot_score[order[j]];
+        if (src != KVE__FROM_ACCUMULATED && p->kernel > 1) {
+            kve_pool1d(seq, prefix, p->kernel, p->pooling, slot_score);
+            memcpy(seq, slot_score, (size_t)prefix * sizeof(float));
+        }
+        keep_seq = KVE__CAST(unsigned char *, slot_score);
+        kve_select_top(seq, prefix, safe, keep_seq, tmp);
+        for (j = 0; j < prefix; j++) {
+            if (keep_seq[j]) {
+                keep[order[j]] = 1;
+            } else {
+                c->ada_score[candidates] = seq[j];
+                c->ada_index[candidates++] = (int32_t)((size_t)h * cap + (size_t)order[j]);
+            }
+        }
+    }
+    rest = total - forced;
+    if (rest > candidates) rest = candidates;
+    if (rest > 0) {
+        kve_select_top(c->ada_score, candidates, (int32_t)rest, c->ada_keep, c->ada_order);
+        for (j = 0; j < candidates; j++)
+            if (c->ada_keep[j]) c->scratch_u8[c->ada_index[j]] = 1;
+    }
+    for (h = 0; h < Hk; h++) kve__keep_slots(c, l, h, c->scratch_u8 + (size_t)h * cap);
+    return KVE_OK;
+}
+
+/* prompt compression: each head keeps its target (PyramidKV: by layer), the protected newest
+   among them */
+static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_source src)
+{
+    int32_t h, target[KVE_MAX_HEADS];
+    if (c->cfg.policy.allocation == KVE_ALLOCATION_ADAKV) return kve__adakv_compress(c, l, src);
+    for (h = 0; h < c->cfg.n_kv_heads; h++)
+        target[h] = (int32_t)kve__compress_target(c, l, *kve__len(c, l, h));
     return kve__shrink_heads(c, l, target, src);
 }
 
-static kve_result kve__snap_compress(kve_cache *c, int32_t l, void *u)
+/* the scoring policies' prompt compression */
+static kve_result kve__scored_compress(kve_cache *c, int32_t l, void *u)
 {
     kve_result r;
     (void)u;
-    if ((r = kve__select_compress(c, l, KVE__FROM_WINDOW)) == KVE_OK) kve__window_sum_reset(c, l);
+    if ((r = kve__select_compress(c, l, kve__policy_source(c))) == KVE_OK) kve__window_sum_reset(c, l);
     return r;
 }
 
-static kve_result kve__h2o_compress(kve_cache *c, int32_t l, void *u)
-{
-    (void)u;
-    return kve__select_compress(c, l, KVE__FROM_ACCUMULATED);
-}
-
-/* SnapKV/PyramidKV during decoding: re-score with the recent queries, free evict_batch slots */
-static kve_result kve__snap_make_room(kve_cache *c, int32_t l, int32_t *ws, void *u)
+/* Scoring policies during decoding (KVE_DECODE_EVICT): re-score the layer (SnapKV/PyramidKV with
+   the recent queries as the window) and free evict_batch slots */
+static kve_result kve__scored_make_room(kve_cache *c, int32_t l, int32_t *ws, void *u)
 {
     const kve_policy_config *p = &c->cfg.policy;
     int32_t h, budget = c->budget[l], target = budget - p->evict_batch, targets[KVE_MAX_HEADS];
-    kve__score_source src = KVE__FROM_WINDOW;
+    int32_t protect = kve__protected(c);
+    kve__score_source src = kve__policy_source(c);
     kve_result r;
     (void)ws; (void)u;
     if (p->decode != KVE_DECODE_EVICT) return KVE_ERROR_CACHE_FULL;
-    if (target < p->window) target = p->window;
+    if (target < protect) target = protect;
     if (target >= budget) target = budget - 1;
     for (h = 0; h < c->cfg.n_kv_heads; h++) targets[h] = *kve__len(c, l, h) < budget ? -1 : target;
     /* the weights the decode steps since the last eviction computed are the window's when there
        were exactly `window` of them (evict_batch = window, the default) and nothing else recorded
        queries: then they are summed already, and the window is not attended again */
-    if (c->window_sum_queries[l] > 0 &&
+    if (src == KVE__FROM_WINDOW && c->window_sum_queries[l] > 0 &&
         c->window_sum_queries[l] == (c->query_count[l] < p->window ? c->query_count[l] : p->window))
         src = KVE__FROM_RUNNING;
     if ((r = kve__shrink_heads(c, l, targets, src)) != KVE_OK) return r;
@@ -2798,13 +3226,21 @@ static kve_result kve__h2o_make_room(kve_cache *c, int32_t l, int32_t *ws, void 
 static void kve__remove_layer(kve_cache *c, int32_t l, int64_t from, int64_t to);
 
 /* StreamingLLM as a prompt compression (decode = KVE_DECODE_GROW): of the prompt, the sinks and
-   the newest budget - sinks tokens stay, in order; then the layer grows until capacity */
+   the newest budget - sinks tokens stay (with a compression ratio: int(n * (1 - ratio)) - sinks,
+   kvpress StreamingLLMPress, at least the newest token), in order; then the layer grows until
+   capacity */
 static kve_result kve__streaming_compress(kve_cache *c, int32_t l, void *u)
 {
-    int32_t S = c->sinks, n = *kve__len(c, l, 0), keep = c->cfg.policy.budget - S;
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t S = c->sinks, n = *kve__len(c, l, 0), keep = p->budget - S;
     const int64_t *pos = kve__pos(c, l, 0);
     (void)u;
-    if (c->cfg.policy.decode != KVE_DECODE_GROW || n <= c->cfg.policy.budget) return KVE_OK;
+    if (p->decode != KVE_DECODE_GROW) return KVE_OK;
+    if (p->compression_ratio > 0.0) {
+        keep = (int32_t)((double)n * (1.0 - p->compression_ratio)) - S;
+        if (keep < 1) keep = 1;
+    }
+    if (n <= S + keep) return KVE_OK;
     kve__remove_layer(c, l, pos[S], pos[n - keep]); /* the slots are in position order */
     return KVE_OK;
 }
@@ -2812,11 +3248,19 @@ static kve_result kve__streaming_compress(kve_cache *c, int32_t l, void *u)
 static const kve_policy_vtable kve__vt_full = {"full", 0, kve__full_make_room, NULL};
 static const kve_policy_vtable kve__vt_streaming = {"streamingllm", 0, kve__streaming_make_room,
                                                     kve__streaming_compress};
-static const kve_policy_vtable kve__vt_snapkv = {"snapkv", 0, kve__snap_make_room,
-                                                 kve__snap_compress};
-static const kve_policy_vtable kve__vt_pyramidkv = {"pyramidkv", 0, kve__snap_make_room,
-                                                    kve__snap_compress};
-static const kve_policy_vtable kve__vt_h2o = {"h2o", 1, kve__h2o_make_room, kve__h2o_compress};
+static const kve_policy_vtable kve__vt_snapkv = {"snapkv", 0, kve__scored_make_room,
+                                                 kve__scored_compress};
+static const kve_policy_vtable kve__vt_pyramidkv = {"pyramidkv", 0, kve__scored_make_room,
+                                                    kve__scored_compress};
+static const kve_policy_vtable kve__vt_h2o = {"h2o", 1, kve__h2o_make_room, kve__scored_compress};
+static const kve_policy_vtable kve__vt_scorers[] = {
+    {"knorm", 0, kve__scored_make_room, kve__scored_compress},
+    {"keydiff", 0, kve__scored_make_room, kve__scored_compress},
+    {"tova", 0, kve__scored_make_room, kve__scored_compress},
+    {"random", 0, kve__scored_make_room, kve__scored_compress},
+    {"lagkv", 0, kve__scored_make_room, kve__scored_compress},
+    {"observed_attention", 1, kve__scored_make_room, kve__scored_compress},
+    {"scorer", 1, kve__scored_make_room, kve__scored_compress}};
 
 static const kve_policy_vtable *kve__builtin_vtable(kve_policy_kind kind)
 {
@@ -2825,7 +3269,9 @@ static const kve_policy_vtable *kve__builtin_vtable(kve_policy_kind kind)
     case KVE_POLICY_SNAPKV: return &kve__vt_snapkv;
     case KVE_POLICY_PYRAMIDKV: return &kve__vt_pyramidkv;
     case KVE_POLICY_H2O: return &kve__vt_h2o;
-    default: return &kve__vt_full;
+    default:
+        if (kve__is_scorer_kind(kind)) return &kve__vt_scorers[kind - KVE_POLICY_KNORM];
+        return &kve__vt_full;
     }
 }
 
