@@ -182,15 +182,17 @@
    bookkeeping. Moving it is fine, but once one copy changes the cache every other copy is stale and
    refused (KVE_ERROR_MOVED_CACHE) instead of silently sharing memory.
 
-   SAVED STATE FORMAT (version 1)
+   SAVED STATE FORMAT (version 2)
    ------------------------------
    All integers little-endian; floats IEEE binary32 little-endian; K/V rows at their type, each
    element little-endian (q8_0: its f16 scale, then 32 int8).
-       "KVEVICTS", u32 version = 1, u32 reserved = 0, u64 total bytes
-       23 x i64: n_layers, n_heads, n_kv_heads, head_dim, capacity, rope_layout, rope_theta (bits
+       "KVEVICTS", u32 version = 2, u32 reserved = 0, u64 total bytes
+       30 x i64: n_layers, n_heads, n_kv_heads, head_dim, capacity, rope_layout, rope_theta (bits
                  of the double), rope_dims, rope_linear_factor (bits), key_storage, k_type, v_type,
                  policy kind, budget, window, kernel, pooling, gqa, beta, sinks, pos_shift, decode,
-                 evict_batch (all resolved: n_threads and the custom policy are not saved)
+                 evict_batch, allocation, compression_ratio (bits), alpha_safeguard (bits),
+                 lag_size, chunk_length, cross_scoring, seed (all resolved: n_threads, the custom
+                 policy and the scorer function are not saved)
        per layer: i32 limit, i64 newest, i64 tokens stored, i32 ring_next
            per KV head: i32 len, len x i64 positions, len K rows, len V rows,
                [StreamingLLM post-RoPE pos-shift] min(sinks, len) x head_dim f32 pre-RoPE sinks,
@@ -458,6 +460,8 @@ typedef struct kve_policy_config {
     double alpha_safeguard;   /* AdaKV: every head keeps its int(kept * alpha) best tokens;
                                  0 = 0.20, KVE_NO_SAFEGUARD = none */
     int32_t lag_size;         /* LagKV: 0 = 128 (its sink count is `sinks`) */
+    int32_t chunk_length;     /* > 0: ChunkKV, whole chunks of this many tokens are kept (the same
+                                 for every KV head), chosen by their score summed over heads */
     int32_t cross_scoring;    /* LagKV: nonzero scores by softmax value, not rank within a lag */
     uint64_t seed;            /* random */
     kve_scorer_fn scorer;     /* KVE_POLICY_SCORER */
@@ -1042,7 +1046,7 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
     if (p->kind == KVE_POLICY_DEFAULT) p->kind = KVE_POLICY_FULL;
     scorer_kind = kve__is_scorer_kind(p->kind);
     if (p->budget < 0 || p->window < 0 || p->kernel < 0 || p->beta < 0 || p->evict_batch < 0 ||
-        p->sinks < KVE_NO_SINKS || p->lag_size < 0)
+        p->sinks < KVE_NO_SINKS || p->lag_size < 0 || p->chunk_length < 0)
         return KVE_ERROR_INVALID_PARAMETER;
     /* written so that NaN fails too */
     if (!(p->compression_ratio >= 0.0 && p->compression_ratio < 1.0)) return KVE_ERROR_INVALID_PARAMETER;
@@ -1077,6 +1081,8 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
          (p->compression_ratio != 0.0 && p->kind != KVE_POLICY_STREAMINGLLM)))
         return KVE_ERROR_UNSUPPORTED;
     if (p->allocation == KVE_ALLOCATION_ADAKV && p->decode == KVE_DECODE_EVICT)
+        return KVE_ERROR_UNSUPPORTED;
+    if (p->chunk_length > 0 && (!kve__is_selecting(p->kind) || p->allocation != KVE_ALLOCATION_UNIFORM))
         return KVE_ERROR_UNSUPPORTED;
     switch (p->kind) {
     case KVE_POLICY_STREAMINGLLM:
@@ -2683,6 +2689,14 @@ static int32_t kve__protected(const kve_cache *c)
     return p->kind == KVE_POLICY_TOVA && p->window < 1 ? 1 : p->window;
 }
 
+/* kvpress's scorers protect nothing, so a prompt compression may drop the newest token too (it
+   stays the layer's newest position); every other policy keeps it */
+static int kve__may_drop_newest(const kve_cache *c)
+{
+    return (kve__is_scorer_kind(c->cfg.policy.kind) && kve__protected(c) == 0) ||
+           c->cfg.policy.chunk_length > 0;
+}
+
 /* the key of a slot as attention at its original position sees it (rotated there when the cache
    holds it before RoPE): what kvpress's scorers read from a Hugging Face cache */
 static void kve__rotated_key(const kve_cache *c, int32_t l, int32_t h, int32_t s, float *out)
@@ -3134,12 +3148,79 @@ static kve_result kve__adakv_compress(kve_cache *c, int32_t l, kve__score_source
     return KVE_OK;
 }
 
+/* ChunkKV (kvpress ChunkKVPress): every head keeps the same whole chunks of chunk_length tokens
+   (the last one may be shorter), those with the highest mean of the score summed over KV heads;
+   protected tokens score the highest score + 1, as kvpress's scorers give them. A prompt shorter
+   than a chunk is selected token by token. */
+static kve_result kve__chunk_compress(kve_cache *c, int32_t l, kve__score_source src)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t Hk = c->cfg.n_kv_heads, h, j, n = *kve__len(c, l, 0), C = p->chunk_length;
+    int32_t protect = kve__protected(c), prefix, full, chunks, keep_chunks, i;
+    size_t cap = (size_t)c->cfg.capacity;
+    int64_t target = kve__compress_target(c, l, n);
+    float top = -INFINITY, *total = c->scratch_f2, *chunk_score = c->scratch_f1;
+    unsigned char *chunk_keep = KVE__CAST(unsigned char *, c->scratch_f3);
+    kve_result r;
+    if (target < 0) return KVE_OK;
+    for (h = 1; h < Hk; h++)
+        if (*kve__len(c, l, h) != n ||
+            memcmp(kve__pos(c, l, h), kve__pos(c, l, 0), (size_t)n * sizeof(int64_t)) != 0)
+            return KVE_ERROR_UNSUPPORTED; /* chunks are positions shared by all heads */
+    if (n < C) {
+        int32_t targets[KVE_MAX_HEADS];
+        for (h = 0; h < Hk; h++) targets[h] = (int32_t)target;
+        return kve__shrink_heads(c, l, targets, src);
+    }
+    if (src == KVE__FROM_TOVA && (r = kve__tova_prepare(c, l)) != KVE_OK) return r;
+    prefix = n - (protect < n ? protect : n);
+    for (h = 0; h < Hk; h++) {
+        int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
+        float *slot_score = c->scratch_f3 + (size_t)h * 2 * cap, *seq = slot_score + cap;
+        kve__order_by_position(c, l, h, order, tmp);
+        if ((r = kve__slot_scores(c, l, h, src, order, slot_score)) != KVE_OK) return r;
+        for (j = 0; j < prefix; j++) seq[j] = slot_score[order[j]];
+        if (src != KVE__FROM_ACCUMULATED && p->kernel > 1) {
+            kve_pool1d(seq, prefix, p->kernel, p->pooling, slot_score);
+            memcpy(seq, slot_score, (size_t)prefix * sizeof(float));
+        }
+        for (j = 0; j < prefix; j++)
+            if (seq[j] > top) top = seq[j];
+    }
+    for (j = 0; j < n; j++) {
+        float sum = 0.0f;
+        for (h = 0; h < Hk; h++) sum += j < prefix ? c->scratch_f3[(size_t)h * 2 * cap + cap + (size_t)j] : top + 1.0f;
+        total[j] = sum;
+    }
+    full = n / C;
+    chunks = full + (n % C > 0);
+    for (i = 0; i < chunks; i++) {
+        int32_t from = i * C, to = i + 1 < chunks || n % C == 0 ? from + C : n;
+        float sum = 0.0f;
+        for (j = from; j < to; j++) sum += total[j];
+        chunk_score[i] = sum / (float)(to - from);
+    }
+    keep_chunks = p->compression_ratio > 0.0
+                      ? (int32_t)((double)chunks * (1.0 - p->compression_ratio))
+                      : (int32_t)((double)chunks * (double)target / (double)n);
+    if (keep_chunks < 1) keep_chunks = 1;
+    kve_select_top(chunk_score, chunks, keep_chunks, chunk_keep, c->scratch_i2);
+    for (h = 0; h < Hk; h++) {
+        const int32_t *order = c->scratch_i1 + (size_t)h * cap;
+        unsigned char *keep = c->scratch_u8 + (size_t)h * cap;
+        for (j = 0; j < n; j++) keep[order[j]] = chunk_keep[j / C];
+        kve__keep_slots(c, l, h, keep);
+    }
+    return KVE_OK;
+}
+
 /* prompt compression: each head keeps its target (PyramidKV: by layer), the protected newest
    among them */
 static kve_result kve__select_compress(kve_cache *c, int32_t l, kve__score_source src)
 {
     int32_t h, target[KVE_MAX_HEADS];
     if (c->cfg.policy.allocation == KVE_ALLOCATION_ADAKV) return kve__adakv_compress(c, l, src);
+    if (c->cfg.policy.chunk_length > 0) return kve__chunk_compress(c, l, src);
     for (h = 0; h < c->cfg.n_kv_heads; h++)
         target[h] = (int32_t)kve__compress_target(c, l, *kve__len(c, l, h));
     return kve__shrink_heads(c, l, target, src);
@@ -3435,7 +3516,8 @@ static void kve__remove_layer(kve_cache *c, int32_t l, int64_t from, int64_t to)
     if (streaming) c->ring_next[l] = S;
     c->stored[l] -= fewest; /* never below a head's length */
     if (kve__max_position(c, l) < 0) c->stored[l] = 0; /* emptied: a new sequence */
-    c->newest[l] = kve__max_position(c, l);
+    /* a newest token a selection dropped (kve__may_drop_newest) stays the newest, unless removed */
+    if (c->newest[l] < to || kve__max_position(c, l) < 0) c->newest[l] = kve__max_position(c, l);
     if (c->recent_pos) kve__rebuild_recent(c, l);
     c->sink_anchor_done[l] = -2; /* the sinks are re-rotated for their new neighbours */
     kve__update_sinks(c, l);
@@ -3542,8 +3624,9 @@ KVE_API kve_result kve_shift(kve_cache *c, int64_t from, int64_t to, int64_t del
                 int64_t *p = c->recent_pos + (size_t)l * (size_t)c->cfg.policy.window + (size_t)i;
                 if (*p >= from && *p < to) *p += delta;
             }
+        if (c->newest[l] >= from && c->newest[l] < to) c->newest[l] += delta; /* held or not */
         if (!moved) continue;
-        c->newest[l] = kve__max_position(c, l);
+        if (kve__max_position(c, l) > c->newest[l]) c->newest[l] = kve__max_position(c, l);
         c->sink_anchor_done[l] = -2;
         kve__update_sinks(c, l);
     }
@@ -3564,7 +3647,11 @@ static int kve__same_config(const kve_config *a, const kve_config *b)
            p->budget == q->budget && p->window == q->window && p->kernel == q->kernel &&
            p->pooling == q->pooling && p->gqa == q->gqa && p->beta == q->beta &&
            p->sinks == q->sinks && p->pos_shift == q->pos_shift && p->decode == q->decode &&
-           p->evict_batch == q->evict_batch && p->custom == q->custom;
+           p->evict_batch == q->evict_batch && p->custom == q->custom &&
+           p->allocation == q->allocation && p->compression_ratio == q->compression_ratio &&
+           p->alpha_safeguard == q->alpha_safeguard && p->lag_size == q->lag_size &&
+           p->chunk_length == q->chunk_length && p->cross_scoring == q->cross_scoring &&
+           p->seed == q->seed && p->scorer == q->scorer;
 }
 
 static int kve__regions_overlap(const void *a, size_t an, const void *b, size_t bn)
@@ -3607,7 +3694,7 @@ KVE_API kve_result kve_cache_copy(kve_cache *dst, const kve_cache *src)
 /* One walk over the state describes the format for all four uses: counting its bytes, saving,
    checking a blob (reading only) and loading a checked blob. Every integer and float is little-
    endian; K/V rows are stored at their type, each element little-endian. */
-#define KVE__STATE_VERSION 1u
+#define KVE__STATE_VERSION 2u
 #define KVE__STATE_HEADER 24 /* magic (8), version (4), reserved (4), total bytes (8) */
 
 typedef enum kve__io_mode { KVE__IO_SIZE, KVE__IO_SAVE, KVE__IO_CHECK, KVE__IO_LOAD } kve__io_mode;
@@ -3707,22 +3794,26 @@ static void kve__io_row(kve__io *io, kve_type t, int32_t d, size_t bytes, unsign
     if (!kve__finite(x, (size_t)d)) io->bad = 1;
 }
 
-/* the configuration, as 23 integers (doubles by their bits); CHECK notes any difference */
+/* the configuration, as 30 integers (doubles by their bits); CHECK notes any difference */
 static void kve__io_config(kve__io *io, const kve_config *c)
 {
     const kve_policy_config *p = &c->policy;
-    uint64_t theta, factor;
-    int64_t mine[23], i;
+    uint64_t theta, factor, ratio, alpha;
+    int64_t mine[30], i;
     memcpy(&theta, &c->rope_theta, 8);
     memcpy(&factor, &c->rope_linear_factor, 8);
+    memcpy(&ratio, &p->compression_ratio, 8);
+    memcpy(&alpha, &p->alpha_safeguard, 8);
     mine[0] = c->n_layers; mine[1] = c->n_heads; mine[2] = c->n_kv_heads; mine[3] = c->head_dim;
     mine[4] = c->capacity; mine[5] = c->rope_layout; mine[6] = (int64_t)theta;
     mine[7] = c->rope_dims; mine[8] = (int64_t)factor; mine[9] = c->key_storage;
     mine[10] = c->k_type; mine[11] = c->v_type; mine[12] = p->kind; mine[13] = p->budget;
     mine[14] = p->window; mine[15] = p->kernel; mine[16] = p->pooling; mine[17] = p->gqa;
     mine[18] = p->beta; mine[19] = p->sinks; mine[20] = p->pos_shift; mine[21] = p->decode;
-    mine[22] = p->evict_batch;
-    for (i = 0; i < 23; i++)
+    mine[22] = p->evict_batch; mine[23] = p->allocation; mine[24] = (int64_t)ratio;
+    mine[25] = (int64_t)alpha; mine[26] = p->lag_size; mine[27] = p->chunk_length;
+    mine[28] = p->cross_scoring; mine[29] = (int64_t)p->seed;
+    for (i = 0; i < 30; i++)
         if (kve__io_i64(io, mine[i]) != mine[i] && !io->bad) io->other_config = 1;
 }
 
@@ -3804,7 +3895,8 @@ static void kve__io_layer(kve_cache *c, kve__io *io, int32_t l)
                 kve__io_floats(io, check ? c->scratch_f1 : kve__score_row(c, l, h * G + i), (size_t)n);
     }
     if (io->bad) return;
-    if (check && top != newest) io->bad = 1; /* the newest token is held, or none (-1) */
+    /* the newest token is held, or none (-1), unless the policy may drop it */
+    if (check && (top > newest || (top != newest && !kve__may_drop_newest(c)))) io->bad = 1;
     if (c->obs_window > 0) {
         size_t hd = (size_t)c->cfg.n_heads * (size_t)d;
         int32_t nq = kve__io_i32(io, c->query_count[l] < c->obs_window ? (int32_t)c->query_count[l]
@@ -4103,7 +4195,9 @@ KVE_API kve_result kve_check(kve_cache *c)
             }
         }
         /* the newest token is kept (after kve_remove: the newest kept one), -1 when none is */
-        if (kve__max_position(c, l) != c->newest[l]) return KVE_ERROR_CORRUPT;
+        if (kve__max_position(c, l) > c->newest[l] ||
+            (kve__max_position(c, l) != c->newest[l] && !kve__may_drop_newest(c)))
+            return KVE_ERROR_CORRUPT;
         if (c->limit[l] != c->budget[l] &&
             (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM || c->limit[l] != c->cfg.capacity))
             return KVE_ERROR_CORRUPT;

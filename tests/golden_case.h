@@ -19,12 +19,13 @@ typedef struct gc_step {
 } gc_step;
 
 typedef struct gc_case {
-    char kind[16], policy[32], pooling[16], gqa[16], rope[16];
+    char kind[16], policy[32], pooling[16], gqa[16], rope[16], allocation[16], scorer[32];
     long n_layers, layer, n_heads, n_kv_heads, head_dim, q_len, window, capacity, kernel, beta;
     long steps, sinks, recent, pos_shift;
-    double rope_theta;
-    float *q, *k; /* select: [head][token][dim], [kv_head][token][dim] */
-    long q_count, k_count;
+    long lag_size, n_sink, chunk_length; /* kvpress parameters, by its names; -1 when absent */
+    double rope_theta, compression_ratio, alpha_safeguard;
+    float *q, *k, *v; /* select: [head][token][dim], [kv_head][token][dim] (k and v) */
+    long q_count, k_count, v_count;
     /* expectations (judge only) */
     double *score[GC_MAX_HEADS];
     long score_n[GC_MAX_HEADS];
@@ -119,6 +120,9 @@ static void gc_read(const char *path, gc_case *c, int expectations)
     c->beta = 20;
     c->n_kv_heads = -1;
     c->pos_shift = -1;
+    c->window = -1;
+    c->lag_size = c->n_sink = c->chunk_length = -1;
+    c->alpha_safeguard = -1.0;
     gc_file = path;
     gc_line = 0;
     if (!f) gc_fail("cannot open", strerror(errno));
@@ -147,21 +151,25 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         gc_no_more(&p);                        \
         continue;                              \
     }
-        GC_STR(kind) GC_STR(policy) GC_STR(pooling) GC_STR(gqa) GC_STR(rope)
+        GC_STR(kind) GC_STR(policy) GC_STR(pooling) GC_STR(gqa) GC_STR(rope) GC_STR(allocation)
+        GC_STR(scorer) GC_LONG(lag_size) GC_LONG(n_sink) GC_LONG(chunk_length)
         GC_LONG(n_layers) GC_LONG(layer) GC_LONG(n_heads) GC_LONG(n_kv_heads) GC_LONG(head_dim)
         GC_LONG(q_len) GC_LONG(window) GC_LONG(capacity) GC_LONG(kernel) GC_LONG(beta)
         GC_LONG(steps) GC_LONG(sinks) GC_LONG(recent) GC_LONG(pos_shift)
         if (!strcmp(key, "reference")) continue;
-        if (!strcmp(key, "rope_theta")) {
-            c->rope_theta = gc_double(&p, "rope_theta");
-            gc_no_more(&p);
-            continue;
-        }
-        if (!strcmp(key, "q") || !strcmp(key, "k")) {
+#define GC_DOUBLE(name)                        \
+    if (!strcmp(key, #name)) {                 \
+        c->name = gc_double(&p, #name);        \
+        gc_no_more(&p);                        \
+        continue;                              \
+    }
+        GC_DOUBLE(rope_theta) GC_DOUBLE(compression_ratio) GC_DOUBLE(alpha_safeguard)
+        if (!strcmp(key, "q") || !strcmp(key, "k") || !strcmp(key, "v")) {
             long n = gc_long(&p, key);
             gc_need(n, 1, key);
             if (key[0] == 'q') c->q = gc_floats(&p, c->q_count = n, "q");
-            else c->k = gc_floats(&p, c->k_count = n, "k");
+            else if (key[0] == 'k') c->k = gc_floats(&p, c->k_count = n, "k");
+            else c->v = gc_floats(&p, c->v_count = n, "v");
             gc_no_more(&p);
             continue;
         }
@@ -232,14 +240,18 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         gc_fail("n_heads must be a multiple of n_kv_heads and at most 64", NULL);
     if (!strcmp(c->kind, "select")) {
         gc_need(c->q_len, 1, "q_len");
-        gc_need(c->window, 1, "window");
-        gc_need(c->capacity, 1, "capacity");
+        /* a budget: a capacity, or kvpress's compression ratio */
+        gc_need(c->window, c->compression_ratio > 0.0 ? 0 : 1, "window");
+        if (c->compression_ratio <= 0.0) gc_need(c->capacity, 1, "capacity");
+        if (c->compression_ratio < 0.0 || c->compression_ratio >= 1.0)
+            gc_fail("compression_ratio must be in [0, 1)", NULL);
         gc_need(c->n_layers, 1, "n_layers");
         if (c->layer < 0 || c->layer >= c->n_layers) gc_fail("layer out of range", NULL);
         if (!c->q || c->q_count != c->n_heads * c->q_len * c->head_dim)
             gc_fail("q missing or of the wrong size", NULL);
         if (!c->k || c->k_count != c->n_kv_heads * c->q_len * c->head_dim)
             gc_fail("k missing or of the wrong size", NULL);
+        if (c->v && c->v_count != c->k_count) gc_fail("v of the wrong size", NULL);
     } else if (!strcmp(c->kind, "stream")) {
         gc_need(c->steps, 1, "steps");
         gc_need(c->recent, 0, "recent");
@@ -256,6 +268,7 @@ static void gc_free(gc_case *c)
     long i;
     free(c->q);
     free(c->k);
+    free(c->v);
     for (i = 0; i < GC_MAX_HEADS; i++) {
         free(c->score[i]);
         free(c->keep[i]);

@@ -1,7 +1,8 @@
 /* build/judge CASE OUTPUT: judges build/kvcase's OUTPUT for CASE against the case's expectations,
    as the golden README says. select: the kept positions equal the reference's, or where scores
    tie, form a valid top-k (every kept prefix score >= every dropped one, 1e-6 relative) with the
-   whole window kept. stream: every output within 1e-5 of the reference, relative to the step's
+   whole window kept (ChunkKV: equal only). Cases whose scores cover every position (kvpress's)
+   judge every position. stream: every output within 1e-5 of the reference, relative to the step's
    largest magnitude. Prints one line "PASS name" or "FAIL name: why"; exit status 0 or 1. */
 #include "golden_case.h"
 #include <math.h>
@@ -34,11 +35,18 @@ static int judge_select(const gc_case *c, FILE *out, const char *name)
         for (i = 0; i < n; i++) got[i] = gc_long(&p, "position");
         seen++;
         for (i = 0; i < n && got[i] == c->keep[h][i]; i++) {}
+        if (i < n && !strcmp(c->policy, "chunkkv")) {
+            /* whole chunks: a per-head top-k says nothing */
+            printf("FAIL %s: head %ld keeps other chunks than the reference\n", name, h);
+            free(got);
+            return 1;
+        }
         if (i < n) {
-            /* differs: accept only a valid top-k under the reference's own scores */
+            /* differs: accept only a valid top-k under the reference's own scores (AdaKV's
+               heads too: a head's safeguard and its share are its own best) */
             double min_kept = INFINITY, max_dropped = -INFINITY;
             kept = (unsigned char *)gc_alloc((size_t)c->q_len, 1);
-            if (!c->score[h] || c->score_n[h] != prefix) {
+            if (!c->score[h] || (c->score_n[h] != prefix && c->score_n[h] != c->q_len)) {
                 printf("FAIL %s: head %ld differs and the case has no scores to judge ties\n", name, h);
                 free(got); free(kept);
                 return 1;
@@ -57,7 +65,7 @@ static int judge_select(const gc_case *c, FILE *out, const char *name)
                     free(got); free(kept);
                     return 1;
                 }
-            for (j = 0; j < prefix; j++) {
+            for (j = 0; j < c->score_n[h]; j++) {
                 double s = c->score[h][j];
                 if (kept[j] && s < min_kept) min_kept = s;
                 if (!kept[j] && s > max_dropped) max_dropped = s;

@@ -56,6 +56,7 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     void *mem;
     long H = gc->n_heads, Hk = gc->n_kv_heads, d = gc->head_dim, L = gc->q_len, t, h, i;
     int32_t layer = (int32_t)gc->layer;
+    const char *name = gc->policy;
     memset(&cfg, 0, sizeof cfg);
     cfg.n_layers = (int32_t)gc->n_layers;
     cfg.n_heads = (int32_t)H;
@@ -65,15 +66,35 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     cfg.capacity = (int32_t)(L > gc->capacity ? L : gc->capacity);
     cfg.rope_layout = KVE_ROPE_NONE; /* the case's vectors are already rotated */
     cfg.key_storage = keys;
-    cfg.policy.budget = (int32_t)gc->capacity;
-    cfg.policy.window = (int32_t)gc->window;
+    cfg.policy.budget = gc->capacity > 0 ? (int32_t)gc->capacity : 0;
+    cfg.policy.window = gc->window > 0 ? (int32_t)gc->window : 0;
     cfg.policy.kernel = (int32_t)gc->kernel;
     cfg.policy.beta = (int32_t)gc->beta;
     cfg.policy.decode = KVE_DECODE_GROW; /* the references compress the prompt only */
-    if (!strcmp(gc->policy, "snapkv")) cfg.policy.kind = KVE_POLICY_SNAPKV;
-    else if (!strcmp(gc->policy, "pyramidkv")) cfg.policy.kind = KVE_POLICY_PYRAMIDKV;
-    else if (!strcmp(gc->policy, "h2o")) cfg.policy.kind = KVE_POLICY_H2O;
-    else gc_fail("policy must be snapkv, pyramidkv or h2o for a select case", gc->policy);
+    cfg.policy.compression_ratio = gc->compression_ratio;
+    if (gc->alpha_safeguard >= 0.0)
+        cfg.policy.alpha_safeguard = gc->alpha_safeguard == 0.0 ? KVE_NO_SAFEGUARD : gc->alpha_safeguard;
+    if (gc->lag_size > 0) cfg.policy.lag_size = (int32_t)gc->lag_size;
+    if (gc->n_sink >= 0) cfg.policy.sinks = gc->n_sink == 0 ? KVE_NO_SINKS : (int32_t)gc->n_sink;
+    if (!strcmp(name, "chunkkv")) { /* kvpress ChunkKVPress over the scorer named by `scorer` */
+        if (gc->chunk_length < 1) gc_fail("a chunkkv case needs chunk_length", NULL);
+        cfg.policy.chunk_length = (int32_t)gc->chunk_length;
+        name = gc->scorer;
+    }
+    if (!strcmp(name, "snapkv")) cfg.policy.kind = KVE_POLICY_SNAPKV;
+    else if (!strcmp(name, "pyramidkv")) cfg.policy.kind = KVE_POLICY_PYRAMIDKV;
+    else if (!strcmp(name, "h2o")) cfg.policy.kind = KVE_POLICY_H2O;
+    else if (!strcmp(name, "knorm")) cfg.policy.kind = KVE_POLICY_KNORM;
+    else if (!strcmp(name, "keydiff")) cfg.policy.kind = KVE_POLICY_KEYDIFF;
+    else if (!strcmp(name, "tova")) cfg.policy.kind = KVE_POLICY_TOVA;
+    else if (!strcmp(name, "lagkv")) cfg.policy.kind = KVE_POLICY_LAGKV;
+    else if (!strcmp(name, "observed_attention")) cfg.policy.kind = KVE_POLICY_OBSERVED_ATTENTION;
+    else if (!strcmp(name, "streaming_llm")) cfg.policy.kind = KVE_POLICY_STREAMINGLLM;
+    else gc_fail("unknown policy for a select case", name);
+    if (!strcmp(gc->allocation, "adakv")) cfg.policy.allocation = KVE_ALLOCATION_ADAKV;
+    else if (!strcmp(gc->allocation, "pyramid")) cfg.policy.allocation = KVE_ALLOCATION_PYRAMID;
+    else if (!strcmp(gc->allocation, "uniform") || !gc->allocation[0]) cfg.policy.allocation = KVE_ALLOCATION_DEFAULT;
+    else gc_fail("allocation must be uniform, adakv or pyramid", gc->allocation);
     if (!strcmp(gc->pooling, "avg")) cfg.policy.pooling = KVE_POOL_AVG;
     else if (!strcmp(gc->pooling, "max")) cfg.policy.pooling = KVE_POOL_MAX;
     else if (!strcmp(gc->pooling, "none") || !gc->pooling[0]) cfg.policy.pooling = KVE_POOL_NONE;
@@ -83,12 +104,14 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     else gc_fail("gqa must be mean or max", gc->gqa);
     c = open_cache(&cfg, &kb, &vb, &mem);
 
-    /* store the prompt's keys (values: zero; selection never reads them), then prefill */
+    /* store the prompt's keys and values (zero when the case has none), then prefill */
     kt = (float *)xalloc((size_t)(Hk * d) * sizeof(float));
     vt = (float *)xalloc((size_t)(Hk * d) * sizeof(float));
     for (t = 0; t < L; t++) {
-        for (h = 0; h < Hk; h++)
+        for (h = 0; h < Hk; h++) {
             memcpy(kt + h * d, gc->k + (h * L + t) * d, (size_t)d * sizeof(float));
+            if (gc->v) memcpy(vt + h * d, gc->v + (h * L + t) * d, (size_t)d * sizeof(float));
+        }
         check(kve_store(&c, layer, t, kt, vt, NULL), "store");
     }
     q = (float *)xalloc((size_t)(L * H * d) * sizeof(float));

@@ -1,0 +1,653 @@
+#!/usr/bin/env python3
+"""Golden "select" cases for kvevict, produced by running NVIDIA/kvpress's own press code.
+
+usage: python3 tests/golden/tools/kvpress_cases.py KVPRESS_DIR OUT_DIR
+
+KVPRESS_DIR is a checkout of https://github.com/NVIDIA/kvpress at commit
+8bb29b9c3078452a86d692f29123fa6c793e2b05 (the directory that contains the `kvpress/`
+package). Only torch is needed: `transformers` is replaced by a stub that supplies the
+names the imported kvpress modules import (dummy classes) plus `repeat_kv` and
+`rotate_half`, written here from their mathematical definitions. kvpress/__init__.py is
+not imported (it pulls the pipeline); the individual press modules are.
+
+For every case the script draws float32 queries, keys and values from a seeded
+torch.Generator, calls the press's score() (recorded as "score" lines) and its compress()
+(from which the kept positions, "keep" lines, are recovered), checks the result and
+writes NN-kvpress-<what>.case into OUT_DIR. Each written file is read back and checked.
+"""
+
+import argparse
+import importlib
+import math
+import os
+import subprocess
+import sys
+import types
+from fractions import Fraction
+
+import torch
+
+COMMIT = "8bb29b9c3078452a86d692f29123fa6c793e2b05"
+REF = "NVIDIA/kvpress@" + COMMIT[:7]
+FIRST_NUMBER = 20
+
+
+# ---------------------------------------------------------------------------------------
+# transformers stub and kvpress loading
+# ---------------------------------------------------------------------------------------
+
+def _repeat_kv(hidden_states, n_rep):
+    """[b, n_kv, L, d] -> [b, n_kv * n_rep, L, d]; query head g reads KV head g // n_rep."""
+    if n_rep == 1:
+        return hidden_states
+    return torch.repeat_interleave(hidden_states, n_rep, dim=1)
+
+
+def _rotate_half(x):
+    """(x1, x2) -> (-x2, x1), halves taken along the last dimension."""
+    first, second = torch.chunk(x, 2, dim=-1)
+    return torch.cat((torch.neg(second), first), dim=-1)
+
+
+def install_transformers_stub():
+    def dummy(name):
+        return type(name, (), {})
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__path__ = []  # lets "import a.b.c" walk through it
+        for key, value in attrs.items():
+            setattr(m, key, value)
+        sys.modules[name] = m
+        return m
+
+    top_names = ["Cache", "QuantizedCache", "PreTrainedModel", "LlamaForCausalLM", "MistralForCausalLM",
+                 "Phi3ForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma3ForConditionalGeneration"]
+    module("transformers", **{n: dummy(n) for n in top_names})
+    module("transformers.models")
+    for sub, attrs in [
+        ("llama", {"repeat_kv": _repeat_kv, "rotate_half": _rotate_half}),
+        ("gemma3", {"Gemma3Attention": dummy("Gemma3Attention")}),
+        ("phi3", {"Phi3Attention": dummy("Phi3Attention")}),
+        ("qwen3", {"Qwen3Attention": dummy("Qwen3Attention")}),
+    ]:
+        module("transformers.models." + sub)
+        module("transformers.models.%s.modeling_%s" % (sub, sub), **attrs)
+
+
+def load_kvpress(kvdir):
+    pkg_dir = os.path.join(os.path.abspath(kvdir), "kvpress")
+    if not os.path.isfile(os.path.join(pkg_dir, "presses", "scorer_press.py")):
+        sys.exit("%s: no kvpress/presses/scorer_press.py here; give the directory containing kvpress/" % kvdir)
+    try:
+        head = subprocess.run(["git", "-C", kvdir, "rev-parse", "HEAD"], capture_output=True, text=True)
+        if head.returncode == 0 and head.stdout.strip() != COMMIT:
+            print("warning: %s is at %s, the cases are meant for %s" % (kvdir, head.stdout.strip(), COMMIT),
+                  file=sys.stderr)
+    except OSError:
+        pass
+    install_transformers_stub()
+    for name, path in [("kvpress", pkg_dir), ("kvpress.presses", os.path.join(pkg_dir, "presses"))]:
+        m = types.ModuleType(name)
+        m.__path__ = [path]
+        sys.modules[name] = m
+
+    def cls(mod, name):
+        return getattr(importlib.import_module("kvpress.presses." + mod), name)
+
+    return {
+        "KnormPress": cls("knorm_press", "KnormPress"),
+        "KeyDiffPress": cls("keydiff_press", "KeyDiffPress"),
+        "TOVAPress": cls("tova_press", "TOVAPress"),
+        "LagKVPress": cls("lagkv_press", "LagKVPress"),
+        "ObservedAttentionPress": cls("observed_attention_press", "ObservedAttentionPress"),
+        "StreamingLLMPress": cls("streaming_llm_press", "StreamingLLMPress"),
+        "SnapKVPress": cls("snapkv_press", "SnapKVPress"),
+        "PyramidKVPress": cls("pyramidkv_press", "PyramidKVPress"),
+        "AdaKVPress": cls("adakv_press", "AdaKVPress"),
+        "ChunkKVPress": cls("chunkkv_press", "ChunkKVPress"),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# case list
+# ---------------------------------------------------------------------------------------
+
+def C(what, policy, **kw):
+    c = dict(what=what, policy=policy, allocation="uniform", n_layers=1, layer=0, n_heads=2, n_kv_heads=2,
+             head_dim=8, q_len=32, ratio=0.5, window=0, kernel=1)
+    c.update(kw)
+    return c
+
+
+CASES = [
+    C("knorm-ties", "knorm", q_len=32, ratio=0.5, ties=True),
+    C("knorm-gqa", "knorm", n_heads=4, n_kv_heads=2, head_dim=16, q_len=48, ratio=0.25),
+    C("keydiff", "keydiff", q_len=40, ratio=0.5),
+    C("keydiff-gqa", "keydiff", n_heads=4, n_kv_heads=2, head_dim=16, q_len=36, ratio=0.6),
+    C("tova", "tova", q_len=32, ratio=0.5),
+    C("tova-gqa", "tova", n_heads=4, n_kv_heads=2, head_dim=16, q_len=40, ratio=0.25),
+    C("lagkv-scored", "lagkv", q_len=40, ratio=0.5, n_sink=4, lag_size=6),
+    C("lagkv-short-gqa", "lagkv", n_heads=4, n_kv_heads=2, head_dim=16, q_len=30, ratio=0.6, n_sink=4,
+      lag_size=16),
+    C("observed-attention", "observed_attention", q_len=32, ratio=0.5),
+    C("observed-attention-gqa", "observed_attention", n_heads=4, n_kv_heads=2, head_dim=16, q_len=40,
+      ratio=0.25),
+    C("streamingllm", "streaming_llm", q_len=32, ratio=0.5, n_sink=4),
+    C("streamingllm-gqa", "streaming_llm", n_heads=4, n_kv_heads=2, head_dim=16, q_len=40, ratio=0.6,
+      n_sink=2),
+    C("snapkv", "snapkv", q_len=40, ratio=0.5, window=8, kernel=5),
+    C("snapkv-gqa", "snapkv", n_heads=4, n_kv_heads=2, head_dim=16, q_len=48, ratio=0.6, window=6, kernel=3),
+    C("pyramidkv-L1", "pyramidkv", allocation="pyramid", n_layers=4, layer=1, q_len=40, ratio=0.5, window=8,
+      kernel=5, beta=2, expect_branch="pyramid"),
+    C("pyramidkv-gqa-L2-fallback", "pyramidkv", allocation="pyramid", n_layers=4, layer=2, n_heads=4,
+      n_kv_heads=2, head_dim=16, q_len=40, ratio=0.6, window=8, kernel=5, beta=20, expect_branch="fallback"),
+    C("adakv-knorm", "knorm", allocation="adakv", n_heads=4, n_kv_heads=4, q_len=32, ratio=0.5, alpha=0.2,
+      head_scale=0.12),
+    C("adakv-knorm-gqa", "knorm", allocation="adakv", n_heads=4, n_kv_heads=2, head_dim=16, q_len=40,
+      ratio=0.6, alpha=0.5, head_scale=0.4),
+    C("adakv-snapkv", "snapkv", allocation="adakv", n_heads=2, n_kv_heads=2, q_len=40, ratio=0.5, window=8,
+      kernel=5, alpha=0.2),
+    C("adakv-snapkv-gqa", "snapkv", allocation="adakv", n_heads=4, n_kv_heads=2, head_dim=16, q_len=40,
+      ratio=0.5, window=4, kernel=3, alpha=0.8, q_scale=-0.5),
+    C("chunkkv-knorm", "chunkkv", scorer="knorm", q_len=40, ratio=0.5, chunk_length=8),
+    C("chunkkv-knorm-gqa-partial", "chunkkv", scorer="knorm", n_heads=4, n_kv_heads=2, head_dim=16, q_len=42,
+      ratio=0.6, chunk_length=8),
+    C("chunkkv-snapkv", "chunkkv", scorer="snapkv", q_len=40, ratio=0.5, chunk_length=8, window=8, kernel=5),
+    C("chunkkv-snapkv-gqa-partial", "chunkkv", scorer="snapkv", n_heads=4, n_kv_heads=2, head_dim=16,
+      q_len=44, ratio=0.25, chunk_length=6, window=6, kernel=3),
+]
+
+ATTENTION_POLICIES = ("snapkv", "pyramidkv", "tova", "observed_attention")
+PRESS_CLASS = {"knorm": "KnormPress", "keydiff": "KeyDiffPress", "tova": "TOVAPress", "lagkv": "LagKVPress",
+               "observed_attention": "ObservedAttentionPress", "streaming_llm": "StreamingLLMPress",
+               "snapkv": "SnapKVPress", "pyramidkv": "PyramidKVPress"}
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+
+def floor_int(value, exact):
+    """int(value) as Python computes it, checked against the exact decimal arithmetic."""
+    got = int(value)
+    want = math.floor(exact)
+    if got != want:
+        raise SystemExit("float truncation %r -> %d differs from exact %s -> %d; pick other sizes"
+                         % (value, got, exact, want))
+    return got
+
+
+def eager_attention(q, k):
+    """softmax(Q K^T / sqrt(d) + causal mask) in float32, query head g on KV head g // (H / H_kv)."""
+    groups = q.shape[1] // k.shape[1]
+    kk = torch.repeat_interleave(k, groups, dim=1)
+    logits = torch.matmul(q, kk.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    n = q.shape[2]
+    mask = torch.full((n, n), float("-inf")).triu(1)
+    return torch.softmax(logits + mask, dim=-1, dtype=torch.float32)
+
+
+def make_module(c, with_q_proj=False):
+    config = types.SimpleNamespace(num_attention_heads=c["n_heads"], num_key_value_heads=c["n_kv_heads"],
+                                   num_hidden_layers=c["n_layers"], _attn_implementation="sdpa")
+    m = types.SimpleNamespace(head_dim=c["head_dim"], layer_idx=c["layer"], config=config)
+    if with_q_proj:
+        m.q_proj = lambda x: x  # hidden_states already hold the queries (see chunkkv over snapkv)
+    return m
+
+
+def window_path(c, q):
+    """module, hidden_states and kwargs with which kvpress computes window attention itself
+    (attentions=None): q_proj is the identity over hidden_states holding the queries as
+    [token][head*dim], and RoPE is the identity (cos = 1, sin = 0; the queries are already rotated)."""
+    L, H, D = c["q_len"], c["n_heads"], c["head_dim"]
+    hidden = q[0].transpose(0, 1).reshape(1, L, H * D).contiguous()
+    kwargs = {"position_embeddings": (torch.ones(1, L, D), torch.zeros(1, L, D))}
+    return make_module(c, with_q_proj=True), hidden, kwargs
+
+
+def cut_is_tied(values, n):
+    """True when selecting the n largest of `values` is ambiguous (equal values straddle the cut)."""
+    s = sorted((float(x) for x in values), reverse=True)
+    return 0 < n < len(s) and s[n - 1] == s[n]
+
+
+def tie_groups(values, exclude=()):
+    seen = {}
+    for i, x in enumerate(values):
+        if i in exclude:
+            continue
+        seen.setdefault(float(x), []).append(i)
+    return [g for g in seen.values() if len(g) > 1]
+
+
+def positions_from_values(gathered_values):
+    """Gathered `values` that held each token's position in every dim -> positions per head."""
+    out = []
+    for h in range(gathered_values.shape[1]):
+        rows = gathered_values[0, h]
+        assert bool((rows == rows[:, :1]).all()), "position tensor was mixed across dims"
+        pos = [int(x) for x in rows[:, 0].tolist()]
+        assert all(float(p) == x for p, x in zip(pos, rows[:, 0].tolist()))
+        out.append(sorted(pos))
+    return out
+
+
+def positions_from_keys(gathered_keys, keys):
+    out = []
+    for h in range(keys.shape[1]):
+        pos = []
+        for row in gathered_keys[0, h]:
+            hits = [i for i in range(keys.shape[2]) if torch.equal(keys[0, h, i], row)]
+            assert len(hits) == 1, "gathered key row matches %d original rows" % len(hits)
+            pos.append(hits[0])
+        out.append(sorted(pos))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# running one case
+# ---------------------------------------------------------------------------------------
+
+def draw(c, seed):
+    g = torch.Generator().manual_seed(seed)
+    H, KV, L, D = c["n_heads"], c["n_kv_heads"], c["q_len"], c["head_dim"]
+    q = torch.randn(1, H, L, D, generator=g)
+    k = torch.randn(1, KV, L, D, generator=g)
+    v = torch.randn(1, KV, L, D, generator=g)
+    if c.get("head_scale"):
+        # different key-norm spread per KV head so AdaKV's cross-head allocation is uneven
+        scale = torch.tensor([1.0 + c["head_scale"] * h for h in range(KV)]).view(1, KV, 1, 1)
+        k = k * (scale + 0.1 * torch.randn(1, KV, L, 1, generator=g).abs())
+    if c.get("q_scale"):
+        # attention sharpness differs between query-head groups, so AdaKV's allocation is uneven
+        # (with q_scale -0.5 the second group's queries are halved: flatter attention)
+        groups = H // KV
+        q = q * torch.tensor([1.0 + c["q_scale"] * (h // groups) for h in range(H)]).view(1, H, 1, 1)
+    if c.get("ties"):
+        # duplicate / sign-flip key rows around the cut: head 0 gets 3 equal norms for 1 slot,
+        # head 1 gets 4 equal norms for 2 slots (KnormPress keeps the smallest norms)
+        n_kept = floor_int(L * (1 - c["ratio"]), L * (1 - Fraction(str(c["ratio"]))))
+        for h in range(KV):
+            order = torch.argsort(k[0, h].norm(dim=-1)).tolist()
+            first = n_kept - 1 - (h % 2)
+            src = k[0, h, order[first]].clone()
+            for j, r in enumerate(range(first + 1, n_kept + 2)):
+                k[0, h, order[r]] = src if j % 2 == 0 else -src
+    return q.contiguous(), k.contiguous(), v.contiguous()
+
+
+def build_press(P, c, policy):
+    ratio = c["ratio"]
+    if policy in ("knorm", "keydiff", "tova", "observed_attention"):
+        return P[PRESS_CLASS[policy]](compression_ratio=ratio)
+    if policy == "lagkv":
+        return P["LagKVPress"](compression_ratio=ratio, n_sink=c["n_sink"], lag_size=c["lag_size"])
+    if policy == "streaming_llm":
+        return P["StreamingLLMPress"](compression_ratio=ratio, n_sink=c["n_sink"])
+    if policy == "snapkv":
+        return P["SnapKVPress"](compression_ratio=ratio, window_size=c["window"], kernel_size=c["kernel"])
+    if policy == "pyramidkv":
+        return P["PyramidKVPress"](compression_ratio=ratio, window_size=c["window"], kernel_size=c["kernel"],
+                                   beta=c["beta"])
+    raise ValueError(policy)
+
+
+def run_case(P, c, seed):
+    """Returns dict(q, k, v, scores [KV][L], keep [KV][...], notes [...]) or None to redraw."""
+    KV, L, D = c["n_kv_heads"], c["q_len"], c["head_dim"]
+    q, k, v = draw(c, seed)
+    exact_kept = L * (1 - Fraction(str(c["ratio"])))
+    n_kept = floor_int(L * (1 - c["ratio"]), exact_kept)
+    attn = eager_attention(q, k)
+    dummy_hidden = torch.zeros(1, L, 1)
+    pos_values = torch.arange(L, dtype=torch.float32).view(1, 1, L, 1).expand(1, KV, L, D).contiguous()
+    notes = []
+    check = {}  # what to verify on the result
+    policy, alloc = c["policy"], c["allocation"]
+
+    if policy == "chunkkv":
+        inner = build_press(P, c, c["scorer"])
+        press = P["ChunkKVPress"](press=inner, chunk_length=c["chunk_length"])
+        if c["scorer"] == "snapkv":
+            # ChunkKVPress asserts attentions is None, so SnapKV computes its window attention itself
+            # from hidden_states (q_proj = identity over the queries laid out [token][head*dim]) and
+            # position_embeddings with cos = 1, sin = 0 (queries are already rotated).
+            module, hidden, kwargs = window_path(c, q)
+            via_attn = inner.score(make_module(c), dummy_hidden, k, v, attn, {})
+            scores = inner.score(module, hidden, k, v, None, kwargs)
+            diff = float((scores - via_attn).abs().max())
+            notes.append("inner SnapKV scores from its own window attention (attentions=None, as ChunkKVPress "
+                         "requires); max |diff| to scores from the script's eager attention: %.3g" % diff)
+            check["snap_diff"] = diff
+        else:
+            module, hidden, kwargs = make_module(c), dummy_hidden, {}
+            scores = inner.score(module, hidden, k, v, None, kwargs)
+        gk, gv = press.compress(module, hidden, k, pos_values, None, kwargs)
+        keep = positions_from_values(gv)
+        assert all(kp == keep[0] for kp in keep), "ChunkKV kept different positions per head"
+        n_chunks = L // c["chunk_length"] + (L % c["chunk_length"] > 0)
+        exact_chunks = max(1, math.floor(n_chunks * (1 - Fraction(str(c["ratio"])))))
+        n_chunks_kept = max(1, floor_int(n_chunks * (1 - c["ratio"]), exact_chunks))
+        # chunk ambiguity check: chunk score = mean over the chunk of the sum over KV heads
+        summed = scores[0].sum(dim=0)
+        chunk_scores = [summed[s:s + c["chunk_length"]].mean() for s in range(0, L, c["chunk_length"])]
+        if cut_is_tied(chunk_scores, n_chunks_kept):
+            return None
+        check.update(n_chunks_kept=n_chunks_kept)
+        notes.append("ChunkKV: %d chunks (%d complete, length %d), keeps int(%d * (1 - ratio)) = %d of them"
+                     % (n_chunks, L // c["chunk_length"], c["chunk_length"], n_chunks, n_chunks_kept))
+
+    elif alloc == "adakv":
+        inner = build_press(P, c, policy)
+        press = P["AdaKVPress"](press=inner, alpha_safeguard=c["alpha"])
+        module = make_module(c)
+        a = attn if policy in ATTENTION_POLICIES else None
+        scores = inner.score(module, dummy_hidden, k, v, a, {}).clone()
+        window = set(range(L - c["window"], L)) if policy == "snapkv" else set()
+        for h in range(KV):
+            if tie_groups(scores[0, h].tolist(), exclude=window):
+                return None
+        n_safe = floor_int(n_kept * c["alpha"], Fraction(n_kept) * Fraction(str(c["alpha"])))
+        after = scores.clone()
+        safe_ties = []  # values tied at a head's n_safe cut (SnapKV's window: all max+1)
+        for h in range(KV):
+            if cut_is_tied(after[0, h].tolist(), n_safe):
+                safe_ties.append(float(torch.sort(after[0, h], descending=True).values[n_safe - 1]))
+            top = torch.topk(after[0, h], n_safe).indices
+            after[0, h, top] = torch.finfo(after.dtype).max
+        n_pruned = KV * (L - n_kept)
+        if cut_is_tied((-after).flatten().tolist(), n_pruned):
+            return None
+        # which of the tied positions the safeguard lifts is irrelevant when all of them are kept anyway
+        dropped_max = float(torch.sort(after.flatten()).values[n_pruned - 1])
+        if any(t <= dropped_max for t in safe_ties):
+            return None
+        module.masked_key_indices = None
+        out_k, out_v = press.compress(module, dummy_hidden, k, v, a, {})
+        assert out_k is k and out_v is v, "AdaKVPress should return keys/values unchanged"
+        b_idx, h_idx, s_idx = module.masked_key_indices
+        masked = [set() for _ in range(KV)]
+        for b, h, s in zip(b_idx.tolist(), h_idx.tolist(), s_idx.tolist()):
+            assert b == 0 and s not in masked[h]
+            masked[h].add(s)
+        keep = [[i for i in range(L) if i not in masked[h]] for h in range(KV)]
+        check.update(adakv_total=KV * n_kept)
+        notes.append("AdaKV: n_kept = int(q_len*(1-ratio)) = %d per head on average%s, "
+                     "n_safe = int(n_kept*alpha) = %d, n_pruned = n_kv_heads*(q_len-n_kept) = %d chosen "
+                     "across heads" % (n_kept, " (window included)" if window else "", n_safe, n_pruned))
+        # does the safeguard change anything? (same press with alpha_safeguard 0, for the notes only)
+        bare = make_module(c)
+        P["AdaKVPress"](press=inner, alpha_safeguard=0.0).compress(bare, dummy_hidden, k, v, a, {})
+        bare_kept = [L - int((bare.masked_key_indices[1] == h).sum()) for h in range(KV)]
+        lifted = [len(keep[h]) - bare_kept[h] for h in range(KV)]
+        notes.append("AdaKV safeguard %s (kept per head with alpha_safeguard 0: %s)"
+                     % ("binds: kept per head changes by %s" % ",".join("%+d" % x for x in lifted)
+                        if any(lifted) else "does not bind",
+                        ",".join(map(str, bare_kept))))
+        check["safeguard_binds"] = any(lifted)
+        if a is not None:
+            wm, wh, wkw = window_path(c, q)
+            wscores = inner.score(wm, wh, k, v, None, wkw)
+            P["AdaKVPress"](press=inner, alpha_safeguard=c["alpha"]).compress(wm, wh, k, v, None, wkw)
+            wkeep = [[i for i in range(L) if i not in set(wm.masked_key_indices[2][wm.masked_key_indices[1] == h]
+                                                            .tolist())] for h in range(KV)]
+            same = wkeep == keep
+            notes.append("with attentions=None (SnapKV computing its window attention itself, as under AdaKV's "
+                         "non-eager attention) the kept positions are %s; max |score diff| %.3g"
+                         % ("the same" if same else "DIFFERENT", float((wscores - scores).abs().max())))
+            if not same:
+                return None
+        if window and n_safe <= len(window):
+            notes.append("AdaKV over SnapKV: the safeguard's top-n_safe positions are window positions "
+                         "(score max+1), so it protects nothing beyond the window")
+
+    else:
+        press = build_press(P, c, policy)
+        module = make_module(c)
+        a = attn if policy in ATTENTION_POLICIES else None
+        scores = press.score(module, dummy_hidden, k, v, a, {})
+        if policy == "pyramidkv":
+            n_sel = press.get_layer_budget(module, L)
+            check["budget"] = n_sel
+        else:
+            n_sel = n_kept
+        for h in range(KV):
+            tied = cut_is_tied(scores[0, h].tolist(), n_sel)
+            if tied and not c.get("ties"):
+                return None
+            if c.get("ties") and not tied:
+                raise SystemExit("%s: meant to have tied scores at the cut but has none" % c["what"])
+        if policy == "lagkv":
+            if L >= c["n_sink"] + 2 * c["lag_size"]:
+                # ranks inside a partition come from argsort of (key_score+value_score)/2: no ties there
+                end = c["n_sink"] + ((L - c["n_sink"]) // c["lag_size"]) * c["lag_size"]
+                shape = (1, KV, -1, c["lag_size"], D)
+                raw = (press._get_states_score(k[:, :, c["n_sink"]:end].reshape(shape)) +
+                       press._get_states_score(v[:, :, c["n_sink"]:end].reshape(shape))) / 2
+                for row in raw.reshape(-1, c["lag_size"]).tolist():
+                    if len(set(row)) != len(row):
+                        return None
+                notes.append("LagKV scoring branch: q_len >= n_sink + 2*lag_size; sink and tail (%d tokens) "
+                             "score 1, scored partitions get rank/lag_size" % (L - end + c["lag_size"]))
+            else:
+                notes.append("LagKV short branch: q_len < n_sink + 2*lag_size; sinks score 1, token n_sink+i "
+                             "scores i/(q_len-n_sink)")
+            gk, gv = press.compress(module, dummy_hidden, k, v, a, {})
+            keep = positions_from_keys(gk, k)
+        else:
+            gk, gv = press.compress(module, dummy_hidden, k, pos_values, a, {})
+            keep = positions_from_values(gv)
+        check["n_sel"] = n_sel
+        if policy in ("snapkv", "pyramidkv", "tova"):
+            wm, wh, wkw = window_path(c, q)
+            wscores = press.score(wm, wh, k, v, None, wkw)
+            _, wgv = press.compress(wm, wh, k, pos_values, None, wkw)
+            same = positions_from_values(wgv) == keep
+            notes.append("with attentions=None (kvpress computing the window attention itself) the kept "
+                         "positions are %s; max |score diff| %.3g"
+                         % ("the same" if same else "DIFFERENT", float((wscores - scores).abs().max())))
+            if not same:
+                return None
+        if policy == "pyramidkv":
+            branch = pyramid_branch(c)
+            if c.get("expect_branch") and branch != c["expect_branch"]:
+                raise SystemExit("%s: PyramidKV took the %s branch, expected %s" % (c["what"], branch,
+                                                                                   c["expect_branch"]))
+            notes.append("PyramidKV get_layer_budget (%s branch) = %d kept per head, window included"
+                         % (branch, n_sel))
+
+    assert bool(torch.isfinite(scores).all())
+    return dict(q=q, k=k, v=v, scores=scores[0].tolist(), scores_t=scores[0], keep=keep, notes=notes,
+                check=check, n_kept=n_kept)
+
+
+def pyramid_branch(c):
+    """Which branch of PyramidKVPress.get_layer_budget applies (for the report only)."""
+    L, w, r, beta = c["q_len"], c["window"], c["ratio"], c["beta"]
+    mcp = w + L * (1 - r)
+    lo = (mcp - w) / beta
+    hi = (mcp - w) * 2 - lo
+    if hi >= L - w:
+        hi = L - w
+        lo = (mcp - w) * 2 - hi
+    return "pyramid" if L >= hi >= lo >= w else "fallback"
+
+
+# ---------------------------------------------------------------------------------------
+# writing and re-reading
+# ---------------------------------------------------------------------------------------
+
+def f32(x):
+    return "%.9g" % x
+
+
+def reference_name(c):
+    if c["policy"] == "chunkkv":
+        return "ChunkKVPress over %s" % PRESS_CLASS[c["scorer"]]
+    if c["allocation"] == "adakv":
+        return "AdaKVPress over %s" % PRESS_CLASS[c["policy"]]
+    return PRESS_CLASS[c["policy"]]
+
+
+def uses_window(c):
+    return c["policy"] in ("snapkv", "pyramidkv") or c.get("scorer") == "snapkv"
+
+
+def write_case(path, c, seed, r):
+    H, KV, L, D = c["n_heads"], c["n_kv_heads"], c["q_len"], c["head_dim"]
+    lines = ["kvevict-case 1",
+             "# kept positions produced by running %s (tests/golden/tools/kvpress_cases.py)" % REF,
+             "# inputs: torch.Generator seed %d, torch %s, float32" % (seed, torch.__version__)]
+    lines += ["# " + n for n in r["notes"]]
+    if c.get("ties"):
+        lines.append("# tied scores straddle the cut; the kept set is torch.topk's (CPU) choice among them")
+    win = uses_window(c)
+    lines += ["kind select",
+              "policy " + c["policy"],
+              "reference %s %s" % (REF, reference_name(c)),
+              "allocation " + c["allocation"],
+              "n_layers %d" % c["n_layers"],
+              "layer %d" % c["layer"],
+              "n_heads %d" % H,
+              "n_kv_heads %d" % KV,
+              "head_dim %d" % D,
+              "q_len %d" % L,
+              "compression_ratio %.17g" % c["ratio"],
+              "window %d" % (c["window"] if win else 0),
+              "kernel %d" % (c["kernel"] if win else 1),
+              "pooling " + ("avg" if win else "none")]
+    if H > KV:
+        lines.append("gqa mean")
+    if c["policy"] == "pyramidkv":
+        lines.append("beta %d" % c["beta"])
+    if c["allocation"] == "adakv":
+        lines.append("alpha_safeguard %.17g" % c["alpha"])
+    if c["policy"] == "lagkv":
+        lines.append("lag_size %d" % c["lag_size"])
+    if c["policy"] in ("lagkv", "streaming_llm"):
+        lines.append("n_sink %d" % c["n_sink"])
+    if c["policy"] == "chunkkv":
+        lines.append("chunk_length %d" % c["chunk_length"])
+        lines.append("scorer " + c["scorer"])
+    for tag, t in (("q", r["q"]), ("k", r["k"]), ("v", r["v"])):
+        flat = t.reshape(-1).tolist()
+        lines.append("%s %d %s" % (tag, len(flat), " ".join(f32(x) for x in flat)))
+    for h in range(KV):
+        lines.append("score %d %d %s" % (h, L, " ".join(f32(x) for x in r["scores"][h])))
+    for h in range(KV):
+        lines.append("keep %d %d %s" % (h, len(r["keep"][h]), " ".join(str(p) for p in r["keep"][h])))
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def verify_file(path, c, r):
+    """Re-read a written case and check header, counts, round-trip of the numbers and the selection."""
+    H, KV, L, D = c["n_heads"], c["n_kv_heads"], c["q_len"], c["head_dim"]
+    recs, header = {}, None
+    scores, keeps = {}, {}
+    with open(path) as f:
+        for line in f:
+            tok = line.split()
+            if not tok or tok[0].startswith("#"):
+                continue
+            if header is None:
+                assert tok == ["kvevict-case", "1"], "bad header"
+                header = True
+                continue
+            key = tok[0]
+            if key in ("score", "keep"):
+                h, n = int(tok[1]), int(tok[2])
+                assert len(tok) == 3 + n, "%s %d: count %d but %d values" % (key, h, n, len(tok) - 3)
+                dst = scores if key == "score" else keeps
+                assert h not in dst and 0 <= h < KV, "bad or repeated %s head %d" % (key, h)
+                dst[h] = [float(x) for x in tok[3:]] if key == "score" else [int(x) for x in tok[3:]]
+            else:
+                assert key not in recs, "repeated record " + key
+                recs[key] = tok[1:]
+    for key, n in (("q", H * L * D), ("k", KV * L * D), ("v", KV * L * D)):
+        vals = recs[key]
+        assert int(vals[0]) == n == len(vals) - 1, "%s count" % key
+        back = torch.tensor([float(x) for x in vals[1:]], dtype=torch.float32)
+        assert torch.equal(back, r[key].reshape(-1)), "%s does not round-trip" % key
+    for key, want in (("kind", "select"), ("policy", c["policy"]), ("allocation", c["allocation"]),
+                      ("n_heads", str(H)), ("n_kv_heads", str(KV)), ("head_dim", str(D)), ("q_len", str(L)),
+                      ("n_layers", str(c["n_layers"])), ("layer", str(c["layer"]))):
+        assert recs[key] == [want], "%s is %r, want %r" % (key, recs[key], want)
+    assert float(recs["compression_ratio"][0]) == c["ratio"]
+    assert ("gqa" in recs) == (H > KV)
+    for key in ("window", "kernel"):
+        int(recs[key][0])
+    assert set(scores) == set(range(KV)) and set(keeps) == set(range(KV)), "score/keep lines per KV head"
+    for h in range(KV):
+        assert len(scores[h]) == L
+        back = torch.tensor(scores[h], dtype=torch.float32)
+        assert torch.equal(back, r["scores_t"][h]), "scores of head %d do not round-trip" % h
+        kp = keeps[h]
+        assert kp == sorted(set(kp)) and all(0 <= p < L for p in kp), "keep %d not ascending/unique" % h
+    ck = r["check"]
+    counts = [len(keeps[h]) for h in range(KV)]
+    if "n_sel" in ck:
+        assert all(n == ck["n_sel"] for n in counts), "kept counts %s, expected %d" % (counts, ck["n_sel"])
+    if "adakv_total" in ck:
+        assert sum(counts) == ck["adakv_total"], "AdaKV kept %d in total, expected %d" % (sum(counts),
+                                                                                         ck["adakv_total"])
+    if "n_chunks_kept" in ck:
+        cl = c["chunk_length"]
+        starts = sorted({p - p % cl for p in keeps[0]})
+        assert len(starts) == ck["n_chunks_kept"], "kept chunks"
+        assert keeps[0] == [p for s in starts for p in range(s, min(s + cl, L))], "partial chunks kept"
+    if c["policy"] != "chunkkv":
+        # the kept positions are the highest scores of their head (ties allowed only at the cut)
+        for h in range(KV):
+            kept = set(keeps[h])
+            lo = min(scores[h][p] for p in kept)
+            hi = max((scores[h][p] for p in range(L) if p not in kept), default=-math.inf)
+            assert lo >= hi, "head %d keeps a score below a dropped one" % h
+            if not c.get("ties"):
+                assert lo > hi, "head %d: tie at the cut" % h
+    return counts
+
+
+# ---------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("kvpress_dir", help="checkout of NVIDIA/kvpress@%s (contains kvpress/)" % COMMIT[:7])
+    ap.add_argument("out_dir", help="directory the .case files are written into")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    P = load_kvpress(args.kvpress_dir)
+    os.makedirs(args.out_dir, exist_ok=True)
+    for i, c in enumerate(CASES):
+        number = FIRST_NUMBER + i
+        seed = 7000 + number
+        for attempt in range(50):
+            r = run_case(P, c, seed)
+            if r is not None:
+                break
+            seed += 100
+        else:
+            raise SystemExit("%s: no tie-free draw in 50 attempts" % c["what"])
+        name = "%02d-kvpress-%s.case" % (number, c["what"])
+        path = os.path.join(args.out_dir, name)
+        write_case(path, c, seed, r)
+        counts = verify_file(path, c, r)
+        groups = [tie_groups(r["scores"][h]) for h in range(c["n_kv_heads"])]
+        tie_desc = ", ".join("h%d:%s" % (h, "+".join(str(len(g)) for g in gs) if gs else "-")
+                             for h, gs in enumerate(groups))
+        print("%-42s seed %-5d kept per KV head %-16s tie groups (sizes) %s"
+              % (name, seed, ",".join(map(str, counts)), tie_desc))
+        if c.get("ties"):
+            for h in range(c["n_kv_heads"]):
+                vals = r["scores"][h]
+                cut = sorted(vals, reverse=True)[len(r["keep"][h]) - 1]
+                tied = [p for p in range(c["q_len"]) if vals[p] == cut]
+                print("    head %d: positions %s tie at the cut, kept %s"
+                      % (h, tied, [p for p in tied if p in r["keep"][h]]))
+    print("%d cases written to %s and re-read" % (len(CASES), args.out_dir))
+
+
+if __name__ == "__main__":
+    main()
