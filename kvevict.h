@@ -117,6 +117,51 @@
    (a division by zero in the reference) keeps budget - window like SnapKV; the PyramidKV floor
    quirks are kept (the mean budget slightly exceeds C; deep layers may keep only the window).
 
+   SCORERS AND ALLOCATIONS
+   -----------------------
+   Every selecting policy is a scorer (what a token is worth) x an allocation (how many tokens
+   each layer and KV head keeps) x a schedule (kve_compress once; KVE_DECODE_EVICT: re-score when
+   a layer reaches its budget and free evict_batch slots) over one selection step. The scorers
+   follow NVIDIA kvpress at commit 8bb29b9 (golden cases made by running it are in tests/golden):
+       SNAPKV, PYRAMIDKV       the recorded window's attention (above); H2O: attention summed
+       KVE_POLICY_KNORM        -||k||: keeps the keys of smallest norm
+       KVE_POLICY_KEYDIFF      -cos(k, mean over the head's tokens of k/||k||), rotated keys
+       KVE_POLICY_TOVA         the newest query's attention averaged over ALL query heads (every KV
+                               head then keeps the same tokens); its own token is always kept
+       KVE_POLICY_RANDOM       uniform in [0, 1) from (seed, layer, head, position): reproducible
+       KVE_POLICY_LAGKV        sinks (`sinks`, 4) and the last lag_size (128) tokens with the
+                               remainder score 1; each earlier lag is scored against the next:
+                               (x - min) / (max - min) of the next lag per dimension, standard
+                               deviation over dimensions (unbiased), softmax over the lag, keys
+                               and values averaged, then rank / lag_size (cross_scoring: the
+                               value). Fewer than sinks + 2 lags: sinks 1, the rest by age.
+       KVE_POLICY_OBSERVED_ATTENTION  attention summed over the queries, divided by how many could
+                               see the token (newest - position + 1), group-reduced (mean)
+       KVE_POLICY_SCORER       your kve_scorer_fn (see examples/custom_policy.c)
+   These scorers keep kvpress's defaults: window 0 protects nothing (set window to keep the newest
+   tokens), no pooling (set pooling and kernel to pool), gqa mean, decode GROW. The keys they
+   read are the rotated ones (kve_read_rotated_key), so both key storages select alike.
+   Budgets: `budget` tokens per head, or compression_ratio r > 0: a prompt compression keeps
+   int(len * (1 - r)) per head, kvpress's rule (PyramidKV then uses kvpress's per-layer formula,
+   with Python's round(); StreamingLLM keeps the sinks and int(len * (1 - r)) - sinks newest).
+   Allocations (policy.allocation):
+       KVE_ALLOCATION_UNIFORM  every head its budget (the default)
+       KVE_ALLOCATION_PYRAMID  PyramidKV's layer budgets over any scorer (PyramidKV's default)
+       KVE_ALLOCATION_ADAKV    kvpress AdaKVPress: the layer keeps heads x target tokens chosen over
+                               all its KV heads at once; each head first keeps its protected tokens
+                               and its int(target * alpha_safeguard) best (0.20; protected ones
+                               count among them). Heads really keep different counts, so the
+                               memory is freed (kvpress only masks); prompt compression only.
+   chunk_length > 0 is kvpress ChunkKVPress: every head keeps the same whole chunks, those whose
+   mean score summed over KV heads is highest, int(chunks * (1 - r)) of them (at least one; with a
+   budget, that share of the chunks). Ties: lower head, then lower position.
+   Deliberate differences from kvpress: ties go to the lower position (torch.topk's choice among
+   equal scores is unspecified); random draws from its own generator, not torch's; one-layer
+   PyramidKV falls back to the uniform count (kvpress divides by zero); observed_attention counts
+   the queries by distance, which a kve_shift changes; scores are formed in double precision.
+   kvpress's scorers protect nothing, so a compression may drop the newest token: it stays the
+   layer's newest position (the next token is stored after it).
+
    USING YOUR OWN ATTENTION KERNEL
    -------------------------------
    kvevict can store, score and evict while your kernel (flash attention, ggml, a GPU) attends.
@@ -256,6 +301,11 @@
 
    HISTORY
    -------
+   0.4  Scorers x allocations: knorm, keydiff, tova, random, lagkv, observed_attention and your
+        own kve_scorer_fn; AdaKV and pyramid allocation over any scorer; compression_ratio;
+        ChunkKV; kve_read_rotated_key, kve_recorded_query; KVE_ERROR_UNSUPPORTED. New policy
+        fields are appended (positional initialisers of kve_policy_config need them); saved
+        state format 2.
    0.3  Your own attention kernel (kve_observe, kve_accumulate, kve_attention_positions); the
         sequence life cycle (kve_store_n, kve_remove, kve_shift, kve_cache_copy, kve_state_*);
         cfg.n_threads; stale struct copies refused.
@@ -271,7 +321,7 @@
 #include <stdint.h>
 
 #define KVEVICT_VERSION_MAJOR 0
-#define KVEVICT_VERSION_MINOR 3
+#define KVEVICT_VERSION_MINOR 4
 #define KVEVICT_VERSION_PATCH 0
 
 #ifndef KVE_API
@@ -661,6 +711,14 @@ KVE_API kve_result kve_read_key(const kve_cache *cache, int32_t layer, int32_t k
                                 int32_t slot, float *out);
 KVE_API kve_result kve_read_value(const kve_cache *cache, int32_t layer, int32_t kv_head,
                                   int32_t slot, float *out);
+/* a held slot's key as attention at its original position sees it: rotated there, whether the
+   cache stores keys before or after RoPE (what kvpress's key scorers read) */
+KVE_API kve_result kve_read_rotated_key(const kve_cache *cache, int32_t layer, int32_t kv_head,
+                                        int32_t slot, float *out);
+/* the recorded query `age` queries back (0: the newest), n_heads*head_dim floats before RoPE, and
+   its position in *pos (may be NULL); NULL when not recorded (see kve_policy_config.window) */
+KVE_API const float *kve_recorded_query(const kve_cache *cache, int32_t layer, int32_t age,
+                                        int64_t *pos);
 /* accumulated attention of query head `head` per slot (policies with wants_scores), or NULL */
 KVE_API float *kve_scores(const kve_cache *cache, int32_t layer, int32_t head);
 KVE_API int32_t kve_layer_budget(const kve_cache *cache, int32_t layer);
@@ -4089,6 +4147,29 @@ KVE_API kve_result kve_read_value(const kve_cache *c, int32_t l, int32_t h, int3
     if (!kve__in_range(c, l, h) || s < 0 || s >= c->cfg.capacity) return KVE_ERROR_INDEX_OUT_OF_RANGE;
     kve__decode(c->cfg.v_type, kve__vptr(c, l, h, s), c->cfg.head_dim, out);
     return KVE_OK;
+}
+
+KVE_API kve_result kve_read_rotated_key(const kve_cache *c, int32_t l, int32_t h, int32_t s,
+                                        float *out)
+{
+    if (kve__status(c) != KVE_OK) return kve__status(c);
+    if (!out) return KVE_ERROR_NULL_ARGUMENT;
+    if (!kve__in_range(c, l, h) || s < 0 || s >= *kve__len(c, l, h)) return KVE_ERROR_INDEX_OUT_OF_RANGE;
+    kve__rotated_key(c, l, h, s, out);
+    return KVE_OK;
+}
+
+KVE_API const float *kve_recorded_query(const kve_cache *c, int32_t l, int32_t age, int64_t *pos)
+{
+    size_t w, at;
+    int64_t held;
+    if (!kve__valid(c) || l < 0 || l >= c->cfg.n_layers || age < 0) return NULL;
+    w = (size_t)c->obs_window;
+    held = c->query_count[l] < (int64_t)w ? c->query_count[l] : (int64_t)w;
+    if (age >= held) return NULL;
+    at = (size_t)((c->query_count[l] - 1 - age) % (int64_t)w);
+    if (pos) *pos = c->query_pos[(size_t)l * w + at];
+    return c->queries + ((size_t)l * w + at) * (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim;
 }
 
 KVE_API float *kve_scores(const kve_cache *c, int32_t l, int32_t head)

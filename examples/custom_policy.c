@@ -1,9 +1,11 @@
-/* custom_policy.c - an eviction policy of your own, through kve_policy_vtable.
+/* custom_policy.c - an eviction policy of your own: as a scorer (a score per token; the library
+   allocates, selects and keeps the books), or through kve_policy_vtable (full control).
 
    The policy keeps the tokens whose keys have the smallest L2 norm: low-norm keys tend to draw
    the most attention. When a layer is full, the new token overwrites, in each KV head, the token
    with the largest key norm, except the `recent` newest tokens, which always stay.
-   The demo streams random vectors through a small cache and checks what it kept. No files needed.
+   The demo streams random vectors through two small caches, one per way of writing the policy,
+   checks what they kept, and that both kept the same tokens. No files needed.
    Build and run: make build/custom_policy && build/custom_policy */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
@@ -57,6 +59,24 @@ static kve_result l2_make_room(kve_cache *c, int32_t layer, int32_t *write_slot,
 /* no compress(): this policy acts only when a layer is full (wants_scores 0: no attention sums) */
 static const kve_policy_vtable l2_vtable = {"l2norm", 0, l2_make_room, NULL};
 
+/* ---- the same policy as a scorer: this is all a new method needs --------------------------- */
+/* higher scores are kept: minus the key's length. The newest tokens are protected by the policy's
+   window, the budget and the schedule by its configuration (see main). */
+static kve_result short_keys_scorer(const kve_cache *c, int32_t layer, int32_t h, float *score,
+                                    void *user)
+{
+    int32_t d = kve_cache_config(c)->head_dim;
+    (void)user;
+    for (int32_t s = 0; s < kve_length(c, layer, h); s++) {
+        float k[HEAD_DIM_MAX], n2 = 0.0f;
+        kve_result r = kve_read_rotated_key(c, layer, h, s, k); /* as attention sees it */
+        if (r != KVE_OK) return r;
+        for (int32_t i = 0; i < d; i++) n2 += k[i] * k[i];
+        score[s] = -n2;
+    }
+    return KVE_OK;
+}
+
 /* ---- the demo: random keys of random lengths through a one-layer cache ---------------------- */
 enum { HEADS = 4, KV_HEADS = 2, HEAD_DIM = 16, CAPACITY = 12, RECENT = 4, TOKENS = 300 };
 
@@ -91,6 +111,26 @@ int main(void)
                 kbuf && vbuf && mem ? kve_result_string(r) : "out of memory");
         return 1;
     }
+    /* the scorer: evict one token each time the layer is full, the incoming one and the
+       RECENT - 1 before it protected (the vtable policy's rule) */
+    kve_config scfg = cfg;
+    scfg.policy = (kve_policy_config){.kind = KVE_POLICY_SCORER, .scorer = short_keys_scorer,
+                                      .window = RECENT - 1, .decode = KVE_DECODE_EVICT,
+                                      .evict_batch = 1};
+    size_t sbytes;
+    kve_cache scored;
+    if ((r = kve_cache_size(&scfg, &sbytes)) != KVE_OK) {
+        fprintf(stderr, "error: %s\n", kve_result_string(r));
+        return 1;
+    }
+    void *skbuf = malloc(k_bytes), *svbuf = malloc(v_bytes), *smem = malloc(sbytes);
+    kve_buffers sbuf = {.k = skbuf, .v = svbuf, .k_bytes = k_bytes, .v_bytes = v_bytes};
+    if (!skbuf || !svbuf || !smem ||
+        (r = kve_cache_init(&scfg, &sbuf, smem, sbytes, &scored)) != KVE_OK) {
+        fprintf(stderr, "error: %s\n",
+                skbuf && svbuf && smem ? kve_result_string(r) : "out of memory");
+        return 1;
+    }
     for (int t = 0; t < TOKENS; t++) {
         float k[KV_HEADS * HEAD_DIM], v[KV_HEADS * HEAD_DIM];
         float q[HEADS * HEAD_DIM], out[HEADS * HEAD_DIM];
@@ -105,7 +145,9 @@ int main(void)
         }
         for (int i = 0; i < HEADS * HEAD_DIM; i++) q[i] = rnd();
         if ((r = kve_store(&cache, 0, t, k, v, NULL)) != KVE_OK ||
-            (r = kve_attend(&cache, 0, q, out)) != KVE_OK) {
+            (r = kve_attend(&cache, 0, q, out)) != KVE_OK ||
+            (r = kve_store(&scored, 0, t, k, v, NULL)) != KVE_OK ||
+            (r = kve_attend(&scored, 0, q, out)) != KVE_OK) {
             fprintf(stderr, "error at token %d: %s\n", t, kve_result_string(r));
             return 1;
         }
@@ -130,10 +172,19 @@ int main(void)
         printf("\n  longest older key kept %.3f, shortest evicted %.3f\n", longest_kept,
                shortest_gone);
         ok = ok && longest_kept < shortest_gone;
+        /* the scorer kept the same tokens */
+        int same = kve_length(&scored, 0, h) == kve_length(&cache, 0, h);
+        for (int s = 0; s < kve_length(&scored, 0, h); s++)
+            same = same && kept[kve_slot_position(&scored, 0, h, s)];
+        printf("  the scorer kept %s\n", same ? "the same tokens" : "OTHER tokens");
+        ok = ok && same;
     }
-    printf(ok ? "ok: the %d newest tokens and the shortest older keys are kept\n"
-              : "FAILED: the cache does not hold the %d newest and the shortest older keys\n",
+    printf(ok ? "ok: the %d newest tokens and the shortest older keys are kept, by both\n"
+              : "FAILED: a cache does not hold the %d newest and the shortest older keys\n",
            RECENT);
+    free(skbuf);
+    free(svbuf);
+    free(smem);
     free(kbuf);
     free(vbuf);
     free(mem);

@@ -23,10 +23,13 @@ echo "$out" | grep -qx "$want" && ok || bad "minimal's final positions: $(echo "
 tokens=$(echo "$out" | awk '/^pos / { printf "%s ", $6 }')
 [ "$tokens" = "$(cat tests/expected/minimal-tokens.txt)" ] && ok || bad "minimal decoded: $tokens"
 
-# custom_policy checks itself (the newest kept, the shortest older keys kept) and says so
+# custom_policy checks itself (the newest kept, the shortest older keys kept, the scorer and the
+# vtable policy keep the same tokens) and says so
 out=$("$B/custom_policy") && ok || bad "custom_policy exited with status $?"
-echo "$out" | grep -q '^ok: the 4 newest tokens and the shortest older keys are kept$' && ok ||
+echo "$out" | grep -q '^ok: the 4 newest tokens and the shortest older keys are kept, by both$' && ok ||
   bad "custom_policy: $(echo "$out" | tail -n 1)"
+[ "$(echo "$out" | grep -c '^  the scorer kept the same tokens$')" = 2 ] && ok ||
+  bad "custom_policy: the scorer's tokens"
 # 12 tokens per KV head (its capacity), the 4 newest (296..299) among them
 echo "$out" | awk '/keeps:/ { n = 0; newest = 0
     for (i = 4; i <= NF; i++) if ($i ~ /^[0-9]+$/) { n++; if ($i + 0 >= 296) newest++ }

@@ -475,6 +475,265 @@ static void test_custom_policy(void)
     }
 }
 
+
+/* ---- the kvpress scorers beyond the golden cases ------------------------------------------ */
+/* kept positions of head h, sorted, into out; returns the count */
+static int kept_positions(const kve_cache *c, int32_t l, int32_t h, int64_t *out)
+{
+    int n = kve_length(c, l, h), i, j;
+    for (i = 0; i < n; i++) out[i] = kve_slot_position(c, l, h, i);
+    for (i = 1; i < n; i++)
+        for (j = i; j > 0 && out[j - 1] > out[j]; j--) {
+            int64_t t = out[j]; out[j] = out[j - 1]; out[j - 1] = t;
+        }
+    return n;
+}
+
+/* a prompt of L tokens through a scorer, then kve_compress of layer 0 */
+static void prompt_through(tu_cache *t, int L, unsigned long long seed)
+{
+    int p;
+    float q[4 * 16], k[2 * 16], v[2 * 16], out[4 * 16];
+    tu_seed(seed);
+    for (p = 0; p < L; p++) {
+        tu_fill(q, 64, 1.0f); tu_fill(k, 32, 1.0f); tu_fill(v, 32, 1.0f);
+        CHECK_RESULT(kve_store(&t->c, 0, p, k, v, NULL), KVE_OK);
+        CHECK_RESULT(kve_attend(&t->c, 0, q, out), KVE_OK);
+    }
+}
+
+static kve_config scorer_config(kve_policy_kind kind, kve_key_storage keys)
+{
+    kve_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = 4; cfg.n_kv_heads = 2; cfg.head_dim = 16; cfg.capacity = 48;
+    cfg.rope_layout = KVE_ROPE_HALF; cfg.key_storage = keys;
+    cfg.policy.kind = kind; cfg.policy.budget = 20; cfg.policy.lag_size = 6;
+    return cfg;
+}
+
+/* scorers that read keys score the rotated keys: pre-RoPE and post-RoPE storage keep the same
+   tokens (the golden cases hold keys already rotated, so they cannot see this) */
+static void test_scorers_key_storage(void)
+{
+    static const kve_policy_kind kinds[] = {KVE_POLICY_KNORM, KVE_POLICY_KEYDIFF, KVE_POLICY_LAGKV,
+                                            KVE_POLICY_TOVA, KVE_POLICY_OBSERVED_ATTENTION,
+                                            KVE_POLICY_RANDOM};
+    size_t ki;
+    for (ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++) {
+        int64_t a[48], b[48];
+        int h, na, nb;
+        tu_cache pre, post;
+        kve_config cp = scorer_config(kinds[ki], KVE_KEYS_PRE_ROPE);
+        kve_config cq = scorer_config(kinds[ki], KVE_KEYS_POST_ROPE);
+        CHECK_RESULT(tu_open(&pre, &cp), KVE_OK);
+        CHECK_RESULT(tu_open(&post, &cq), KVE_OK);
+        prompt_through(&pre, 40, 5 + ki);
+        prompt_through(&post, 40, 5 + ki);
+        CHECK_RESULT(kve_compress(&pre.c, 0), KVE_OK);
+        CHECK_RESULT(kve_compress(&post.c, 0), KVE_OK);
+        CHECK_RESULT(kve_check(&pre.c), KVE_OK);
+        for (h = 0; h < 2; h++) {
+            na = kept_positions(&pre.c, 0, h, a);
+            nb = kept_positions(&post.c, 0, h, b);
+            CHECK(na == 20 && nb == 20 && !memcmp(a, b, sizeof(int64_t) * 20),
+                  "kind %d head %d: pre-RoPE keeps other tokens than post-RoPE", (int)kinds[ki], h);
+        }
+        tu_close(&pre);
+        tu_close(&post);
+    }
+}
+
+/* keydiff against its definition written out again: -cos(k, mean of unit keys), rotated keys */
+static void test_keydiff_reference(void)
+{
+    kve_config cfg = scorer_config(KVE_POLICY_KEYDIFF, KVE_KEYS_PRE_ROPE);
+    tu_cache t;
+    static float keys[40][2][16];
+    int p, h, i, j;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    prompt_through(&t, 40, 77);
+    for (p = 0; p < 40; p++)
+        for (h = 0; h < 2; h++) {
+            CHECK_RESULT(kve_read_key(&t.c, 0, h, p, keys[p][h]), KVE_OK);
+            kve_rope_apply(&cfg, keys[p][h], p);
+        }
+    CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+    for (h = 0; h < 2; h++) {
+        double anchor[16] = {0}, an = 0, score[40], worst_kept = 1e300, best_dropped = -1e300;
+        unsigned char kept[40] = {0};
+        for (p = 0; p < 40; p++) {
+            double nn = 0;
+            for (i = 0; i < 16; i++) nn += (double)keys[p][h][i] * keys[p][h][i];
+            for (i = 0; i < 16; i++) anchor[i] += keys[p][h][i] / sqrt(nn) / 40.0;
+        }
+        for (i = 0; i < 16; i++) an += anchor[i] * anchor[i];
+        for (p = 0; p < 40; p++) {
+            double dot = 0, nn = 0;
+            for (i = 0; i < 16; i++) {
+                dot += keys[p][h][i] * anchor[i];
+                nn += (double)keys[p][h][i] * keys[p][h][i];
+            }
+            score[p] = -dot / sqrt(nn * an);
+        }
+        for (j = 0; j < kve_length(&t.c, 0, h); j++) kept[kve_slot_position(&t.c, 0, h, j)] = 1;
+        for (p = 0; p < 40; p++) {
+            if (kept[p] && score[p] < worst_kept) worst_kept = score[p];
+            if (!kept[p] && score[p] > best_dropped) best_dropped = score[p];
+        }
+        CHECK(worst_kept > best_dropped, "keydiff head %d: kept %.9g below dropped %.9g", h,
+              worst_kept, best_dropped);
+    }
+    tu_close(&t);
+}
+
+/* random: reproducible by seed, another seed another selection; knorm keeps the small keys */
+static void test_random_and_knorm(void)
+{
+    kve_config cfg = scorer_config(KVE_POLICY_RANDOM, KVE_KEYS_POST_ROPE);
+    tu_cache a, b, c;
+    int64_t pa[48], pb[48], pc[48];
+    int na, nb, nc;
+    cfg.policy.seed = 11;
+    CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+    CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+    cfg.policy.seed = 12;
+    CHECK_RESULT(tu_open(&c, &cfg), KVE_OK);
+    prompt_through(&a, 40, 1); prompt_through(&b, 40, 2); prompt_through(&c, 40, 1);
+    kve_compress(&a.c, 0); kve_compress(&b.c, 0); kve_compress(&c.c, 0);
+    na = kept_positions(&a.c, 0, 1, pa); nb = kept_positions(&b.c, 0, 1, pb);
+    nc = kept_positions(&c.c, 0, 1, pc);
+    CHECK(na == 20 && nb == 20 && !memcmp(pa, pb, sizeof pa[0] * 20), "random: one seed, two selections");
+    CHECK(nc == 20 && memcmp(pa, pc, sizeof pa[0] * 20), "random: two seeds, one selection");
+    na = kept_positions(&a.c, 0, 0, pb);
+    CHECK(memcmp(pa, pb, sizeof pa[0] * 20), "random: both heads keep the same tokens");
+    tu_close(&a); tu_close(&b); tu_close(&c);
+    {
+        kve_config kc = scorer_config(KVE_POLICY_KNORM, KVE_KEYS_POST_ROPE);
+        tu_cache t;
+        float x[16], kept_max = 0, dropped_min = 1e30f;
+        int s, i;
+        unsigned char held[40] = {0};
+        static float norms[40];
+        CHECK_RESULT(tu_open(&t, &kc), KVE_OK);
+        prompt_through(&t, 40, 3);
+        for (s = 0; s < 40; s++) {
+            float nn = 0;
+            kve_read_key(&t.c, 0, 1, s, x);
+            for (i = 0; i < 16; i++) nn += x[i] * x[i];
+            norms[kve_slot_position(&t.c, 0, 1, s)] = nn;
+        }
+        kve_compress(&t.c, 0);
+        for (s = 0; s < kve_length(&t.c, 0, 1); s++) held[kve_slot_position(&t.c, 0, 1, s)] = 1;
+        for (s = 0; s < 40; s++) {
+            if (held[s] && norms[s] > kept_max) kept_max = norms[s];
+            if (!held[s] && norms[s] < dropped_min) dropped_min = norms[s];
+        }
+        CHECK(kve_length(&t.c, 0, 1) == 20 && kept_max < dropped_min, "knorm kept a larger key");
+        tu_close(&t);
+    }
+}
+
+/* a user scorer: the library allocates and selects; keeps what the scorer ranks highest */
+static kve_result newest_even_scorer(const kve_cache *c, int32_t l, int32_t h, float *score, void *u)
+{
+    int32_t s;
+    int *calls = (int *)u;
+    (*calls)++;
+    for (s = 0; s < kve_length(c, l, h); s++) {
+        int64_t p = kve_slot_position(c, l, h, s);
+        score[s] = (float)(p % 2 == 0 ? 1000 + p : p);
+    }
+    return KVE_OK;
+}
+
+static kve_result failing_scorer(const kve_cache *c, int32_t l, int32_t h, float *score, void *u)
+{
+    (void)c; (void)l; (void)h; (void)score; (void)u;
+    return KVE_ERROR_POLICY_FAILED;
+}
+
+static void test_user_scorer_and_decode(void)
+{
+    kve_config cfg = scorer_config(KVE_POLICY_SCORER, KVE_KEYS_POST_ROPE);
+    tu_cache t;
+    int calls = 0, p, h, over = 0;
+    int64_t kept[48];
+    cfg.policy.scorer = newest_even_scorer;
+    cfg.policy.custom_user = &calls;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    prompt_through(&t, 40, 9);
+    CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+    CHECK(calls == 2, "user scorer called %d times for 2 heads", calls);
+    for (h = 0; h < 2; h++) {
+        int n = kept_positions(&t.c, 0, h, kept), ok = n == 20;
+        for (p = 0; p < n; p++) ok &= kept[p] == 2 * p;
+        CHECK(ok, "user scorer head %d: not the 20 even positions", h);
+    }
+    tu_close(&t);
+    cfg.policy.scorer = failing_scorer;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    prompt_through(&t, 30, 9);
+    CHECK_RESULT(kve_compress(&t.c, 0), KVE_ERROR_POLICY_FAILED);
+    tu_close(&t);
+    /* decode eviction: TOVA evicts one token per step once full, never the newest */
+    cfg = scorer_config(KVE_POLICY_TOVA, KVE_KEYS_PRE_ROPE);
+    cfg.policy.decode = KVE_DECODE_EVICT;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    {
+        float q[64], k[32], v[32], out[64];
+        int newest_held = 1;
+        tu_seed(4);
+        for (p = 0; p < 100; p++) {
+            tu_fill(q, 64, 1.0f); tu_fill(k, 32, 1.0f); tu_fill(v, 32, 1.0f);
+            CHECK_RESULT(kve_store(&t.c, 0, p, k, v, NULL), KVE_OK);
+            CHECK_RESULT(kve_attend(&t.c, 0, q, out), KVE_OK);
+            over |= kve_length(&t.c, 0, 0) > 20 || (p >= 19 && kve_length(&t.c, 0, 1) != 20);
+            kept_positions(&t.c, 0, 1, kept);
+            newest_held &= kept[kve_length(&t.c, 0, 1) - 1] == p;
+        }
+        CHECK(!over, "TOVA decode: not one eviction per token at the budget");
+        CHECK(newest_held, "TOVA decode: the newest token was evicted");
+        CHECK_RESULT(kve_check(&t.c), KVE_OK);
+    }
+    tu_close(&t);
+}
+
+/* AdaKV: heads keep different counts summing to the layer's total; memory in use shrinks by
+   exactly the dropped rows; alpha 1 is uniform */
+static void test_adakv_allocation(void)
+{
+    kve_config cfg = scorer_config(KVE_POLICY_KNORM, KVE_KEYS_POST_ROPE);
+    tu_cache t, u;
+    int total = 0, h, differ = 0;
+    size_t row = 2 * 16 * sizeof(float);
+    cfg.policy.allocation = KVE_ALLOCATION_ADAKV;
+    cfg.policy.alpha_safeguard = KVE_NO_SAFEGUARD;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    prompt_through(&t, 40, 13);
+    /* scale head 1's keys: knorm then prefers head 0's tokens */
+    {
+        int s, i;
+        for (s = 0; s < 40; s++) {
+            float *k1 = (float *)kve_key(&t.c, 0, 1, s);
+            for (i = 0; i < 16; i++) k1[i] *= 3.0f;
+        }
+    }
+    CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+    for (h = 0; h < 2; h++) total += kve_length(&t.c, 0, h);
+    differ = kve_length(&t.c, 0, 0) > kve_length(&t.c, 0, 1);
+    CHECK(total == 40 && differ, "AdaKV: %d + %d tokens", kve_length(&t.c, 0, 0), kve_length(&t.c, 0, 1));
+    CHECK(kve_bytes_in_use(&t.c) == (size_t)total * row, "AdaKV: %zu bytes in use", kve_bytes_in_use(&t.c));
+    CHECK_RESULT(kve_check(&t.c), KVE_OK);
+    cfg.policy.alpha_safeguard = 1.0;
+    CHECK_RESULT(tu_open(&u, &cfg), KVE_OK);
+    prompt_through(&u, 40, 13);
+    CHECK_RESULT(kve_compress(&u.c, 0), KVE_OK);
+    CHECK(kve_length(&u.c, 0, 0) == 20 && kve_length(&u.c, 0, 1) == 20, "AdaKV alpha 1: not uniform");
+    tu_close(&t);
+    tu_close(&u);
+}
+
 static void test_invalid_policy_params(void)
 {
     kve_config c;
@@ -502,6 +761,27 @@ static void test_invalid_policy_params(void)
     EXPECT_POLICY((x.policy.kind = KVE_POLICY_STREAMINGLLM, x.policy.sinks = 63), KVE_OK);
     EXPECT_POLICY((x.policy.kind = KVE_POLICY_STREAMINGLLM, x.policy.sinks = KVE_NO_SINKS, x.capacity = 1), KVE_OK);
     EXPECT_POLICY((x.policy.kind = KVE_POLICY_SNAPKV, x.policy.window = 8, x.policy.kernel = 1), KVE_OK);
+    /* the scorers and allocations */
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.compression_ratio = 1.0), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.compression_ratio = -0.1), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.compression_ratio = NAN), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.compression_ratio = 0.999), KVE_OK);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.alpha_safeguard = 1.5), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.alpha_safeguard = NAN), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.alpha_safeguard = 1.0), KVE_OK);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_LAGKV, x.policy.lag_size = -1), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.chunk_length = -1), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_SCORER), KVE_ERROR_NULL_ARGUMENT);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.allocation = KVE_ALLOCATION_ADAKV,
+                   x.policy.decode = KVE_DECODE_EVICT), KVE_ERROR_UNSUPPORTED);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.allocation = KVE_ALLOCATION_ADAKV), KVE_OK);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_STREAMINGLLM, x.policy.allocation = KVE_ALLOCATION_ADAKV), KVE_ERROR_UNSUPPORTED);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_FULL, x.policy.compression_ratio = 0.5), KVE_ERROR_UNSUPPORTED);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_STREAMINGLLM, x.policy.compression_ratio = 0.5), KVE_OK);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.chunk_length = 4,
+                   x.policy.allocation = KVE_ALLOCATION_PYRAMID), KVE_ERROR_UNSUPPORTED);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.budget = 8, x.policy.window = 8), KVE_ERROR_WINDOW_TOO_LARGE);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.budget = 1), KVE_OK); /* window 0 */
 #undef EXPECT_POLICY
 }
 
@@ -515,6 +795,11 @@ int main(void)
     test_snapkv_decode_evict();
     test_h2o_decode();
     test_custom_policy();
+    test_scorers_key_storage();
+    test_keydiff_reference();
+    test_random_and_knorm();
+    test_user_scorer_and_decode();
+    test_adakv_allocation();
     test_invalid_policy_params();
     return tu_summary("test_policies");
 }
