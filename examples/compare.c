@@ -17,6 +17,10 @@
          | pyramidkv:(as snapkv)[,beta=B] | h2o:capacity=C[,window=W][,gqa=..][,decode=..]
          | random:capacity=C[,window=W][,seed=S][,decode=..]
                   (keeps the window and random older tokens)
+         | knorm | keydiff | tova | lagkv | observed_attention :capacity=C[,window=W][,...]
+                  (kvpress's scorers; lagkv also sinks, lag_size, cross_scoring)
+         and for every selecting method [,allocation=uniform|pyramid|adakv][,alpha_safeguard=A]
+                  [,chunk_length=N] (compare --help lists every method's parameters)
    stream: teacher forcing one token at a time over the whole stream, each policy keeping the
            cache within its capacity (which counts the current token); scores every next token.
    prompt: segments of P prompt tokens (384) + G continuation tokens (64): prefill the prompt
@@ -370,7 +374,7 @@ done:
 /* the smallest capacity the spec's other parameters allow (spec_parse's checks) */
 static int32_t min_capacity(const policy_spec *s)
 {
-    int32_t window = s->cfg.window ? s->cfg.window : 32;
+    int32_t window = s->cfg.window ? s->cfg.window : spec_default_window(s->cfg.kind);
     if (s->cfg.kind == KVE_POLICY_STREAMINGLLM)
         return s->cfg.sinks == KVE_NO_SINKS ? 1 : (s->cfg.sinks ? s->cfg.sinks : 4) + 1;
     return window + 1;
@@ -543,16 +547,34 @@ static void explain_stream(const model *m, const result *res, int n_pol, int n_t
     }
 }
 
-static double segment_kl(const result *r, int s)
+/* a segment's mean KL (top1 = 0) or top-1 agreement (top1 = 1) */
+static double segment_mean(const result *r, int s, int top1)
 {
     double sum = 0.0;
     int i, count = 0;
     for (i = 0; i < r->n; i++)
         if (r->segment[i] == s) {
-            sum += r->kl[i];
+            sum += top1 ? (double)r->top1[i] : r->kl[i];
             count++;
         }
     return count ? sum / count : 0.0;
+}
+
+/* mean and standard error over segments of policy a's value minus policy b's */
+static void paired(const result *a, const result *b, int S, int top1, double *mean, double *se,
+                   int *lower)
+{
+    double sum = 0.0, sq = 0.0;
+    int s;
+    *lower = 0;
+    for (s = 0; s < S; s++) {
+        double d = segment_mean(a, s, top1) - segment_mean(b, s, top1);
+        sum += d;
+        sq += d * d;
+        *lower += d < 0.0;
+    }
+    *mean = sum / S;
+    *se = S > 1 ? sqrt(fmax(sq - S * *mean * *mean, 0.0) / (S - 1) / S) : 0.0;
 }
 
 typedef struct summary { double nll, kl, top1; } summary;
@@ -577,7 +599,7 @@ static summary summarize(const result *r)
 static void print_prompt_table(const result *res, int n_pol, int P, int G, int w,
                                const char *decode)
 {
-    int p, s, S = res[0].n / G;
+    int p, S = res[0].n / G;
     printf("prompt mode, %d segments of %d prompt + %d continuation tokens, decode=%s (where a "
            "policy does not say), %s attention: the %d continuation predictions per segment, "
            "against the full cache\n", S, P, G, decode, g_own_attention ? "engine" : "library",
@@ -596,20 +618,15 @@ static void print_prompt_table(const result *res, int n_pol, int P, int G, int w
     printf("(peak and mean KV: the K/V bytes held after each continuation token, once the prompt "
            "is compressed; the prefill holds the whole prompt)\n");
     if (n_pol < 2) return;
-    printf("\nKL paired by segment against %s: mean difference +- standard error, segments won "
-           "(lower KL)\n", res[0].spec.text);
+    printf("\nKL and top-1 paired by segment against %s: mean difference +- standard error, "
+           "segments won (lower KL)\n", res[0].spec.text);
     for (p = 1; p < n_pol; p++) {
-        double sum = 0.0, sq = 0.0, mean, se;
-        int wins = 0;
-        for (s = 0; s < S; s++) {
-            double d = segment_kl(&res[p], s) - segment_kl(&res[0], s);
-            sum += d;
-            sq += d * d;
-            wins += d < 0.0;
-        }
-        mean = sum / S;
-        se = S > 1 ? sqrt((sq - S * mean * mean) / (S - 1) / S) : 0.0;
-        printf("%-*s  %+10.5f +- %.5f   wins %d/%d\n", w, res[p].spec.text, mean, se, wins, S);
+        double kl, kl_se, top1, top1_se;
+        int wins, unused;
+        paired(&res[p], &res[0], S, 0, &kl, &kl_se, &wins);
+        paired(&res[p], &res[0], S, 1, &top1, &top1_se, &unused);
+        printf("%-*s  KL %+10.5f +- %.5f   top-1 %+8.4f +- %.4f   wins %d/%d\n", w,
+               res[p].spec.text, kl, kl_se, top1, top1_se, wins, S);
     }
 }
 
@@ -756,10 +773,8 @@ static void usage(FILE *out)
 "usage: compare --model M --tokenizer T --text F --policy SPEC [--policy SPEC ...] [options]\n"
 "  --model M, --tokenizer T   a llama2.c checkpoint and its tokenizer\n"
 "  --text F           UTF-8 text, stories separated by lines \"<|endoftext|>\"\n"
-"  --policy SPEC      up to %d; full, streamingllm:capacity=256,sinks=4,pos_shift=1,\n"
-"                     snapkv:capacity=128,window=8, pyramidkv:capacity=128,window=8,\n"
-"                     h2o:capacity=128,window=8, random:capacity=128,window=8\n"
-"                     (all parameters: the top of examples/compare.c)\n"
+"  --policy SPEC      up to %d; NAME:param=value,... e.g. snapkv:capacity=128,window=8,\n"
+"                     knorm:capacity=64,allocation=adakv (every method below)\n"
 "  --tokens N         use the first N tokens of the text, 2 <= N <= %d (default: all)\n"
 "  --mode stream      (default) teacher forcing through the whole text, each policy kept within\n"
 "                     its capacity: the next-token NLL before, around and after the training\n"
@@ -792,6 +807,13 @@ static void usage(FILE *out)
 "Every argument is checked before any file is read. Exit status: 0 done, 1 a file that\n"
 "cannot be read or written or a failed run, 2 a bad argument.\n",
             MAX_POLICIES, MAX_TOKENS, MAX_THREADS);
+    fprintf(out, "methods and their parameters (capacity: tokens kept per layer and KV head):\n");
+    for (size_t m = 0; m < sizeof policy_names / sizeof policy_names[0]; m++)
+        fprintf(out, "  %-19s %s\n", policy_names[m].name,
+                policy_names[m].params[0] ? policy_names[m].params : "(none)");
+    fprintf(out, "  allocation=uniform|pyramid|adakv, alpha_safeguard=0..1 (AdaKV), chunk_length=N\n"
+                 "  (ChunkKV: whole chunks), decode=grow|evict; meanings and defaults: kvevict.h,\n"
+                 "  POLICIES and SCORERS AND ALLOCATIONS\n");
 }
 
 /* an integer in [min, max]; message and -1 otherwise */

@@ -457,12 +457,28 @@ static const struct {
 } policy_names[] = {
     {"full", KVE_POLICY_FULL, ""},
     {"streamingllm", KVE_POLICY_STREAMINGLLM, "capacity sinks pos_shift decode"},
-    {"snapkv", KVE_POLICY_SNAPKV, "capacity window kernel pooling gqa decode evict_batch"},
+#define SELECTING "allocation alpha_safeguard beta chunk_length"
+    {"snapkv", KVE_POLICY_SNAPKV, "capacity window kernel pooling gqa decode evict_batch " SELECTING},
     {"pyramidkv", KVE_POLICY_PYRAMIDKV,
-     "capacity window kernel pooling gqa decode evict_batch beta"},
-    {"h2o", KVE_POLICY_H2O, "capacity window gqa decode"},
+     "capacity window kernel pooling gqa decode evict_batch " SELECTING},
+    {"h2o", KVE_POLICY_H2O, "capacity window gqa decode " SELECTING},
     {"random", KVE_POLICY_CUSTOM, "capacity window seed decode"},
+    /* kvpress's scorers: window 0 (protect nothing) and no pooling by default */
+    {"knorm", KVE_POLICY_KNORM, "capacity window kernel pooling decode evict_batch " SELECTING},
+    {"keydiff", KVE_POLICY_KEYDIFF, "capacity window kernel pooling decode evict_batch " SELECTING},
+    {"tova", KVE_POLICY_TOVA, "capacity window decode evict_batch " SELECTING},
+    {"lagkv", KVE_POLICY_LAGKV,
+     "capacity window sinks lag_size cross_scoring decode evict_batch " SELECTING},
+    {"observed_attention", KVE_POLICY_OBSERVED_ATTENTION,
+     "capacity window gqa decode evict_batch " SELECTING},
+#undef SELECTING
 };
+
+/* the window a policy protects by default: kvpress's scorers none, the others 32 */
+static int32_t spec_default_window(kve_policy_kind kind)
+{
+    return kind >= KVE_POLICY_KNORM && kind <= KVE_POLICY_SCORER ? 0 : 32;
+}
 
 /* value of an enum parameter by name, -1 if none matches */
 static int spec_word(const char *v, const char *const *words, int n)
@@ -477,6 +493,7 @@ static int spec_parse(const char *text, policy_spec *s)
 {
     static const char *const pooling[] = {"max", "avg", "none"};
     static const char *const gqa[] = {"mean", "max", "sum"}, *const decode[] = {"grow", "evict"};
+    static const char *const allocation[] = {"uniform", "pyramid", "adakv"};
     char buf[256], *name = buf, *params, *item;
     size_t i, n_names = sizeof policy_names / sizeof policy_names[0];
     memset(s, 0, sizeof *s);
@@ -492,7 +509,8 @@ static int spec_parse(const char *text, policy_spec *s)
     for (i = 0; i < n_names && strcmp(name, policy_names[i].name) != 0; i++) {}
     if (i == n_names) {
         fprintf(stderr, "error: unknown policy '%s' in '%s' (known: full, streamingllm, snapkv, "
-                "pyramidkv, h2o, random)\n", name, text);
+                "pyramidkv, h2o, random, knorm, keydiff, tova, lagkv, observed_attention)\n",
+                name, text);
         return 1;
     }
     s->cfg.kind = policy_names[i].kind;
@@ -508,7 +526,7 @@ static int spec_parse(const char *text, policy_spec *s)
         *value++ = '\0';
         snprintf(key, sizeof key, " %s ", item);
         {
-            char allowed[128];
+            char allowed[256];
             snprintf(allowed, sizeof allowed, " %s ", policy_names[i].params);
             if (!strstr(allowed, key)) {
                 fprintf(stderr, "error: policy %s has no parameter '%s' (it takes: %s)\n",
@@ -520,7 +538,19 @@ static int spec_parse(const char *text, policy_spec *s)
         if (!strcmp(item, "pooling")) word = spec_word(value, pooling, 3);
         else if (!strcmp(item, "gqa")) word = spec_word(value, gqa, 3);
         else if (!strcmp(item, "decode")) word = spec_word(value, decode, 2);
-        else {
+        else if (!strcmp(item, "allocation")) word = spec_word(value, allocation, 3);
+        else if (!strcmp(item, "alpha_safeguard")) {
+            double a;
+            errno = 0;
+            a = strtod(value, &end);
+            if (*end || errno || !(a >= 0.0 && a <= 1.0)) {
+                fprintf(stderr, "error: bad value '%s' for alpha_safeguard in policy '%s' (0 to "
+                        "1)\n", value, text);
+                return 1;
+            }
+            s->cfg.alpha_safeguard = a == 0.0 ? KVE_NO_SAFEGUARD : a;
+            continue;
+        } else {
             errno = 0;
             v = strtol(value, &end, 10);
             if (*end || errno || v < 0 || v > INT32_MAX ||
@@ -529,11 +559,13 @@ static int spec_parse(const char *text, policy_spec *s)
                 return 1;
             }
         }
-        if ((!strcmp(item, "pooling") || !strcmp(item, "gqa") || !strcmp(item, "decode")) &&
-            word < 0) {
+        if ((!strcmp(item, "pooling") || !strcmp(item, "gqa") || !strcmp(item, "decode") ||
+             !strcmp(item, "allocation")) && word < 0) {
             fprintf(stderr, "error: bad value '%s' for %s in policy '%s' (one of: %s)\n", value,
                     item, text, !strcmp(item, "pooling") ? "max avg none"
-                                : !strcmp(item, "gqa") ? "mean max sum" : "grow evict");
+                                : !strcmp(item, "gqa") ? "mean max sum"
+                                : !strcmp(item, "allocation") ? "uniform pyramid adakv"
+                                                              : "grow evict");
             return 1;
         }
         if (!strcmp(item, "capacity")) s->capacity = (int32_t)v;
@@ -548,6 +580,11 @@ static int spec_parse(const char *text, policy_spec *s)
         else if (!strcmp(item, "pooling")) s->cfg.pooling = (kve_pooling)(KVE_POOL_MAX + word);
         else if (!strcmp(item, "gqa")) s->cfg.gqa = (kve_reduce)(KVE_REDUCE_MEAN + word);
         else if (!strcmp(item, "decode")) s->cfg.decode = (kve_decode_mode)(KVE_DECODE_GROW + word);
+        else if (!strcmp(item, "allocation"))
+            s->cfg.allocation = (kve_allocation)(KVE_ALLOCATION_UNIFORM + word);
+        else if (!strcmp(item, "lag_size")) s->cfg.lag_size = (int32_t)v;
+        else if (!strcmp(item, "chunk_length")) s->cfg.chunk_length = (int32_t)v;
+        else if (!strcmp(item, "cross_scoring")) s->cfg.cross_scoring = v != 0;
     }
     if (s->cfg.kind != KVE_POLICY_FULL && s->capacity <= 0) {
         fprintf(stderr, "error: policy '%s' needs capacity=N (N > 0)\n", text);
@@ -575,7 +612,8 @@ static int spec_parse(const char *text, policy_spec *s)
         } else if (r == KVE_ERROR_WINDOW_TOO_LARGE) {
             fprintf(stderr, "error: policy '%s': window=%d%s does not fit in capacity=%d (the "
                     "capacity must be larger than the window)\n", text,
-                    s->cfg.window ? s->cfg.window : 32, s->cfg.window ? "" : " (the default)",
+                    s->cfg.window ? s->cfg.window : spec_default_window(s->cfg.kind),
+                    s->cfg.window ? "" : " (the default)",
                     s->capacity);
             return 1;
         } else if (r == KVE_ERROR_EVEN_KERNEL) {

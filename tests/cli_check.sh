@@ -88,6 +88,13 @@ G="--model $nomodel --tokenizer $notok"
 row 0 "stdout:usage: compare" compare --help
 row 0 "stdout:--equal-memory" compare -h
 row 2 "unknown option '--bogus'" compare $C --policy full --bogus
+# the kvpress scorers and allocations: listed, their parameters checked before any file is read
+row 0 "stdout:observed_attention  capacity window gqa decode" compare --help
+row 2 "bad value 'fair' for allocation" compare $C --policy knorm:capacity=64,allocation=fair
+row 2 "bad value '1.5' for alpha_safeguard" compare $C --policy snapkv:capacity=64,alpha_safeguard=1.5
+row 2 "policy tova has no parameter 'lag_size'" compare $C --policy tova:capacity=64,lag_size=4
+row 2 "AdaKV allocation compresses the prompt only" compare $C --policy knorm:capacity=64,allocation=adakv,decode=evict
+row 2 "unknown policy 'expected'" compare $C --policy expected:capacity=64
 row 2 "unknown option '--bogus'" compare $C --bogus --policy full
 row 2 "--policy needs a value" compare $C --policy
 row 2 "--tokens needs an integer from 2 to 1073741824" compare $C --policy full --tokens 2000000000
