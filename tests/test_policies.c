@@ -699,6 +699,198 @@ static void test_user_scorer_and_decode(void)
     tu_close(&t);
 }
 
+/* TOVA keeps the query's own token even when the query ignores it (kvpress scores it highest) */
+static void test_tova_keeps_own_token(void)
+{
+    kve_config cfg = scorer_config(KVE_POLICY_TOVA, KVE_KEYS_PRE_ROPE);
+    tu_cache t;
+    float q[64], k[32], v[32], out[64];
+    int p, h, i, held;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    prompt_through(&t, 39, 8);
+    tu_fill(q, 64, 1.0f); tu_fill(v, 32, 1.0f);
+    for (h = 0; h < 2; h++) /* the key points away from its group's queries */
+        for (i = 0; i < 16; i++) k[h * 16 + i] = -4.0f * (q[(2 * h) * 16 + i] + q[(2 * h + 1) * 16 + i]);
+    CHECK_RESULT(kve_store(&t.c, 0, 39, k, v, NULL), KVE_OK);
+    CHECK_RESULT(kve_attend(&t.c, 0, q, out), KVE_OK);
+    CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+    for (h = 0; h < 2; h++) {
+        held = 0;
+        for (p = 0; p < kve_length(&t.c, 0, h); p++) held |= kve_slot_position(&t.c, 0, h, p) == 39;
+        CHECK(held && kve_length(&t.c, 0, h) == 20, "TOVA head %d dropped the query's own token", h);
+    }
+    tu_close(&t);
+}
+
+/* LagKV at exactly sinks + 2 lags scores its first lag (the spread, not the age): tokens of
+   falling amplitude, the next lag spanning [-1, 1] in every dimension, keep the oldest */
+static void test_lagkv_scored_at_boundary(void)
+{
+    kve_config cfg;
+    tu_cache t;
+    float k[8], q[8], out[8];
+    int p, i, kept2 = 0, kept3 = 0;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = 1; cfg.head_dim = 8; cfg.capacity = 16;
+    cfg.policy.kind = KVE_POLICY_LAGKV; cfg.policy.sinks = 2; cfg.policy.lag_size = 4;
+    cfg.policy.budget = 8;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    for (p = 0; p < 10; p++) {
+        for (i = 0; i < 8; i++) {
+            if (p >= 2 && p < 6) k[i] = (float)(6 - p) * (i % 2 ? 0.2f : -0.2f); /* the first lag */
+            else k[i] = (float)((i + p) % 3) - 1.0f;
+            q[i] = 0.1f;
+        }
+        CHECK_RESULT(kve_store(&t.c, 0, p, k, k, NULL), KVE_OK);
+        CHECK_RESULT(kve_attend(&t.c, 0, q, out), KVE_OK);
+    }
+    CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+    for (i = 0; i < kve_length(&t.c, 0, 0); i++) {
+        kept2 |= kve_slot_position(&t.c, 0, 0, i) == 2;
+        kept3 |= kve_slot_position(&t.c, 0, 0, i) == 3;
+    }
+    CHECK(kve_length(&t.c, 0, 0) == 8 && kept2 && kept3,
+          "LagKV at sinks + 2 lags kept by age, not by spread");
+    tu_close(&t);
+}
+
+/* LagKV written out again (kvpress LagKVPress.score) in double precision, both modes: the kept
+   tokens are a top-k of the reference scores */
+static void lagkv_reference(float (*key)[8], float (*val)[8], int n, int S, int lag,
+                            int cross, double *score)
+{
+    int lags = (n - S) / lag, u, t, o, i, which;
+    for (t = 0; t < n; t++) score[t] = 1.0;
+    for (u = 0; u + 1 < lags; u++) {
+        double sc[2][64], sum;
+        for (which = 0; which < 2; which++) {
+            float (*x)[8] = which ? val : key;
+            double top = -1e300;
+            for (t = 0; t < lag; t++) {
+                double z[8], mean = 0, var = 0;
+                for (i = 0; i < 8; i++) {
+                    double lo = 1e300, hi = -1e300;
+                    for (o = 0; o < lag; o++) {
+                        double y = x[S + (u + 1) * lag + o][i];
+                        lo = y < lo ? y : lo;
+                        hi = y > hi ? y : hi;
+                    }
+                    z[i] = (x[S + u * lag + t][i] - lo) / (hi - lo);
+                    mean += z[i] / 8;
+                }
+                for (i = 0; i < 8; i++) var += (z[i] - mean) * (z[i] - mean);
+                sc[which][t] = sqrt(var / 7);
+                top = sc[which][t] > top ? sc[which][t] : top;
+            }
+            for (sum = 0, t = 0; t < lag; t++) sum += (sc[which][t] = exp(sc[which][t] - top));
+            for (t = 0; t < lag; t++) sc[which][t] /= sum;
+        }
+        for (t = 0; t < lag; t++) {
+            double v = (sc[0][t] + sc[1][t]) / 2;
+            int rank = 0;
+            for (o = 0; o < lag; o++) rank += (sc[0][o] + sc[1][o]) / 2 < v;
+            score[S + u * lag + t] = cross ? v : (double)rank / lag;
+        }
+    }
+}
+
+static void test_lagkv_reference(void)
+{
+    int run;
+    /* rank mode once; by value (cross_scoring) over many draws: there the scores' scale counts */
+    for (run = 0; run < 40; run++) {
+        int cross = run > 0;
+        kve_config cfg;
+        tu_cache t;
+        static float key[40][8], val[40][8];
+        float q[8], out[8];
+        double score[40], worst_kept = 1e300, best_dropped = -1e300;
+        unsigned char kept[40] = {0};
+        int p, i;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.n_layers = 1; cfg.n_heads = 1; cfg.head_dim = 8; cfg.capacity = 40;
+        cfg.rope_layout = KVE_ROPE_NONE; /* the reference reads the keys as given */
+        cfg.policy.kind = KVE_POLICY_LAGKV; cfg.policy.sinks = 3; cfg.policy.lag_size = 6;
+        cfg.policy.budget = 24; cfg.policy.cross_scoring = cross;
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        tu_seed(91 + (unsigned long long)run);
+        for (p = 0; p < 40; p++) {
+            for (i = 0; i < 8; i++) {
+                key[p][i] = tu_normal() * (1.0f + (float)(p % 5));
+                val[p][i] = tu_normal();
+                q[i] = tu_normal();
+            }
+            CHECK_RESULT(kve_store(&t.c, 0, p, key[p], val[p], NULL), KVE_OK);
+            CHECK_RESULT(kve_attend(&t.c, 0, q, out), KVE_OK);
+        }
+        lagkv_reference(key, val, 40, 3, 6, cross, score);
+        CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+        for (i = 0; i < kve_length(&t.c, 0, 0); i++) kept[kve_slot_position(&t.c, 0, 0, i)] = 1;
+        for (p = 0; p < 40; p++) {
+            if (kept[p] && score[p] < worst_kept) worst_kept = score[p];
+            if (!kept[p] && score[p] > best_dropped) best_dropped = score[p];
+        }
+        CHECK(kve_length(&t.c, 0, 0) == 24 && worst_kept >= best_dropped - 1e-6,
+              "LagKV cross_scoring %d: kept %.9g below dropped %.9g", cross, worst_kept, best_dropped);
+        tu_close(&t);
+    }
+}
+
+/* PyramidKV's kvpress budgets (compression_ratio) written out again: Python's round() */
+static long py_round(double x)
+{
+    double f = floor(x);
+    if (x - f > 0.5 || (x - f == 0.5 && fmod(f, 2.0) != 0.0)) f += 1.0;
+    return (long)f;
+}
+
+static void test_pyramid_ratio_budgets(void)
+{
+    static const double ratios[] = {0.3, 0.5, 0.6, 0.75};
+    static const int betas[] = {2, 5, 20}, lens[] = {40, 57, 100};
+    size_t ri, bi, li;
+    int l, checked = 0, rounded_up = 0;
+    for (ri = 0; ri < 4; ri++)
+        for (bi = 0; bi < 3; bi++)
+            for (li = 0; li < 3; li++) {
+                kve_config cfg;
+                tu_cache t;
+                int L = lens[li], p, i;
+                double w = 8, keep = L * (1 - ratios[ri]), maxc = w + keep, mn, mx;
+                float k[16], v[16];
+                memset(&cfg, 0, sizeof cfg);
+                cfg.n_layers = 4; cfg.n_heads = 2; cfg.n_kv_heads = 2; cfg.head_dim = 8; cfg.capacity = 100;
+                cfg.policy.kind = KVE_POLICY_KNORM; cfg.policy.allocation = KVE_ALLOCATION_PYRAMID;
+                cfg.policy.window = 8; cfg.policy.beta = betas[bi];
+                cfg.policy.compression_ratio = ratios[ri];
+                CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+                for (p = 0; p < L; p++) {
+                    for (i = 0; i < 16; i++) k[i] = v[i] = (float)((p * 7 + i) % 11) - 5.0f;
+                    for (l = 0; l < 4; l++) CHECK_RESULT(kve_store(&t.c, l, p, k, v, NULL), KVE_OK);
+                }
+                mn = (maxc - w) / betas[bi];
+                mx = (maxc - w) * 2 - mn;
+                if (mx >= L - w) {
+                    mx = L - w;
+                    mn = (maxc - w) * 2 - mx;
+                }
+                for (l = 0; l < 4; l++) {
+                    long want;
+                    if (!(L >= mx && mx >= mn && mn >= w)) want = py_round(keep);
+                    else want = py_round(mx - l * ((mx - mn) / 3));
+                    if (want > L) want = L;
+                    rounded_up += want > (long)(mx - l * ((mx - mn) / 3));
+                    CHECK_RESULT(kve_compress(&t.c, l), KVE_OK);
+                    CHECK(kve_length(&t.c, l, 0) == want, "PyramidKV ratio %.2f beta %d L %d layer %d: "
+                          "keeps %d, kvpress %ld", ratios[ri], betas[bi], L, l,
+                          kve_length(&t.c, l, 0), want);
+                    checked++;
+                }
+                tu_close(&t);
+            }
+    CHECK(checked == 144 && rounded_up > 0, "PyramidKV ratio: no budget rounded up (%d)", rounded_up);
+}
+
 /* AdaKV: heads keep different counts summing to the layer's total; memory in use shrinks by
    exactly the dropped rows; alpha 1 is uniform */
 static void test_adakv_allocation(void)
@@ -800,6 +992,10 @@ int main(void)
     test_random_and_knorm();
     test_user_scorer_and_decode();
     test_adakv_allocation();
+    test_tova_keeps_own_token();
+    test_lagkv_scored_at_boundary();
+    test_lagkv_reference();
+    test_pyramid_ratio_budgets();
     test_invalid_policy_params();
     return tu_summary("test_policies");
 }
