@@ -469,8 +469,10 @@ struct kve_cache;
 
 /* A user scorer (KVE_POLICY_SCORER): fills score[slot] for the kve_length() slots of (layer,
    kv_head); higher is kept. It may read the cache (kve_read_key, kve_read_rotated_key,
-   kve_read_value, kve_slot_position, kve_recorded_query, kve_scores); the library allocates,
-   selects and keeps the bookkeeping. Called for one head at a time, never concurrently. */
+   kve_read_value, kve_slot_position, kve_scores: the attention accumulated so far, and
+   kve_recorded_query: the newest `window` queries); the library allocates, selects, protects the
+   newest `window` tokens and keeps the bookkeeping. Called for one head at a time, never
+   concurrently; an error it returns is returned by the call that evicted. */
 typedef kve_result (*kve_scorer_fn)(const struct kve_cache *cache, int32_t layer, int32_t kv_head,
                                     float *score, void *user);
 
