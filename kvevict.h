@@ -152,6 +152,14 @@
                                and its int(target * alpha_safeguard) best (0.20; protected ones
                                count among them). Heads really keep different counts, so the
                                memory is freed (kvpress only masks); prompt compression only.
+   Chunked prompt compression (kvpress ChunkPress): store and prefill the prompt a chunk at a
+   time and call kve_compress_chunk(cache, layer, first position of the chunk) after each; the
+   chunk keeps max(1, int(m * (1 - compression_ratio))) of its m tokens, scored as if it were the
+   whole prompt (the window's softmax over the chunk's keys, keydiff's mean and LagKV's lags over
+   the chunk), and nothing before it moves, so the capacity need only hold the compressed prompt
+   plus one chunk. H2O and observed_attention score with the attention accumulated so far (kvpress
+   refuses them in ChunkPress); kvpress rotates an earlier chunk's window queries at the prompt's
+   last positions, kvevict at their own.
    chunk_length > 0 is kvpress ChunkKVPress: every head keeps the same whole chunks, those whose
    mean score summed over KV heads is highest, int(chunks * (1 - r)) of them (at least one; with a
    budget, that share of the chunks). Ties: lower head, then lower position.
@@ -303,7 +311,8 @@
    -------
    0.4  Scorers x allocations: knorm, keydiff, tova, random, lagkv, observed_attention and your
         own kve_scorer_fn; AdaKV and pyramid allocation over any scorer; compression_ratio;
-        ChunkKV; kve_read_rotated_key, kve_recorded_query; KVE_ERROR_UNSUPPORTED. New policy
+        ChunkKV; chunked prompt compression (kve_compress_chunk); kve_read_rotated_key,
+        kve_recorded_query; KVE_ERROR_UNSUPPORTED. New policy
         fields are appended (positional initialisers of kve_policy_config need them); saved
         state format 2.
    0.3  Your own attention kernel (kve_observe, kve_accumulate, kve_attention_positions); the
@@ -593,6 +602,8 @@ typedef struct kve_cache {
     float *scratch_f3;             /* [n_kv_heads][2*capacity] */
     int32_t *scratch_i1, *scratch_i2; /* [n_kv_heads][capacity] */
     unsigned char *scratch_u8;     /* [n_kv_heads][capacity] */
+    int64_t score_from;            /* during kve_compress_chunk: only tokens at positions >= it
+                                      are scored and selected; INT64_MIN otherwise */
     float *ada_score;              /* AdaKV: [n_kv_heads * capacity] candidates of one layer */
     int32_t *ada_index, *ada_order;
     unsigned char *ada_keep;
@@ -681,6 +692,11 @@ KVE_API kve_result kve_state_load(kve_cache *cache, const void *buf, size_t byte
 /* ---- eviction ------------------------------------------------------------------------------- */
 KVE_API kve_result kve_compress(kve_cache *cache, int32_t layer); /* prompt compression */
 KVE_API kve_result kve_compress_all(kve_cache *cache);
+/* chunked prompt compression (kvpress ChunkPress): compresses only the tokens at positions >= from
+   (the chunk just stored and prefilled), each head keeping max(1, int(m * (1 - ratio))) of its m,
+   scored as if the chunk were the whole prompt; older tokens stay. A prompt much longer than the
+   capacity is compressed into it chunk by chunk. Needs compression_ratio > 0. */
+KVE_API kve_result kve_compress_chunk(kve_cache *cache, int32_t layer, int64_t from);
 /* per-layer budgets (tokens kept incl. window) PyramidKV gives a prompt of prompt_len tokens */
 KVE_API kve_result kve_pyramid_budgets(int32_t budget, int32_t window, int32_t beta,
                                        int32_t n_layers, int64_t prompt_len, int32_t *budgets);
@@ -1544,6 +1560,7 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     cache->scratch_i1 = KVE__CAST(int32_t *, m + p.scratch_i1);
     cache->scratch_i2 = KVE__CAST(int32_t *, m + p.scratch_i2);
     cache->scratch_u8 = m + p.scratch_u8;
+    cache->score_from = INT64_MIN;
     if (c.policy.allocation == KVE_ALLOCATION_ADAKV) {
         cache->ada_score = KVE__CAST(float *, m + p.ada_score);
         cache->ada_index = KVE__CAST(int32_t *, m + p.ada_index);
@@ -2690,6 +2707,9 @@ static kve_result kve__window_scores(kve_cache *c, int32_t l, int32_t h, kve_red
         kve__logits(c, l, h, qr, qp, &pm, lg, cap);
         for (g = 0; g < G; g++) {
             float *row = lg + (size_t)g * cap, *acc = sum + (size_t)g * cap;
+            if (c->score_from != INT64_MIN) /* a chunk is scored as if alone (kvpress ChunkPress) */
+                for (s = 0; s < n; s++)
+                    if (kve__pos(c, l, h)[s] < c->score_from) row[s] = -INFINITY;
             kve__softmax(row, n);
             for (s = 0; s < n; s++) acc[s] += row[s];
         }
@@ -2814,10 +2834,10 @@ static void kve__lag_spread(const kve_cache *c, int32_t l, int32_t h, const int3
    score 1; the lags between are ranked within themselves by key and value spread (rank / lag,
    below 1). A head shorter than sinks + 2 lags scores its tokens by age, so the newest stay. */
 static void kve__lagkv_scores(const kve_cache *c, int32_t l, int32_t h, const int32_t *order,
-                              float *spread, float *out)
+                              int32_t n, float *spread, float *out)
 {
     const kve_policy_config *p = &c->cfg.policy;
-    int32_t n = *kve__len(c, l, h), S = p->sinks, lag = p->lag_size, j, t, u, lags;
+    int32_t S = p->sinks, lag = p->lag_size, j, t, u, lags;
     float *ks = spread, *vs = spread + lag;
     for (j = 0; j < n; j++) out[order[j]] = 1.0f;
     if (n < S + 2 * lag) {
@@ -2892,16 +2912,19 @@ static kve_result kve__slot_scores(kve_cache *c, int32_t l, int32_t h, kve__scor
     case KVE__FROM_KEYDIFF: {
         /* minus the cosine similarity to the mean of the unit keys */
         double anchor[KVE_MAX_HEAD_DIM], an = 0.0;
+        int32_t scored = 0;
         for (i = 0; i < d; i++) anchor[i] = 0.0;
         for (j = 0; j < n; j++) {
             double sq = 0.0, norm;
+            if (pos[j] < c->score_from) continue; /* a chunk's anchor is its own */
+            scored++;
             kve__rotated_key(c, l, h, j, row);
             for (i = 0; i < d; i++) sq += (double)row[i] * row[i];
             norm = sqrt(sq) > 1e-12 ? sqrt(sq) : 1e-12;
             for (i = 0; i < d; i++) anchor[i] += row[i] / norm;
         }
         for (i = 0; i < d; i++) {
-            anchor[i] /= n;
+            anchor[i] /= scored;
             an += anchor[i] * anchor[i];
         }
         an = sqrt(an) > 1e-8 ? sqrt(an) : 1e-8;
@@ -2928,8 +2951,9 @@ static kve_result kve__slot_scores(kve_cache *c, int32_t l, int32_t h, kve__scor
             out[j] = (float)(x >> 40) * (1.0f / 16777216.0f);
         }
         return KVE_OK;
-    case KVE__FROM_LAGKV:
-        kve__lagkv_scores(c, l, h, order, out + cap, out);
+    case KVE__FROM_LAGKV: /* over the tokens scored (a chunk: its own tokens in order) */
+        for (j = 0; j < n && pos[order[j]] < c->score_from; j++) {}
+        kve__lagkv_scores(c, l, h, order + j, n - j, out + cap, out);
         return KVE_OK;
     case KVE__FROM_USER:
         return p->scorer(c, l, h, out, c->vtable_user);
@@ -2973,32 +2997,37 @@ static kve_result kve__shrink(kve_cache *c, int32_t l, int32_t h, int32_t target
                               kve__score_source src)
 {
     const kve_policy_config *p = &c->cfg.policy;
-    int32_t n = *kve__len(c, l, h), prefix, j;
+    int32_t n = *kve__len(c, l, h), prefix, j, older = 0;
     size_t cap = (size_t)c->cfg.capacity;
     int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
     unsigned char *keep = c->scratch_u8 + (size_t)h * cap;
     float *slot_score = c->scratch_f3 + (size_t)h * 2 * cap, *seq = slot_score + cap;
+    const int64_t *pos = kve__pos(c, l, h);
     unsigned char *keep_seq;
     kve_result r;
-    if (target >= n) return KVE_OK;
+    if (n <= 0) return KVE_OK;
+    kve__order_by_position(c, l, h, order, tmp);
+    /* a chunk (kve_compress_chunk): the older tokens stay, target counts the chunk's */
+    while (older < n && pos[order[older]] < c->score_from) older++;
+    if (target >= n - older) return KVE_OK;
     if (protect > target) protect = target;
     prefix = n - protect;
-    kve__order_by_position(c, l, h, order, tmp);
     memset(keep, 0, (size_t)n);
+    for (j = 0; j < older; j++) keep[order[j]] = 1;
     for (j = prefix; j < n; j++) keep[order[j]] = 1;
     if (target - protect > 0) {
         if ((r = kve__slot_scores(c, l, h, src, order, slot_score)) != KVE_OK) return r;
         /* token order for pooling; the pooled scores land in slot_score, reused as scratch */
-        for (j = 0; j < prefix; j++) seq[j] = slot_score[order[j]];
+        for (j = older; j < prefix; j++) seq[j - older] = slot_score[order[j]];
         if (src != KVE__FROM_ACCUMULATED && p->kernel > 1) {
-            kve_pool1d(seq, prefix, p->kernel, p->pooling, slot_score);
-            memcpy(seq, slot_score, (size_t)prefix * sizeof(float));
+            kve_pool1d(seq, prefix - older, p->kernel, p->pooling, slot_score);
+            memcpy(seq, slot_score, (size_t)(prefix - older) * sizeof(float));
         }
         /* tmp holds the heap, the byte scratch after `keep` is not free: reuse slot_score bytes */
         keep_seq = KVE__CAST(unsigned char *, slot_score);
-        kve_select_top(seq, prefix, target - protect, keep_seq, tmp);
-        for (j = 0; j < prefix; j++)
-            if (keep_seq[j]) keep[order[j]] = 1;
+        kve_select_top(seq, prefix - older, target - protect, keep_seq, tmp);
+        for (j = older; j < prefix; j++)
+            if (keep_seq[j - older]) keep[order[j]] = 1;
     }
     kve__keep_slots(c, l, h, keep); /* not the public call: heads run in parallel */
     return KVE_OK;
@@ -3425,6 +3454,33 @@ KVE_API kve_result kve_compress(kve_cache *c, int32_t layer)
     kve__changed(c);
     c->limit[layer] = c->budget[layer]; /* a compressed layer keeps its budget */
     return KVE_OK;
+}
+
+KVE_API kve_result kve_compress_chunk(kve_cache *c, int32_t layer, int64_t from)
+{
+    const kve_policy_config *p;
+    int32_t h, target[KVE_MAX_HEADS];
+    kve_result r;
+    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
+    p = &c->cfg.policy;
+    if (!kve__is_selecting(p->kind)) return KVE_ERROR_WRONG_POLICY;
+    if (p->allocation == KVE_ALLOCATION_ADAKV || p->chunk_length > 0) return KVE_ERROR_UNSUPPORTED;
+    if (p->compression_ratio <= 0.0 || from < 0 || from > KVE_MAX_POSITION)
+        return KVE_ERROR_INVALID_PARAMETER;
+    for (h = 0; h < c->cfg.n_kv_heads; h++) {
+        const int64_t *pos = kve__pos(c, layer, h);
+        int32_t s, m = 0;
+        int64_t keep;
+        for (s = 0; s < *kve__len(c, layer, h); s++) m += pos[s] >= from;
+        keep = (int64_t)((double)m * (1.0 - p->compression_ratio));
+        target[h] = keep < 1 ? 1 : (int32_t)keep;
+    }
+    kve__changed(c);
+    c->score_from = from;
+    r = kve__shrink_heads(c, layer, target, kve__policy_source(c));
+    c->score_from = INT64_MIN;
+    kve__window_sum_reset(c, layer);
+    return r;
 }
 
 KVE_API kve_result kve_compress_all(kve_cache *c)

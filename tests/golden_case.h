@@ -22,7 +22,8 @@ typedef struct gc_case {
     char kind[16], policy[32], pooling[16], gqa[16], rope[16], allocation[16], scorer[32];
     long n_layers, layer, n_heads, n_kv_heads, head_dim, q_len, window, capacity, kernel, beta;
     long steps, sinks, recent, pos_shift;
-    long lag_size, n_sink, chunk_length; /* kvpress parameters, by its names; -1 when absent */
+    long lag_size, cross_scoring, n_sink, chunk_length; /* kvpress parameters, by its names; -1 when
+                                                           absent (cross_scoring: 0) */
     double rope_theta, compression_ratio, alpha_safeguard;
     float *q, *k, *v; /* select: [head][token][dim], [kv_head][token][dim] (k and v) */
     long q_count, k_count, v_count;
@@ -122,6 +123,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
     c->pos_shift = -1;
     c->window = -1;
     c->lag_size = c->n_sink = c->chunk_length = -1;
+    c->cross_scoring = 0;
     c->alpha_safeguard = -1.0;
     gc_file = path;
     gc_line = 0;
@@ -152,7 +154,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         continue;                              \
     }
         GC_STR(kind) GC_STR(policy) GC_STR(pooling) GC_STR(gqa) GC_STR(rope) GC_STR(allocation)
-        GC_STR(scorer) GC_LONG(lag_size) GC_LONG(n_sink) GC_LONG(chunk_length)
+        GC_STR(scorer) GC_LONG(lag_size) GC_LONG(cross_scoring) GC_LONG(n_sink) GC_LONG(chunk_length)
         GC_LONG(n_layers) GC_LONG(layer) GC_LONG(n_heads) GC_LONG(n_kv_heads) GC_LONG(head_dim)
         GC_LONG(q_len) GC_LONG(window) GC_LONG(capacity) GC_LONG(kernel) GC_LONG(beta)
         GC_LONG(steps) GC_LONG(sinks) GC_LONG(recent) GC_LONG(pos_shift)

@@ -75,6 +75,7 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     if (gc->alpha_safeguard >= 0.0)
         cfg.policy.alpha_safeguard = gc->alpha_safeguard == 0.0 ? KVE_NO_SAFEGUARD : gc->alpha_safeguard;
     if (gc->lag_size > 0) cfg.policy.lag_size = (int32_t)gc->lag_size;
+    cfg.policy.cross_scoring = gc->cross_scoring != 0;
     if (gc->n_sink >= 0) cfg.policy.sinks = gc->n_sink == 0 ? KVE_NO_SINKS : (int32_t)gc->n_sink;
     if (!strcmp(name, "chunkkv")) { /* kvpress ChunkKVPress over the scorer named by `scorer` */
         if (gc->chunk_length < 1) gc_fail("a chunkkv case needs chunk_length", NULL);

@@ -891,6 +891,82 @@ static void test_pyramid_ratio_budgets(void)
     CHECK(checked == 144 && rounded_up > 0, "PyramidKV ratio: no budget rounded up (%d)", rounded_up);
 }
 
+/* kve_compress_chunk: each chunk is selected exactly as a cache holding only that chunk would
+   select it (kvpress ChunkPress), and the tokens before it stay */
+static void test_compress_chunk(void)
+{
+    static const kve_policy_kind kinds[] = {KVE_POLICY_KNORM, KVE_POLICY_KEYDIFF, KVE_POLICY_LAGKV,
+                                            KVE_POLICY_SNAPKV, KVE_POLICY_TOVA, KVE_POLICY_RANDOM};
+    size_t ki;
+    for (ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++) {
+        kve_config cfg = scorer_config(kinds[ki], ki % 2 ? KVE_KEYS_PRE_ROPE : KVE_KEYS_POST_ROPE);
+        tu_cache a, b;
+        static float q[30][64], k[30][32], v[30][32], out[10 * 64];
+        int chunk, p, h, same = 1, older_stay = 1;
+        cfg.policy.compression_ratio = 0.5;
+        cfg.policy.lag_size = 3;
+        cfg.policy.sinks = 2;
+        cfg.policy.window = kinds[ki] == KVE_POLICY_SNAPKV ? 3 : 0;
+        cfg.policy.kernel = kinds[ki] == KVE_POLICY_SNAPKV ? 3 : 0;
+        tu_seed(300 + ki);
+        for (p = 0; p < 30; p++) {
+            tu_fill(q[p], 64, 1.0f); tu_fill(k[p], 32, 1.0f); tu_fill(v[p], 32, 1.0f);
+        }
+        CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+        for (chunk = 0; chunk < 3; chunk++) {
+            int64_t ka[48], kb[48];
+            int na, nb, i, held_before = kve_length(&a.c, 0, 0);
+            CHECK_RESULT(kve_store_n(&a.c, 0, 10, NULL, k[10 * chunk], v[10 * chunk]), KVE_OK);
+            CHECK_RESULT(kve_prefill(&a.c, 0, 10, q[10 * chunk], NULL, out), KVE_OK);
+            CHECK_RESULT(kve_compress_chunk(&a.c, 0, 10 * chunk), KVE_OK);
+            CHECK_RESULT(kve_check(&a.c), KVE_OK);
+            older_stay &= kve_length(&a.c, 0, 0) == held_before + 5;
+            /* the same chunk alone */
+            CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+            for (p = 10 * chunk; p < 10 * chunk + 10; p++)
+                CHECK_RESULT(kve_store(&b.c, 0, p, k[p], v[p], NULL), KVE_OK);
+            CHECK_RESULT(kve_prefill(&b.c, 0, 10, q[10 * chunk], NULL, out), KVE_OK);
+            CHECK_RESULT(kve_compress(&b.c, 0), KVE_OK);
+            for (h = 0; h < 2; h++) {
+                na = kept_positions(&a.c, 0, h, ka);
+                nb = kept_positions(&b.c, 0, h, kb);
+                for (i = 0; i < na && ka[i] < 10 * chunk; i++) {}
+                same &= na - i == nb && !memcmp(ka + i, kb, (size_t)nb * sizeof(int64_t));
+            }
+            tu_close(&b);
+        }
+        /* afterwards a whole-layer compression sees every token again */
+        CHECK_RESULT(kve_compress(&a.c, 0), KVE_OK);
+        CHECK(kve_length(&a.c, 0, 1) == 7, "kind %d: after the chunks, kve_compress keeps %d of 15",
+              (int)kinds[ki], kve_length(&a.c, 0, 1));
+        CHECK(same, "kind %d: a chunk is not selected as it would be alone", (int)kinds[ki]);
+        CHECK(older_stay, "kind %d: compressing a chunk changed the tokens before it", (int)kinds[ki]);
+        tu_close(&a);
+    }
+    {
+        kve_config cfg = scorer_config(KVE_POLICY_KNORM, KVE_KEYS_POST_ROPE);
+        tu_cache t;
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        CHECK_RESULT(kve_compress_chunk(&t.c, 0, 0), KVE_ERROR_INVALID_PARAMETER); /* no ratio */
+        tu_close(&t);
+        cfg.policy.compression_ratio = 0.5;
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        CHECK_RESULT(kve_compress_chunk(&t.c, 0, -1), KVE_ERROR_INVALID_PARAMETER);
+        CHECK_RESULT(kve_compress_chunk(&t.c, 1, 0), KVE_ERROR_INDEX_OUT_OF_RANGE);
+        CHECK_RESULT(kve_compress_chunk(&t.c, 0, 0), KVE_OK); /* nothing held: nothing to do */
+        tu_close(&t);
+        cfg.policy.allocation = KVE_ALLOCATION_ADAKV;
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        CHECK_RESULT(kve_compress_chunk(&t.c, 0, 0), KVE_ERROR_UNSUPPORTED);
+        tu_close(&t);
+        cfg = scorer_config(KVE_POLICY_STREAMINGLLM, KVE_KEYS_POST_ROPE);
+        cfg.policy.compression_ratio = 0.5;
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        CHECK_RESULT(kve_compress_chunk(&t.c, 0, 0), KVE_ERROR_WRONG_POLICY);
+        tu_close(&t);
+    }
+}
+
 /* AdaKV: heads keep different counts summing to the layer's total; memory in use shrinks by
    exactly the dropped rows; alpha 1 is uniform */
 static void test_adakv_allocation(void)
@@ -996,6 +1072,7 @@ int main(void)
     test_lagkv_scored_at_boundary();
     test_lagkv_reference();
     test_pyramid_ratio_budgets();
+    test_compress_chunk();
     test_invalid_policy_params();
     return tu_summary("test_policies");
 }

@@ -156,6 +156,13 @@ CASES = [
     C("chunkkv-snapkv", "chunkkv", scorer="snapkv", q_len=40, ratio=0.5, chunk_length=8, window=8, kernel=5),
     C("chunkkv-snapkv-gqa-partial", "chunkkv", scorer="snapkv", n_heads=4, n_kv_heads=2, head_dim=16,
       q_len=44, ratio=0.25, chunk_length=6, window=6, kernel=3),
+    # cross_scoring: the softmax values themselves are compared across lags, so the selection
+    # depends on the scale of the per-token std (kvpress: unbiased); head_dim 4 makes a biased
+    # std sqrt(3/4) of it, and per-token amplitudes that vary a lot make that scale matter
+    C("lagkv-cross", "lagkv", head_dim=4, q_len=45, ratio=0.5, n_sink=3, lag_size=6, cross_scoring=True,
+      token_amp=1.0),
+    C("lagkv-cross-gqa", "lagkv", n_heads=4, n_kv_heads=2, head_dim=4, q_len=44, ratio=0.5, n_sink=3,
+      lag_size=6, cross_scoring=True, token_amp=1.0),
 ]
 
 ATTENTION_POLICIES = ("snapkv", "pyramidkv", "tova", "observed_attention")
@@ -265,6 +272,11 @@ def draw(c, seed):
         # (with q_scale -0.5 the second group's queries are halved: flatter attention)
         groups = H // KV
         q = q * torch.tensor([1.0 + c["q_scale"] * (h // groups) for h in range(H)]).view(1, H, 1, 1)
+    if c.get("token_amp"):
+        # per-token amplitudes exp(token_amp * N(0,1)) on keys and values (drawn last, so the
+        # other cases' draws are unchanged): spreads that differ a lot between tokens
+        k = k * torch.exp(c["token_amp"] * torch.randn(1, KV, L, 1, generator=g))
+        v = v * torch.exp(c["token_amp"] * torch.randn(1, KV, L, 1, generator=g))
     if c.get("ties"):
         # duplicate / sign-flip key rows around the cut: head 0 gets 3 equal norms for 1 slot,
         # head 1 gets 4 equal norms for 2 slots (KnormPress keeps the smallest norms)
@@ -283,7 +295,8 @@ def build_press(P, c, policy):
     if policy in ("knorm", "keydiff", "tova", "observed_attention"):
         return P[PRESS_CLASS[policy]](compression_ratio=ratio)
     if policy == "lagkv":
-        return P["LagKVPress"](compression_ratio=ratio, n_sink=c["n_sink"], lag_size=c["lag_size"])
+        return P["LagKVPress"](compression_ratio=ratio, n_sink=c["n_sink"], lag_size=c["lag_size"],
+                               cross_scoring=bool(c.get("cross_scoring")))
     if policy == "streaming_llm":
         return P["StreamingLLMPress"](compression_ratio=ratio, n_sink=c["n_sink"])
     if policy == "snapkv":
@@ -429,8 +442,18 @@ def run_case(P, c, seed):
                 for row in raw.reshape(-1, c["lag_size"]).tolist():
                     if len(set(row)) != len(row):
                         return None
-                notes.append("LagKV scoring branch: q_len >= n_sink + 2*lag_size; sink and tail (%d tokens) "
-                             "score 1, scored partitions get rank/lag_size" % (L - end + c["lag_size"]))
+                if c.get("cross_scoring"):
+                    notes.append("LagKV scoring branch: q_len >= n_sink + 2*lag_size; sink and tail (%d tokens) "
+                                 "score 1, scored partitions get (key softmax + value softmax)/2 itself "
+                                 "(cross_scoring: no rank), compared across partitions"
+                                 % (L - end + c["lag_size"]))
+                    sens = cross_sensitivity(P, c, press, module, k, v, scores, n_sel)
+                    if sens is None:
+                        return None
+                    notes.extend(sens)
+                else:
+                    notes.append("LagKV scoring branch: q_len >= n_sink + 2*lag_size; sink and tail (%d tokens) "
+                                 "score 1, scored partitions get rank/lag_size" % (L - end + c["lag_size"]))
             else:
                 notes.append("LagKV short branch: q_len < n_sink + 2*lag_size; sinks score 1, token n_sink+i "
                              "scores i/(q_len-n_sink)")
@@ -461,6 +484,68 @@ def run_case(P, c, seed):
     assert bool(torch.isfinite(scores).all())
     return dict(q=q, k=k, v=v, scores=scores[0].tolist(), scores_t=scores[0], keep=keep, notes=notes,
                 check=check, n_kept=n_kept)
+
+
+def judge_rejects(ref, kept):
+    """True when `kept` (positions) is not a valid top-k under the reference scores `ref` as
+    build/judge sees it (a kept score below a dropped one by more than 1e-6 relative)."""
+    lo = min(ref[p] for p in kept)
+    hi = max(ref[p] for p in range(len(ref)) if p not in kept)
+    return lo < hi - 1e-6 * abs(hi)
+
+
+def cross_sensitivity(P, c, press, module, k, v, scores, n_sel):
+    """LagKV cross_scoring: recompute kvpress's score() with torch.Tensor.std forced to the BIASED
+    estimator (unbiased=False) and, for comparison, with cross_scoring off (rank scoring). Returns
+    note lines, or None (redraw) unless the biased std changes the kept set of at least one head
+    so that build/judge rejects it, and rank scoring changes it too."""
+    KV, L = c["n_kv_heads"], c["q_len"]
+    dummy_hidden = torch.zeros(1, L, 1)
+    again = press.score(module, dummy_hidden, k, v, None, {})
+    assert torch.equal(again, scores), "LagKV score() is not reproducible"
+    orig_std = torch.Tensor.std
+    calls = []
+
+    def biased_std(self, *args, **kwargs):
+        calls.append(1)
+        kwargs["unbiased"] = False
+        return orig_std(self, *args, **kwargs)
+
+    torch.Tensor.std = biased_std
+    try:
+        biased = press.score(module, dummy_hidden, k, v, None, {})
+    finally:
+        torch.Tensor.std = orig_std
+    assert calls and torch.Tensor.std is orig_std, "the biased std was not used"
+    # the patched std is the biased one: sqrt((d-1)/d) times kvpress's std on any row
+    row = k[0, 0, :1]
+    assert torch.allclose(row.std(unbiased=False), row.std() * math.sqrt((row.shape[-1] - 1) / row.shape[-1]))
+    rank_press = P["LagKVPress"](compression_ratio=c["ratio"], n_sink=c["n_sink"], lag_size=c["lag_size"],
+                                 cross_scoring=False)
+    ranked = rank_press.score(module, dummy_hidden, k, v, None, {})
+    ref = scores[0].tolist()
+    caught, caught_rank = [], []
+    for h in range(KV):
+        if not cut_is_tied(biased[0, h].tolist(), n_sel):  # else its own choice would be ambiguous
+            kept = set(torch.topk(biased[0, h], n_sel).indices.tolist())
+            if judge_rejects(ref[h], kept):
+                caught.append(h)
+        # rank scores tie across lags (rank/lag_size repeats): count the head when the reference's
+        # kept set is no top-k of the rank scores (so every rank-based choice differs from it) and
+        # the reference's cut is wider than the judge's tolerance (so the judge rejects that choice)
+        kept = set(torch.topk(scores[0, h], n_sel).indices.tolist())
+        desc = sorted(ref[h], reverse=True)
+        if judge_rejects(ranked[0, h].tolist(), kept) and desc[n_sel] < desc[n_sel - 1] - 1e-6 * abs(desc[n_sel - 1]):
+            caught_rank.append(h)
+    if not caught or not caught_rank:
+        return None
+    return ["cross_scoring check: recomputing these scores with a BIASED std (torch.std(unbiased=False), "
+            "sqrt(%d/%d) of kvpress's unbiased one) changes the kept set of KV head(s) %s beyond the judge's "
+            "1e-6 tie tolerance" % (c["head_dim"] - 1, c["head_dim"], ",".join(map(str, caught))),
+            "cross_scoring check: rank scoring (cross_scoring off) would change the kept set of KV head(s) %s"
+            % ",".join(map(str, caught_rank)),
+            "cross_scoring check: draws where the biased std (or rank scoring) changed no head's kept set "
+            "were redrawn with another seed"]
 
 
 def pyramid_branch(c):
@@ -526,6 +611,8 @@ def write_case(path, c, seed, r):
         lines.append("alpha_safeguard %.17g" % c["alpha"])
     if c["policy"] == "lagkv":
         lines.append("lag_size %d" % c["lag_size"])
+        if c.get("cross_scoring"):
+            lines.append("cross_scoring 1")
     if c["policy"] in ("lagkv", "streaming_llm"):
         lines.append("n_sink %d" % c["n_sink"])
     if c["policy"] == "chunkkv":
@@ -576,6 +663,12 @@ def verify_file(path, c, r):
                       ("n_layers", str(c["n_layers"])), ("layer", str(c["layer"]))):
         assert recs[key] == [want], "%s is %r, want %r" % (key, recs[key], want)
     assert float(recs["compression_ratio"][0]) == c["ratio"]
+    if c.get("cross_scoring"):
+        order = list(recs)
+        assert recs["cross_scoring"] == ["1"] and order.index("cross_scoring") == order.index("lag_size") + 1, \
+            "cross_scoring 1 should follow lag_size"
+    else:
+        assert "cross_scoring" not in recs
     assert ("gqa" in recs) == (H > KV)
     for key in ("window", "kernel"):
         int(recs[key][0])
