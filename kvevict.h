@@ -152,6 +152,9 @@
                                and its int(target * alpha_safeguard) best (0.20; protected ones
                                count among them). Heads really keep different counts, so the
                                memory is freed (kvpress only masks); prompt compression only.
+   Composition (kvpress ComposedPress): kve_compress_with(cache, layer, &other_policy) compresses
+   with another policy's scorer, allocation and budget or ratio; then kve_compress (or another
+   kve_compress_with) goes on from what it kept.
    Chunked prompt compression (kvpress ChunkPress): store and prefill the prompt a chunk at a
    time and call kve_compress_chunk(cache, layer, first position of the chunk) after each; the
    chunk keeps max(1, int(m * (1 - compression_ratio))) of its m tokens, scored as if it were the
@@ -311,7 +314,8 @@
    -------
    0.4  Scorers x allocations: knorm, keydiff, tova, random, lagkv, observed_attention and your
         own kve_scorer_fn; AdaKV and pyramid allocation over any scorer; compression_ratio;
-        ChunkKV; chunked prompt compression (kve_compress_chunk); kve_read_rotated_key,
+        ChunkKV; chunked prompt compression (kve_compress_chunk); composition
+        (kve_compress_with); kve_read_rotated_key,
         kve_recorded_query; KVE_ERROR_UNSUPPORTED. New policy
         fields are appended (positional initialisers of kve_policy_config need them); saved
         state format 2.
@@ -692,6 +696,14 @@ KVE_API kve_result kve_state_load(kve_cache *cache, const void *buf, size_t byte
 /* ---- eviction ------------------------------------------------------------------------------- */
 KVE_API kve_result kve_compress(kve_cache *cache, int32_t layer); /* prompt compression */
 KVE_API kve_result kve_compress_all(kve_cache *cache);
+/* compresses `layer` with another policy's scorer, allocation and budget (kvpress ComposedPress:
+   one press after another, e.g. kve_compress_with(knorm at ratio 0.25), then kve_compress). The
+   cache must record what it scores from (KVE_ERROR_UNSUPPORTED otherwise): SnapKV/PyramidKV at
+   most the cache's own window of queries, TOVA one, H2O/observed_attention/scorers accumulated
+   attention, AdaKV a cache made with AdaKV. A cache whose own policy keeps the newest token keeps
+   it here too. */
+KVE_API kve_result kve_compress_with(kve_cache *cache, int32_t layer,
+                                     const kve_policy_config *policy);
 /* chunked prompt compression (kvpress ChunkPress): compresses only the tokens at positions >= from
    (the chunk just stored and prefilled), each head keeping max(1, int(m * (1 - ratio))) of its m,
    scored as if the chunk were the whole prompt; older tokens stay. A prompt much longer than the
@@ -2956,7 +2968,7 @@ static kve_result kve__slot_scores(kve_cache *c, int32_t l, int32_t h, kve__scor
         kve__lagkv_scores(c, l, h, order + j, n - j, out + cap, out);
         return KVE_OK;
     case KVE__FROM_USER:
-        return p->scorer(c, l, h, out, c->vtable_user);
+        return p->scorer(c, l, h, out, p->custom_user);
     }
     return KVE_ERROR_POLICY_FAILED;
 }
@@ -3454,6 +3466,42 @@ KVE_API kve_result kve_compress(kve_cache *c, int32_t layer)
     kve__changed(c);
     c->limit[layer] = c->budget[layer]; /* a compressed layer keeps its budget */
     return KVE_OK;
+}
+
+KVE_API kve_result kve_compress_with(kve_cache *c, int32_t layer, const kve_policy_config *policy)
+{
+    kve_config other;
+    kve_policy_config own;
+    kve__score_source src;
+    int other_drops_newest;
+    kve_result r;
+    if ((r = kve__check_layer(c, layer)) != KVE_OK) return r;
+    if (!policy) return KVE_ERROR_NULL_ARGUMENT;
+    other = c->cfg;
+    other.policy = *policy;
+    if ((r = kve__resolve_policy(&other, &other.policy)) != KVE_OK) return r;
+    if (!kve__is_selecting(other.policy.kind)) return KVE_ERROR_WRONG_POLICY;
+    own = c->cfg.policy;
+    c->cfg.policy = other.policy;
+    src = kve__policy_source(c);
+    other_drops_newest = kve__may_drop_newest(c);
+    c->cfg.policy = own;
+    /* what the other policy scores from must be recorded by this cache */
+    if ((src == KVE__FROM_WINDOW && (c->obs_window == 0 || other.policy.window > c->obs_window)) ||
+        (src == KVE__FROM_TOVA && c->obs_window == 0) ||
+        ((src == KVE__FROM_ACCUMULATED || src == KVE__FROM_OBSERVED) && !c->scores) ||
+        (other.policy.allocation == KVE_ALLOCATION_ADAKV && !c->ada_score))
+        return KVE_ERROR_UNSUPPORTED;
+    if (other_drops_newest && !kve__may_drop_newest(c)) { /* this cache keeps its newest token */
+        if (other.policy.chunk_length > 0) return KVE_ERROR_UNSUPPORTED;
+        other.policy.window = 1;
+    }
+    kve__changed(c);
+    c->cfg.policy = other.policy;
+    r = kve__select_compress(c, layer, src);
+    c->cfg.policy = own;
+    kve__window_sum_reset(c, layer);
+    return r;
 }
 
 KVE_API kve_result kve_compress_chunk(kve_cache *c, int32_t layer, int64_t from)

@@ -967,6 +967,90 @@ static void test_compress_chunk(void)
     }
 }
 
+/* kve_compress_with, then kve_compress: one policy after another (kvpress ComposedPress) equals
+   the second policy run on what the first kept */
+static void test_compress_with(void)
+{
+    kve_config own = scorer_config(KVE_POLICY_KNORM, KVE_KEYS_POST_ROPE), first;
+    kve_policy_config keydiff;
+    tu_cache a, b, c;
+    static float q[40][64], k[40][32], v[40][32];
+    float out[64];
+    int p, h, same = 1;
+    own.policy.compression_ratio = 0.5;
+    memset(&keydiff, 0, sizeof keydiff);
+    keydiff.kind = KVE_POLICY_KEYDIFF;
+    keydiff.compression_ratio = 0.25;
+    first = own;
+    first.policy = keydiff;
+    CHECK_RESULT(tu_open(&a, &own), KVE_OK);
+    CHECK_RESULT(tu_open(&b, &first), KVE_OK);
+    CHECK_RESULT(tu_open(&c, &own), KVE_OK);
+    tu_seed(55);
+    for (p = 0; p < 40; p++) {
+        tu_fill(q[p], 64, 1.0f); tu_fill(k[p], 32, 1.0f); tu_fill(v[p], 32, 1.0f);
+        CHECK_RESULT(kve_store(&a.c, 0, p, k[p], v[p], NULL), KVE_OK);
+        CHECK_RESULT(kve_store(&b.c, 0, p, k[p], v[p], NULL), KVE_OK);
+    }
+    CHECK_RESULT(kve_compress_with(&a.c, 0, &keydiff), KVE_OK);
+    CHECK_RESULT(kve_compress(&a.c, 0), KVE_OK);
+    CHECK_RESULT(kve_compress(&b.c, 0), KVE_OK);
+    /* c: the second policy over head 1's survivors of the first (knorm scores each token alone) */
+    for (p = 0; p < 40; p++) {
+        int held = 0, s;
+        for (s = 0; s < kve_length(&b.c, 0, 1); s++) held |= kve_slot_position(&b.c, 0, 1, s) == p;
+        if (held) CHECK_RESULT(kve_store(&c.c, 0, p, k[p], v[p], NULL), KVE_OK);
+    }
+    CHECK_RESULT(kve_compress(&c.c, 0), KVE_OK);
+    {
+        int64_t ka[48], kc[48];
+        int na = kept_positions(&a.c, 0, 1, ka), nc = kept_positions(&c.c, 0, 1, kc);
+        same = na == 15 && nc == 15 && !memcmp(ka, kc, sizeof ka[0] * 15);
+    }
+    CHECK(same, "keydiff then knorm differs from knorm over keydiff's survivors");
+    tu_close(&a); tu_close(&b); tu_close(&c);
+
+    /* what the cache does not record is refused; its own newest token stays */
+    {
+        kve_config sc = scorer_config(KVE_POLICY_SNAPKV, KVE_KEYS_PRE_ROPE);
+        kve_policy_config other;
+        int held = 0;
+        sc.policy.window = 4;
+        CHECK_RESULT(tu_open(&a, &sc), KVE_OK);
+        tu_seed(56);
+        for (p = 0; p < 40; p++) {
+            float qq[64], kk[32], vv[32];
+            tu_fill(qq, 64, 1.0f); tu_fill(kk, 32, 1.0f); tu_fill(vv, 32, 1.0f);
+            if (p == 39) for (h = 0; h < 32; h++) kk[h] *= 40.0f; /* knorm would drop it */
+            CHECK_RESULT(kve_store(&a.c, 0, p, kk, vv, NULL), KVE_OK);
+            CHECK_RESULT(kve_attend(&a.c, 0, qq, out), KVE_OK);
+        }
+        memset(&other, 0, sizeof other);
+        CHECK_RESULT(kve_compress_with(&a.c, 0, NULL), KVE_ERROR_NULL_ARGUMENT);
+        other.kind = KVE_POLICY_SNAPKV; other.window = 8; other.budget = 20;
+        CHECK_RESULT(kve_compress_with(&a.c, 0, &other), KVE_ERROR_UNSUPPORTED); /* 8 > 4 recorded */
+        other.kind = KVE_POLICY_OBSERVED_ATTENTION; other.window = 0;
+        CHECK_RESULT(kve_compress_with(&a.c, 0, &other), KVE_ERROR_UNSUPPORTED); /* no scores */
+        other.kind = KVE_POLICY_KNORM; other.allocation = KVE_ALLOCATION_ADAKV;
+        CHECK_RESULT(kve_compress_with(&a.c, 0, &other), KVE_ERROR_UNSUPPORTED);
+        other.allocation = KVE_ALLOCATION_DEFAULT; other.compression_ratio = 2.0;
+        CHECK_RESULT(kve_compress_with(&a.c, 0, &other), KVE_ERROR_INVALID_PARAMETER);
+        other.kind = KVE_POLICY_STREAMINGLLM; other.compression_ratio = 0.0;
+        CHECK_RESULT(kve_compress_with(&a.c, 0, &other), KVE_ERROR_WRONG_POLICY);
+        CHECK_RESULT(kve_compress_with(&a.c, 3, &other), KVE_ERROR_INDEX_OUT_OF_RANGE);
+        other.kind = KVE_POLICY_KNORM; other.compression_ratio = 0.5;
+        CHECK(kve_length(&a.c, 0, 0) == 40, "a refused composition changed the cache");
+        CHECK_RESULT(kve_compress_with(&a.c, 0, &other), KVE_OK);
+        CHECK_RESULT(kve_check(&a.c), KVE_OK);
+        for (p = 0; p < kve_length(&a.c, 0, 0); p++) held |= kve_slot_position(&a.c, 0, 0, p) == 39;
+        CHECK(held && kve_length(&a.c, 0, 0) == 20, "SnapKV cache: knorm dropped its newest token");
+        other.kind = KVE_POLICY_TOVA; other.compression_ratio = 0.5;
+        CHECK_RESULT(kve_compress_with(&a.c, 0, &other), KVE_OK); /* one recorded query is enough */
+        CHECK(kve_length(&a.c, 0, 0) == 10, "TOVA after knorm keeps %d", kve_length(&a.c, 0, 0));
+        tu_close(&a);
+    }
+}
+
 /* AdaKV: heads keep different counts summing to the layer's total; memory in use shrinks by
    exactly the dropped rows; alpha 1 is uniform */
 static void test_adakv_allocation(void)
@@ -1073,6 +1157,7 @@ int main(void)
     test_lagkv_reference();
     test_pyramid_ratio_budgets();
     test_compress_chunk();
+    test_compress_with();
     test_invalid_policy_params();
     return tu_summary("test_policies");
 }
