@@ -137,6 +137,14 @@
                                value). Fewer than sinks + 2 lags: sinks 1, the rest by age.
        KVE_POLICY_OBSERVED_ATTENTION  attention summed over the queries, divided by how many could
                                see the token (newest - position + 1), group-reduced (mean)
+       KVE_POLICY_EXPECTED_ATTENTION  the attention future queries should pay: the mean mu and
+                               covariance S of every query past the first `sinks` (4), the RoPE
+                               rotation averaged over the next n_future_positions (512) positions
+                               Rm, then per query head softmax over keys past the sinks of
+                               (Rm mu).k / sqrt(d) + k^T Rm S Rm^T k / (2 d), group mean, + epsilon,
+                               times ||v|| (no_covariance, no_vnorm drop those terms); the sinks
+                               are kept. The statistics cost n_heads*head_dim^2 doubles a layer and
+                               keep counting removed queries (kve_remove cannot take them out).
        KVE_POLICY_SCORER       your kve_scorer_fn (see examples/custom_policy.c)
    These scorers keep kvpress's defaults: window 0 protects nothing (set window to keep the newest
    tokens), no pooling (set pooling and kernel to pool), gqa mean, decode GROW. The keys they
@@ -243,12 +251,13 @@
    All integers little-endian; floats IEEE binary32 little-endian; K/V rows at their type, each
    element little-endian (q8_0: its f16 scale, then 32 int8).
        "KVEVICTS", u32 version = 2, u32 reserved = 0, u64 total bytes
-       30 x i64: n_layers, n_heads, n_kv_heads, head_dim, capacity, rope_layout, rope_theta (bits
+       34 x i64: n_layers, n_heads, n_kv_heads, head_dim, capacity, rope_layout, rope_theta (bits
                  of the double), rope_dims, rope_linear_factor (bits), key_storage, k_type, v_type,
                  policy kind, budget, window, kernel, pooling, gqa, beta, sinks, pos_shift, decode,
                  evict_batch, allocation, compression_ratio (bits), alpha_safeguard (bits),
-                 lag_size, chunk_length, cross_scoring, seed (all resolved: n_threads, the custom
-                 policy and the scorer function are not saved)
+                 lag_size, chunk_length, cross_scoring, seed, n_future_positions, no_covariance,
+                 no_vnorm, epsilon (bits) (all resolved: n_threads, the custom policy and the
+                 scorer function are not saved)
        per layer: i32 limit, i64 newest, i64 tokens stored, i32 ring_next
            per KV head: i32 len, len x i64 positions, len K rows, len V rows,
                [StreamingLLM post-RoPE pos-shift] min(sinks, len) x head_dim f32 pre-RoPE sinks,
@@ -256,6 +265,8 @@
            [SnapKV, PyramidKV, custom] i32 nq <= window, nq x (i64 position, n_heads*head_dim f32)
                recorded queries, oldest first
            [H2O] window x i64 recent positions (ring)
+           [expected attention] i64 queries counted, n_heads*head_dim f64 their sum, and (with
+               the covariance) n_heads*head_dim*head_dim f64 the sum of their outer products
        u64 checksum: h = 0xcbf29ce484222325; h = (h ^ w) * 0x100000001b3 for each little-endian
            64-bit word w of everything before it, then for each trailing byte
    kve_state_load checks the magic, version, size and checksum, that the configuration equals the
@@ -314,7 +325,7 @@
    -------
    0.4  Scorers x allocations: knorm, keydiff, tova, random, lagkv, observed_attention and your
         own kve_scorer_fn; AdaKV and pyramid allocation over any scorer; compression_ratio;
-        ChunkKV; chunked prompt compression (kve_compress_chunk); composition
+        expected_attention; ChunkKV; chunked prompt compression (kve_compress_chunk); composition
         (kve_compress_with); kve_read_rotated_key,
         kve_recorded_query; KVE_ERROR_UNSUPPORTED. New policy
         fields are appended (positional initialisers of kve_policy_config need them); saved
@@ -440,7 +451,8 @@ typedef enum kve_policy_kind {
     KVE_POLICY_RANDOM,             /* a seeded random score: the baseline */
     KVE_POLICY_LAGKV,              /* key/value spread relative to the next lag of tokens */
     KVE_POLICY_OBSERVED_ATTENTION, /* attention received, averaged over the queries that saw it */
-    KVE_POLICY_SCORER              /* your kve_scorer_fn */
+    KVE_POLICY_SCORER,             /* your kve_scorer_fn */
+    KVE_POLICY_EXPECTED_ATTENTION  /* the attention future queries are expected to pay */
 } kve_policy_kind;
 
 /* how many tokens each layer and KV head keeps */
@@ -530,6 +542,12 @@ typedef struct kve_policy_config {
     int32_t cross_scoring;    /* LagKV: nonzero scores by softmax value, not rank within a lag */
     uint64_t seed;            /* random */
     kve_scorer_fn scorer;     /* KVE_POLICY_SCORER */
+    /* expected attention: the queries' statistics (past the `sinks`), averaged over the RoPE of
+       the next n_future_positions positions (0 = 512); no_covariance, no_vnorm turn off kvpress's
+       use_covariance and use_vnorm; epsilon is added before the value-norm scaling */
+    int32_t n_future_positions;
+    int32_t no_covariance, no_vnorm;
+    double epsilon;
 } kve_policy_config;
 
 typedef struct kve_config {
@@ -606,6 +624,9 @@ typedef struct kve_cache {
     float *scratch_f3;             /* [n_kv_heads][2*capacity] */
     int32_t *scratch_i1, *scratch_i2; /* [n_kv_heads][capacity] */
     unsigned char *scratch_u8;     /* [n_kv_heads][capacity] */
+    int64_t *qstat_count;          /* expected attention: [layer] queries in the statistics, */
+    double *qstat_sum, *qstat_outer; /* [layer][n_heads][head_dim] their sum, and
+                                      [layer][n_heads][head_dim][head_dim] of q q^T (or NULL) */
     int64_t score_from;            /* during kve_compress_chunk: only tokens at positions >= it
                                       are scored and selected; INT64_MIN otherwise */
     float *ada_score;              /* AdaKV: [n_kv_heads * capacity] candidates of one layer */
@@ -1112,7 +1133,7 @@ static int64_t kve__pyramid_prefix(int64_t C, int64_t w, int64_t beta, int32_t n
 /* the scorers that keep kvpress's defaults: nothing protected (window 0 = none), no pooling */
 static int kve__is_scorer_kind(kve_policy_kind k)
 {
-    return k >= KVE_POLICY_KNORM && k <= KVE_POLICY_SCORER;
+    return k >= KVE_POLICY_KNORM && k <= KVE_POLICY_EXPECTED_ATTENTION;
 }
 
 /* policies that select by a score (and so take an allocation and a compression ratio) */
@@ -1125,7 +1146,7 @@ static int kve__is_selecting(kve_policy_kind k)
 static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
 {
     int scorer_kind;
-    if ((int)p->kind < 0 || p->kind > KVE_POLICY_SCORER) return KVE_ERROR_INVALID_ENUM;
+    if ((int)p->kind < 0 || p->kind > KVE_POLICY_EXPECTED_ATTENTION) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->pooling < 0 || p->pooling > KVE_POOL_NONE) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->gqa < 0 || p->gqa > KVE_REDUCE_SUM) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->pos_shift < 0 || p->pos_shift > KVE_POS_SHIFT_OFF) return KVE_ERROR_INVALID_ENUM;
@@ -1134,10 +1155,12 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
     if (p->kind == KVE_POLICY_DEFAULT) p->kind = KVE_POLICY_FULL;
     scorer_kind = kve__is_scorer_kind(p->kind);
     if (p->budget < 0 || p->window < 0 || p->kernel < 0 || p->beta < 0 || p->evict_batch < 0 ||
-        p->sinks < KVE_NO_SINKS || p->lag_size < 0 || p->chunk_length < 0)
+        p->sinks < KVE_NO_SINKS || p->lag_size < 0 || p->chunk_length < 0 ||
+        p->n_future_positions < 0)
         return KVE_ERROR_INVALID_PARAMETER;
     /* written so that NaN fails too */
     if (!(p->compression_ratio >= 0.0 && p->compression_ratio < 1.0)) return KVE_ERROR_INVALID_PARAMETER;
+    if (!(p->epsilon >= 0.0 && p->epsilon < 1e30)) return KVE_ERROR_INVALID_PARAMETER;
     if (!((p->alpha_safeguard >= 0.0 && p->alpha_safeguard <= 1.0) ||
           p->alpha_safeguard == KVE_NO_SAFEGUARD))
         return KVE_ERROR_INVALID_PARAMETER;
@@ -1162,6 +1185,9 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
     if (p->alpha_safeguard == KVE_NO_SAFEGUARD) p->alpha_safeguard = 0.0;
     if (p->lag_size == 0) p->lag_size = 128;
     p->cross_scoring = p->cross_scoring != 0;
+    if (p->n_future_positions == 0) p->n_future_positions = 512;
+    p->no_covariance = p->no_covariance != 0;
+    p->no_vnorm = p->no_vnorm != 0;
 
     if (p->budget > c->capacity) return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
     if (!kve__is_selecting(p->kind) &&
@@ -1290,7 +1316,8 @@ KVE_API kve_result kve_buffer_bytes(const kve_config *cfg, kve_layout layout, si
 /* One plan feeds both kve_cache_size() and kve_cache_init(), so they cannot disagree. */
 typedef struct kve__plan {
     size_t generation, limit, budget, pos, len, newest, stored, ring_next, sink_anchor_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
-        query_pos, query_count, recent_pos, window_sum, window_sum_queries, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
+        query_pos, query_count, recent_pos, window_sum, window_sum_queries, qstat_count, qstat_sum,
+        qstat_outer, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
         scratch_f3, scratch_i1, scratch_i2, scratch_u8, ada_score, ada_index, ada_order, ada_keep,
         total;
     int32_t obs_window, sinks, wants_scores;
@@ -1362,6 +1389,11 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     kve__plan_add(&ok, &at, &p->recent_pos,
                   pc->kind == KVE_POLICY_H2O ? kve__mul(L, (size_t)pc->window, &ok) : 0,
                   sizeof(int64_t));
+    t = pc->kind == KVE_POLICY_EXPECTED_ATTENTION ? kve__mul(kve__mul(L, H, &ok), d, &ok) : 0;
+    kve__plan_add(&ok, &at, &p->qstat_count, t ? L : 0, sizeof(int64_t));
+    kve__plan_add(&ok, &at, &p->qstat_sum, t, sizeof(double));
+    kve__plan_add(&ok, &at, &p->qstat_outer, pc->no_covariance ? 0 : kve__mul(t, d, &ok),
+                  sizeof(double));
     kve__plan_add(&ok, &at, &p->freq, half, sizeof(double));
     t = c->key_storage == KVE_KEYS_PRE_ROPE && c->rope_layout != KVE_ROPE_NONE
             ? kve__mul(cap, half, &ok) /* the angle table of pre-RoPE keys */
@@ -1471,6 +1503,13 @@ static void kve__clear_state(kve_cache *c)
     for (l = 0; l < L; l++) kve__window_sum_reset(c, (int32_t)l);
     if (c->scores)
         memset(c->scores, 0, L * (size_t)c->cfg.n_heads * (size_t)c->cfg.capacity * sizeof(float));
+    if (c->qstat_count) {
+        size_t hd = (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim;
+        memset(c->qstat_count, 0, L * sizeof(int64_t));
+        memset(c->qstat_sum, 0, L * hd * sizeof(double));
+        if (c->qstat_outer)
+            memset(c->qstat_outer, 0, L * hd * (size_t)c->cfg.head_dim * sizeof(double));
+    }
 }
 
 static const kve_policy_vtable *kve__builtin_vtable(kve_policy_kind kind);
@@ -1573,6 +1612,13 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     cache->scratch_i2 = KVE__CAST(int32_t *, m + p.scratch_i2);
     cache->scratch_u8 = m + p.scratch_u8;
     cache->score_from = INT64_MIN;
+    {
+        int expected = c.policy.kind == KVE_POLICY_EXPECTED_ATTENTION;
+        cache->qstat_count = expected ? KVE__CAST(int64_t *, m + p.qstat_count) : NULL;
+        cache->qstat_sum = expected ? KVE__CAST(double *, m + p.qstat_sum) : NULL;
+        cache->qstat_outer = expected && !c.policy.no_covariance
+                                 ? KVE__CAST(double *, m + p.qstat_outer) : NULL;
+    }
     if (c.policy.allocation == KVE_ALLOCATION_ADAKV) {
         cache->ada_score = KVE__CAST(float *, m + p.ada_score);
         cache->ada_index = KVE__CAST(int32_t *, m + p.ada_index);
@@ -2065,10 +2111,30 @@ static void kve__rotate_queries(const kve_cache *c, const float *q, int32_t h,
     for (g = 0; g < G; g++) kve__rotate_cs(&c->cfg, qr + (size_t)g * (size_t)d, a->cs, a->sn);
 }
 
+/* expected attention: the sum and the sum of outer products of the queries past the sinks
+   (kvpress leaves out the first n_sink, which carry outliers) */
+static void kve__count_query(kve_cache *c, int32_t l, const float *q, int64_t qpos)
+{
+    size_t hd = (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim;
+    if (c->qstat_count && qpos >= c->cfg.policy.sinks) {
+        size_t d = (size_t)c->cfg.head_dim, i, j;
+        double *sum = c->qstat_sum + (size_t)l * hd;
+        for (i = 0; i < hd; i++) sum[i] += q[i];
+        if (c->qstat_outer)
+            for (i = 0; i < hd; i++) {
+                double *row = c->qstat_outer + ((size_t)l * hd + i) * d;
+                const float *qh = q + i / d * d;
+                for (j = 0; j < d; j++) row[j] += (double)q[i] * qh[j];
+            }
+        c->qstat_count[l]++;
+    }
+}
+
 static void kve__record_query(kve_cache *c, int32_t l, const float *q, int64_t qpos)
 {
     size_t w = (size_t)c->obs_window, hd = (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim;
     size_t at;
+    kve__count_query(c, l, q, qpos);
     if (w == 0) return;
     at = (size_t)(c->query_count[l] % (int64_t)w);
     memcpy(c->queries + ((size_t)l * w + at) * hd, q, hd * sizeof(float));
@@ -2295,8 +2361,11 @@ static void kve__observe(kve_cache *c, int32_t layer, int32_t nq, const float *q
     int32_t i;
     kve__changed(c);
     if (c->window_sum) c->window_sum_queries[layer] = -1; /* recorded without weights */
-    for (i = nq > c->obs_window ? nq - c->obs_window : 0; i < nq; i++)
-        kve__record_query(c, layer, q + (size_t)i * hd, q_pos ? q_pos[i] : newest - nq + 1 + i);
+    for (i = 0; i < nq; i++) /* the last `window` recorded, every one counted */
+        if (i >= nq - c->obs_window)
+            kve__record_query(c, layer, q + (size_t)i * hd, q_pos ? q_pos[i] : newest - nq + 1 + i);
+        else
+            kve__count_query(c, layer, q + (size_t)i * hd, q_pos ? q_pos[i] : newest - nq + 1 + i);
     c->limit[layer] = c->budget[layer];
 }
 
@@ -2755,7 +2824,8 @@ typedef enum kve__score_source {
     KVE__FROM_TOVA,
     KVE__FROM_RANDOM,
     KVE__FROM_LAGKV,
-    KVE__FROM_USER
+    KVE__FROM_USER,
+    KVE__FROM_EXPECTED
 } kve__score_source;
 
 static kve__score_source kve__policy_source(const kve_cache *c)
@@ -2769,6 +2839,7 @@ static kve__score_source kve__policy_source(const kve_cache *c)
     case KVE_POLICY_RANDOM: return KVE__FROM_RANDOM;
     case KVE_POLICY_LAGKV: return KVE__FROM_LAGKV;
     case KVE_POLICY_SCORER: return KVE__FROM_USER;
+    case KVE_POLICY_EXPECTED_ATTENTION: return KVE__FROM_EXPECTED;
     default: return KVE__FROM_WINDOW;
     }
 }
@@ -2953,6 +3024,7 @@ static kve_result kve__slot_scores(kve_cache *c, int32_t l, int32_t h, kve__scor
         return KVE_OK;
     }
     case KVE__FROM_TOVA:
+    case KVE__FROM_EXPECTED: /* computed for all heads beforehand (kve__prepare_scores) */
         memcpy(out, c->scratch_f1 + (size_t)h * cap, (size_t)n * sizeof(float));
         return KVE_OK;
     case KVE__FROM_RANDOM:
@@ -3000,6 +3072,110 @@ static kve_result kve__tova_prepare(kve_cache *c, int32_t l)
             row[j] = sum / (float)(to - from);
         }
     }
+    return KVE_OK;
+}
+
+/* Expected attention (kvpress ExpectedAttentionPress) into row h of scratch_f1 for every KV head.
+   With the queries' mean mu and covariance S (past the sinks) and Rm the RoPE rotation averaged
+   over the next n_future_positions positions, a key k scores, per query head,
+       mu.u / sqrt(d) + u^T S u / (2 d),   u = Rm^T k   (= (Rm mu).k and k^T Rm S Rm^T k),
+   softmaxed over the scored keys, averaged over the group, plus epsilon, times the value's norm.
+   The first `sinks` tokens (of the chunk, under kve_compress_chunk) score the highest + 1. */
+static kve_result kve__expected_prepare(kve_cache *c, int32_t l)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t Hk = c->cfg.n_kv_heads, G = c->group, d = c->cfg.head_dim, h, g, j, i, t;
+    int32_t half = c->cfg.rope_layout == KVE_ROPE_NONE ? 0 : c->cfg.rope_dims / 2;
+    size_t cap = (size_t)c->cfg.capacity, hd = (size_t)c->cfg.n_heads * (size_t)d;
+    int64_t N = c->qstat_count[l], from = c->newest[l] + 1;
+    double cbar[KVE_MAX_HEAD_DIM / 2], sbar[KVE_MAX_HEAD_DIM / 2], u[KVE_MAX_HEAD_DIM];
+    double mu[KVE_MAX_HEAD_DIM];
+    float key[KVE_MAX_HEAD_DIM], top = -INFINITY;
+    if (N == 0) return KVE_ERROR_NO_QUERIES;
+    for (i = 0; i < half; i++) {
+        double cs = 0.0, sn = 0.0;
+        for (t = 0; t < p->n_future_positions; t++) {
+            double angle = ((double)(from + t) / c->cfg.rope_linear_factor) * c->freq[i];
+            cs += cos(angle);
+            sn += sin(angle);
+        }
+        cbar[i] = cs / p->n_future_positions;
+        sbar[i] = sn / p->n_future_positions;
+    }
+    for (h = 0; h < Hk; h++) {
+        int32_t n = *kve__len(c, l, h), older = 0;
+        int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
+        unsigned char *role = c->scratch_u8 + (size_t)h * cap; /* 0 scored, 1 sink, 2 not scored */
+        const int64_t *pos = kve__pos(c, l, h);
+        float *row = c->scratch_f1 + (size_t)h * cap;
+        kve__order_by_position(c, l, h, order, tmp);
+        while (older < n && pos[order[older]] < c->score_from) older++;
+        for (j = 0; j < n; j++) role[order[j]] = j < older ? 2 : j < older + p->sinks ? 1 : 0;
+        for (j = 0; j < n; j++) {
+            row[j] = 0.0f;
+            if (role[j]) continue;
+            kve__rotated_key(c, l, h, j, key);
+            for (i = 0; i < d; i++) u[i] = key[i];
+            for (i = 0; i < half; i++) { /* u = Rm^T k, pair by pair */
+                int32_t a = c->cfg.rope_layout == KVE_ROPE_HALF ? i : 2 * i;
+                int32_t b = c->cfg.rope_layout == KVE_ROPE_HALF ? i + half : 2 * i + 1;
+                u[a] = cbar[i] * key[a] + sbar[i] * key[b];
+                u[b] = -sbar[i] * key[a] + cbar[i] * key[b];
+            }
+            for (g = 0; g < G; g++) {
+                size_t qh = (size_t)(h * G + g);
+                const double *sum = c->qstat_sum + (size_t)l * hd + qh * (size_t)d;
+                double m = 0.0, logit;
+                for (i = 0; i < d; i++) m += (mu[i] = sum[i] / (double)N) * u[i];
+                logit = m / sqrt((double)d);
+                if (c->qstat_outer) {
+                    const double *outer = c->qstat_outer + ((size_t)l * hd + qh * (size_t)d) * (size_t)d;
+                    double quad = 0.0;
+                    for (i = 0; i < d; i++) {
+                        double r = 0.0;
+                        int32_t k;
+                        for (k = 0; k < d; k++) r += outer[(size_t)i * (size_t)d + (size_t)k] * u[k];
+                        quad += u[i] * r;
+                    }
+                    logit += (quad / (double)N - m * m) / (double)d / 2.0;
+                }
+                c->scratch_f2[qh * cap + (size_t)j] = (float)logit;
+            }
+        }
+        for (g = 0; g < G; g++) { /* softmax over the scored keys, summed over the group */
+            float *lg = c->scratch_f2 + (size_t)(h * G + g) * cap, mx = -INFINITY, total = 0.0f;
+            for (j = 0; j < n; j++)
+                if (!role[j] && lg[j] > mx) mx = lg[j];
+            for (j = 0; j < n; j++)
+                if (!role[j]) total += (lg[j] = expf(lg[j] - mx));
+            for (j = 0; j < n; j++)
+                if (!role[j]) row[j] += lg[j] / total;
+        }
+        for (j = 0; j < n; j++) {
+            if (role[j]) continue;
+            row[j] /= (float)G;
+            if (!p->no_vnorm) {
+                double sq = 0.0;
+                kve__decode(c->cfg.v_type, kve__vptr(c, l, h, j), d, key);
+                for (i = 0; i < d; i++) sq += (double)key[i] * key[i];
+                row[j] = (row[j] + (float)p->epsilon) * (float)sqrt(sq);
+            }
+            if (row[j] > top) top = row[j];
+        }
+    }
+    for (h = 0; h < Hk; h++) { /* the sinks above everything, as kvpress pads them */
+        unsigned char *role = c->scratch_u8 + (size_t)h * cap;
+        for (j = 0; j < *kve__len(c, l, h); j++)
+            if (role[j] == 1) c->scratch_f1[(size_t)h * cap + (size_t)j] = top + 1.0f;
+    }
+    return KVE_OK;
+}
+
+/* the scorers that score every head at once, before the heads are selected */
+static kve_result kve__prepare_scores(kve_cache *c, int32_t l, kve__score_source src)
+{
+    if (src == KVE__FROM_TOVA) return kve__tova_prepare(c, l);
+    if (src == KVE__FROM_EXPECTED) return kve__expected_prepare(c, l);
     return KVE_OK;
 }
 
@@ -3123,10 +3299,8 @@ static kve_result kve__shrink_heads(kve_cache *c, int32_t l, const int32_t *targ
     kve_result r = KVE_OK;
     int nt = src == KVE__FROM_USER ? 1 : kve__threads(c, kve__work_is_large(c, l, p->window));
     (void)nt;
-    if (src == KVE__FROM_TOVA) {
-        for (h = 0; h < Hk && target[h] < 0; h++) {}
-        if (h < Hk && (r = kve__tova_prepare(c, l)) != KVE_OK) return r;
-    }
+    for (h = 0; h < Hk && target[h] < 0; h++) {}
+    if (h < Hk && (r = kve__prepare_scores(c, l, src)) != KVE_OK) return r;
     KVE__OMP("omp parallel for schedule(static) num_threads(nt) if(nt > 1)")
     for (h = 0; h < Hk; h++) {
         kve_result rh;
@@ -3197,7 +3371,7 @@ static kve_result kve__adakv_compress(kve_cache *c, int32_t l, kve__score_source
     size_t cap = (size_t)c->cfg.capacity;
     int64_t total = 0, forced = 0, rest;
     kve_result r;
-    if (src == KVE__FROM_TOVA && (r = kve__tova_prepare(c, l)) != KVE_OK) return r;
+    if ((r = kve__prepare_scores(c, l, src)) != KVE_OK) return r;
     for (h = 0; h < Hk; h++) {
         int32_t n = *kve__len(c, l, h), prot, prefix, safe;
         int64_t target = kve__compress_target(c, l, n);
@@ -3273,7 +3447,7 @@ static kve_result kve__chunk_compress(kve_cache *c, int32_t l, kve__score_source
         for (h = 0; h < Hk; h++) targets[h] = (int32_t)target;
         return kve__shrink_heads(c, l, targets, src);
     }
-    if (src == KVE__FROM_TOVA && (r = kve__tova_prepare(c, l)) != KVE_OK) return r;
+    if ((r = kve__prepare_scores(c, l, src)) != KVE_OK) return r;
     prefix = n - (protect < n ? protect : n);
     for (h = 0; h < Hk; h++) {
         int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
@@ -3442,7 +3616,8 @@ static const kve_policy_vtable kve__vt_scorers[] = {
     {"random", 0, kve__scored_make_room, kve__scored_compress},
     {"lagkv", 0, kve__scored_make_room, kve__scored_compress},
     {"observed_attention", 1, kve__scored_make_room, kve__scored_compress},
-    {"scorer", 1, kve__scored_make_room, kve__scored_compress}};
+    {"scorer", 1, kve__scored_make_room, kve__scored_compress},
+    {"expected_attention", 0, kve__scored_make_room, kve__scored_compress}};
 
 static const kve_policy_vtable *kve__builtin_vtable(kve_policy_kind kind)
 {
@@ -3679,7 +3854,17 @@ static void kve__remove_layer(kve_cache *c, int32_t l, int64_t from, int64_t to)
     }
     if (streaming) c->ring_next[l] = S;
     c->stored[l] -= fewest; /* never below a head's length */
-    if (kve__max_position(c, l) < 0) c->stored[l] = 0; /* emptied: a new sequence */
+    if (kve__max_position(c, l) < 0) { /* emptied: a new sequence */
+        c->stored[l] = 0;
+        if (c->qstat_count) {
+            size_t hd = (size_t)c->cfg.n_heads * (size_t)c->cfg.head_dim;
+            c->qstat_count[l] = 0;
+            memset(c->qstat_sum + (size_t)l * hd, 0, hd * sizeof(double));
+            if (c->qstat_outer)
+                memset(c->qstat_outer + (size_t)l * hd * (size_t)c->cfg.head_dim, 0,
+                       hd * (size_t)c->cfg.head_dim * sizeof(double));
+        }
+    }
     /* a newest token a selection dropped (kve__may_drop_newest) stays the newest, unless removed */
     if (c->newest[l] < to || kve__max_position(c, l) < 0) c->newest[l] = kve__max_position(c, l);
     if (c->recent_pos) kve__rebuild_recent(c, l);
@@ -3815,7 +4000,10 @@ static int kve__same_config(const kve_config *a, const kve_config *b)
            p->allocation == q->allocation && p->compression_ratio == q->compression_ratio &&
            p->alpha_safeguard == q->alpha_safeguard && p->lag_size == q->lag_size &&
            p->chunk_length == q->chunk_length && p->cross_scoring == q->cross_scoring &&
-           p->seed == q->seed && p->scorer == q->scorer;
+           p->seed == q->seed && p->scorer == q->scorer &&
+           p->n_future_positions == q->n_future_positions &&
+           p->no_covariance == q->no_covariance && p->no_vnorm == q->no_vnorm &&
+           p->epsilon == q->epsilon;
 }
 
 static int kve__regions_overlap(const void *a, size_t an, const void *b, size_t bn)
@@ -3958,16 +4146,17 @@ static void kve__io_row(kve__io *io, kve_type t, int32_t d, size_t bytes, unsign
     if (!kve__finite(x, (size_t)d)) io->bad = 1;
 }
 
-/* the configuration, as 30 integers (doubles by their bits); CHECK notes any difference */
+/* the configuration, as 34 integers (doubles by their bits); CHECK notes any difference */
 static void kve__io_config(kve__io *io, const kve_config *c)
 {
     const kve_policy_config *p = &c->policy;
-    uint64_t theta, factor, ratio, alpha;
-    int64_t mine[30], i;
+    uint64_t theta, factor, ratio, alpha, epsilon;
+    int64_t mine[34], i;
     memcpy(&theta, &c->rope_theta, 8);
     memcpy(&factor, &c->rope_linear_factor, 8);
     memcpy(&ratio, &p->compression_ratio, 8);
     memcpy(&alpha, &p->alpha_safeguard, 8);
+    memcpy(&epsilon, &p->epsilon, 8);
     mine[0] = c->n_layers; mine[1] = c->n_heads; mine[2] = c->n_kv_heads; mine[3] = c->head_dim;
     mine[4] = c->capacity; mine[5] = c->rope_layout; mine[6] = (int64_t)theta;
     mine[7] = c->rope_dims; mine[8] = (int64_t)factor; mine[9] = c->key_storage;
@@ -3977,7 +4166,9 @@ static void kve__io_config(kve__io *io, const kve_config *c)
     mine[22] = p->evict_batch; mine[23] = p->allocation; mine[24] = (int64_t)ratio;
     mine[25] = (int64_t)alpha; mine[26] = p->lag_size; mine[27] = p->chunk_length;
     mine[28] = p->cross_scoring; mine[29] = (int64_t)p->seed;
-    for (i = 0; i < 30; i++)
+    mine[30] = p->n_future_positions; mine[31] = p->no_covariance; mine[32] = p->no_vnorm;
+    mine[33] = (int64_t)epsilon;
+    for (i = 0; i < 34; i++)
         if (kve__io_i64(io, mine[i]) != mine[i] && !io->bad) io->other_config = 1;
 }
 
@@ -4090,6 +4281,23 @@ static void kve__io_layer(kve_cache *c, kve__io *io, int32_t l)
             if (check && (p < -1 || p > newest)) io->bad = 1;
             if (load) *rp = p;
         }
+    if (c->qstat_count) { /* checked finite and a count >= 0; read into place only on LOAD */
+        size_t hd = (size_t)c->cfg.n_heads * (size_t)d, n = c->qstat_outer ? hd * (size_t)d : 0, k;
+        int64_t count = kve__io_i64(io, c->qstat_count[l]);
+        if (check && count < 0) io->bad = 1;
+        if (load) c->qstat_count[l] = count;
+        for (k = 0; k < hd + n && !io->bad; k++) {
+            double *x = k < hd ? c->qstat_sum + (size_t)l * hd + k
+                               : c->qstat_outer + (size_t)l * hd * (size_t)d + (k - hd);
+            uint64_t bits = 0;
+            double v;
+            memcpy(&bits, x, 8);
+            bits = kve__io_uint(io, bits, 8);
+            memcpy(&v, &bits, 8);
+            if (check && !(v > -1e300 && v < 1e300)) io->bad = 1;
+            if (load) *x = v;
+        }
+    }
 }
 
 static kve_result kve__state_walk(kve_cache *c, kve__io *io)

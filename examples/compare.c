@@ -17,8 +17,9 @@
          | pyramidkv:(as snapkv)[,beta=B] | h2o:capacity=C[,window=W][,gqa=..][,decode=..]
          | random:capacity=C[,window=W][,seed=S][,decode=..]
                   (keeps the window and random older tokens)
-         | knorm | keydiff | tova | lagkv | observed_attention :capacity=C[,window=W][,...]
-                  (kvpress's scorers; lagkv also sinks, lag_size, cross_scoring)
+         | knorm | keydiff | tova | lagkv | observed_attention | expected_attention
+                  :capacity=C[,window=W][,...] (kvpress's scorers; lagkv also sinks, lag_size,
+                  cross_scoring; expected_attention sinks, n_future_positions)
          and for every selecting method [,allocation=uniform|pyramid|adakv][,alpha_safeguard=A]
                   [,chunk_length=N] (compare --help lists every method's parameters)
    stream: teacher forcing one token at a time over the whole stream, each policy keeping the

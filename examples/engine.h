@@ -471,6 +471,8 @@ static const struct {
      "capacity window sinks lag_size cross_scoring decode evict_batch " SELECTING},
     {"observed_attention", KVE_POLICY_OBSERVED_ATTENTION,
      "capacity window gqa decode evict_batch " SELECTING},
+    {"expected_attention", KVE_POLICY_EXPECTED_ATTENTION,
+     "capacity window sinks n_future_positions decode evict_batch " SELECTING},
 #undef SELECTING
 };
 
@@ -509,7 +511,8 @@ static int spec_parse(const char *text, policy_spec *s)
     for (i = 0; i < n_names && strcmp(name, policy_names[i].name) != 0; i++) {}
     if (i == n_names) {
         fprintf(stderr, "error: unknown policy '%s' in '%s' (known: full, streamingllm, snapkv, "
-                "pyramidkv, h2o, random, knorm, keydiff, tova, lagkv, observed_attention)\n",
+                "pyramidkv, h2o, random, knorm, keydiff, tova, lagkv, observed_attention, "
+                "expected_attention)\n",
                 name, text);
         return 1;
     }
@@ -583,6 +586,7 @@ static int spec_parse(const char *text, policy_spec *s)
         else if (!strcmp(item, "allocation"))
             s->cfg.allocation = (kve_allocation)(KVE_ALLOCATION_UNIFORM + word);
         else if (!strcmp(item, "lag_size")) s->cfg.lag_size = (int32_t)v;
+        else if (!strcmp(item, "n_future_positions")) s->cfg.n_future_positions = (int32_t)v;
         else if (!strcmp(item, "chunk_length")) s->cfg.chunk_length = (int32_t)v;
         else if (!strcmp(item, "cross_scoring")) s->cfg.cross_scoring = v != 0;
     }

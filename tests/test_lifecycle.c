@@ -99,22 +99,23 @@ static void engine_attend(const kve_cache *c, int32_t layer, const float *q, flo
     }
 }
 
-/* where layer 0 starts in a saved state: the 24-byte header, then 30 configuration fields */
-#define LC_LAYER0 (24 + 30 * 8)
+/* where layer 0 starts in a saved state: the 24-byte header, then 34 configuration fields */
+#define LC_LAYER0 (24 + 34 * 8)
 
 static lc_case lc_cases[] = {
-    {"full", {KVE_POLICY_FULL, 0, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"streaming pos-shift", {KVE_POLICY_STREAMINGLLM, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 4, KVE_POS_SHIFT_ON, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"streaming no shift", {KVE_POLICY_STREAMINGLLM, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 3, KVE_POS_SHIFT_OFF, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"snapkv evict", {KVE_POLICY_SNAPKV, 24, 8, 5, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"pyramidkv evict", {KVE_POLICY_PYRAMIDKV, 24, 8, 5, KVE_POOL_AVG, KVE_REDUCE_MAX, 4, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"h2o", {KVE_POLICY_H2O, 24, 8, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"knorm evict", {KVE_POLICY_KNORM, 24, 4, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 3, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"tova evict", {KVE_POLICY_TOVA, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"knorm pyramid evict", {KVE_POLICY_KNORM, 24, 8, 0, KVE_POOL_DEFAULT, KVE_REDUCE_MAX, 4, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 2, NULL, NULL, KVE_ALLOCATION_PYRAMID, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"observed evict", {KVE_POLICY_OBSERVED_ATTENTION, 24, 4, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 2, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
-    {"lagkv evict", {KVE_POLICY_LAGKV, 24, 2, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 2, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 4, 0, 0, 0, NULL}},
-    {"streaming no sinks", {KVE_POLICY_STREAMINGLLM, 20, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, KVE_NO_SINKS, KVE_POS_SHIFT_ON, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL}},
+    {"full", {KVE_POLICY_FULL, 0, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"streaming pos-shift", {KVE_POLICY_STREAMINGLLM, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 4, KVE_POS_SHIFT_ON, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"streaming no shift", {KVE_POLICY_STREAMINGLLM, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 3, KVE_POS_SHIFT_OFF, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"snapkv evict", {KVE_POLICY_SNAPKV, 24, 8, 5, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"pyramidkv evict", {KVE_POLICY_PYRAMIDKV, 24, 8, 5, KVE_POOL_AVG, KVE_REDUCE_MAX, 4, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"h2o", {KVE_POLICY_H2O, 24, 8, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"knorm evict", {KVE_POLICY_KNORM, 24, 4, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 3, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"tova evict", {KVE_POLICY_TOVA, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"knorm pyramid evict", {KVE_POLICY_KNORM, 24, 8, 0, KVE_POOL_DEFAULT, KVE_REDUCE_MAX, 4, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 2, NULL, NULL, KVE_ALLOCATION_PYRAMID, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"observed evict", {KVE_POLICY_OBSERVED_ATTENTION, 24, 4, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 2, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"expected evict", {KVE_POLICY_EXPECTED_ATTENTION, 24, 2, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 2, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 3, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 16, 0, 0, 0.0}},
+    {"lagkv evict", {KVE_POLICY_LAGKV, 24, 2, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 2, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 4, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"streaming no sinks", {KVE_POLICY_STREAMINGLLM, 20, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, KVE_NO_SINKS, KVE_POS_SHIFT_ON, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
 };
 #define N_CASES ((int)(sizeof lc_cases / sizeof lc_cases[0]))
 
@@ -555,9 +556,11 @@ static void test_shift(void)
             }
             same = lc_same_steps(&a.c, &b.c, 14, 30, 12, &worst);
             /* observed_attention divides a token's attention by its distance to the newest
-               position (the queries that saw it, in a cache that was never shifted): a shift
-               changes that, as the manual says */
-            if (lc_cases[ci].policy.kind == KVE_POLICY_OBSERVED_ATTENTION) {
+               position (the queries that saw it, in a cache that was never shifted), expected
+               attention keeps the statistics of removed queries and looks ahead of the newest
+               position: a shift changes both, as the manual says */
+            if (lc_cases[ci].policy.kind == KVE_POLICY_OBSERVED_ATTENTION ||
+                lc_cases[ci].policy.kind == KVE_POLICY_EXPECTED_ATTENTION) {
                 tu_close(&a);
                 tu_close(&b);
                 continue;
@@ -859,7 +862,7 @@ static void test_state_content(void)
     }
     CHECK(caught > 0 && tried > 0, "no inconsistent state refused (%d tried)", tried);
     /* fields whose every change here is inconsistent: layer 0's limit, newest, stored, ring_next,
-       head 0's length and first position (offsets after the 24-byte header and 30 config fields) */
+       head 0's length and first position (offsets after the 24-byte header and 34 config fields) */
     {
         static const struct { size_t at; int bytes; uint64_t value; } edits[] = {
             {LC_LAYER0, 4, 0}, {LC_LAYER0, 4, 33}, {LC_LAYER0, 4, 1}, {LC_LAYER0, 4, 32}, {LC_LAYER0 + 4, 8, 1000}, {LC_LAYER0 + 4, 8, 38}, {LC_LAYER0 + 12, 8, 3}, {LC_LAYER0 + 20, 4, 0},

@@ -1051,6 +1051,132 @@ static void test_compress_with(void)
     }
 }
 
+/* expected attention written out again (kvpress ExpectedAttentionPress) in double precision with
+   explicit rotation matrices: the kept tokens are a top-k of the reference scores */
+static void rotation_matrix(kve_rope_layout layout, int d, double angle_scale, double pos,
+                            double *R)
+{
+    int i, half = d / 2;
+    memset(R, 0, sizeof(double) * (size_t)(d * d));
+    for (i = 0; i < half; i++) {
+        int a = layout == KVE_ROPE_HALF ? i : 2 * i, b = layout == KVE_ROPE_HALF ? i + half : 2 * i + 1;
+        double th = pos * angle_scale * pow(10000.0, -2.0 * i / d);
+        R[a * d + a] = cos(th); R[a * d + b] = -sin(th);
+        R[b * d + a] = sin(th); R[b * d + b] = cos(th);
+    }
+}
+
+static void test_expected_attention_reference(void)
+{
+    enum { H = 4, HK = 2, D = 16, L = 40, S = 4, NF = 16, KEEP = 20 };
+    int li, si;
+    for (li = 0; li < 2; li++)
+        for (si = 0; si < 2; si++) {
+            kve_rope_layout layout = li ? KVE_ROPE_HALF : KVE_ROPE_INTERLEAVED;
+            kve_config cfg;
+            tu_cache t;
+            static float q[L][H * D], k[L][HK * D], v[L][HK * D];
+            static double kr[L][HK * D], Rm[D * D], R[D * D];
+            float out[H * D];
+            int p, h, g, i, j, n;
+            double worst = 0.0;
+            memset(&cfg, 0, sizeof cfg);
+            cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = HK; cfg.head_dim = D; cfg.capacity = L;
+            cfg.rope_layout = layout; cfg.key_storage = si ? KVE_KEYS_PRE_ROPE : KVE_KEYS_POST_ROPE;
+            cfg.policy.kind = KVE_POLICY_EXPECTED_ATTENTION; cfg.policy.budget = KEEP;
+            cfg.policy.n_future_positions = NF; cfg.policy.sinks = S;
+            CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+            tu_seed(400 + (unsigned long long)(2 * li + si));
+            for (p = 0; p < L; p++) {
+                tu_fill(q[p], H * D, 1.0f); tu_fill(k[p], HK * D, 1.0f); tu_fill(v[p], HK * D, 1.0f);
+                for (i = 0; i < HK * D; i++) v[p][i] *= 1.0f + (float)(p % 3); /* value norms differ */
+                CHECK_RESULT(kve_store(&t.c, 0, p, k[p], v[p], NULL), KVE_OK);
+            }
+            {
+                float *o = (float *)tu_alloc(sizeof(float) * L * H * D);
+                CHECK_RESULT(kve_prefill(&t.c, 0, L, q[0], NULL, o), KVE_OK);
+                free(o);
+            }
+            (void)out;
+            /* keys after RoPE at their positions, and the rotation averaged over the future */
+            for (p = 0; p < L; p++) {
+                rotation_matrix(layout, D, 1.0, p, R);
+                for (h = 0; h < HK; h++)
+                    for (i = 0; i < D; i++) {
+                        double x = 0;
+                        for (j = 0; j < D; j++) x += R[i * D + j] * k[p][h * D + j];
+                        kr[p][h * D + i] = x;
+                    }
+            }
+            memset(Rm, 0, sizeof Rm);
+            for (p = L; p < L + NF; p++) {
+                rotation_matrix(layout, D, 1.0, p, R);
+                for (i = 0; i < D * D; i++) Rm[i] += R[i] / NF;
+            }
+            CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+            for (h = 0; h < HK; h++) {
+                double score[L], top = -1e300, worst_kept = 1e300, best_dropped = -1e300;
+                unsigned char kept[L] = {0};
+                for (p = 0; p < L; p++) score[p] = 0;
+                for (g = 0; g < H / HK; g++) {
+                    int qh = h * (H / HK) + g;
+                    double mu[D] = {0}, cov[D][D], mr[D], cr[D][D], tmp[D][D], lg[L], mx = -1e300, sum = 0;
+                    int a, b2;
+                    memset(cov, 0, sizeof cov);
+                    for (p = S; p < L; p++)
+                        for (i = 0; i < D; i++) mu[i] += q[p][qh * D + i] / (L - S);
+                    for (p = S; p < L; p++)
+                        for (a = 0; a < D; a++)
+                            for (b2 = 0; b2 < D; b2++)
+                                cov[a][b2] += (q[p][qh * D + a] - mu[a]) * (q[p][qh * D + b2] - mu[b2]) / (L - S);
+                    for (a = 0; a < D; a++) {
+                        mr[a] = 0;
+                        for (b2 = 0; b2 < D; b2++) mr[a] += Rm[a * D + b2] * mu[b2];
+                    }
+                    for (a = 0; a < D; a++)
+                        for (b2 = 0; b2 < D; b2++) {
+                            tmp[a][b2] = 0;
+                            for (i = 0; i < D; i++) tmp[a][b2] += Rm[a * D + i] * cov[i][b2];
+                        }
+                    for (a = 0; a < D; a++)
+                        for (b2 = 0; b2 < D; b2++) {
+                            cr[a][b2] = 0;
+                            for (i = 0; i < D; i++) cr[a][b2] += tmp[a][i] * Rm[b2 * D + i];
+                        }
+                    for (p = S; p < L; p++) {
+                        const double *key = kr[p] + h * D;
+                        double m = 0, quad = 0;
+                        for (a = 0; a < D; a++) m += mr[a] * key[a];
+                        for (a = 0; a < D; a++)
+                            for (b2 = 0; b2 < D; b2++) quad += key[a] * cr[a][b2] * key[b2];
+                        lg[p] = m / sqrt((double)D) + quad / D / 2;
+                        mx = lg[p] > mx ? lg[p] : mx;
+                    }
+                    for (p = S; p < L; p++) sum += exp(lg[p] - mx);
+                    for (p = S; p < L; p++) score[p] += exp(lg[p] - mx) / sum / (H / HK);
+                }
+                for (p = S; p < L; p++) {
+                    double vn = 0;
+                    for (i = 0; i < D; i++) vn += (double)v[p][h * D + i] * v[p][h * D + i];
+                    score[p] *= sqrt(vn);
+                    top = score[p] > top ? score[p] : top;
+                }
+                for (p = 0; p < S; p++) score[p] = top + 1;
+                n = kve_length(&t.c, 0, h);
+                for (i = 0; i < n; i++) kept[kve_slot_position(&t.c, 0, h, i)] = 1;
+                for (p = 0; p < L; p++) {
+                    if (kept[p] && score[p] < worst_kept) worst_kept = score[p];
+                    if (!kept[p] && score[p] > best_dropped) best_dropped = score[p];
+                }
+                worst = fmax(worst, best_dropped - worst_kept);
+                CHECK(n == KEEP && worst_kept >= best_dropped * (1 - 1e-5),
+                      "expected attention (%s, %s) head %d: kept %.9g below dropped %.9g",
+                      li ? "half" : "interleaved", si ? "pre" : "post", h, worst_kept, best_dropped);
+            }
+            tu_close(&t);
+        }
+}
+
 /* AdaKV: heads keep different counts summing to the layer's total; memory in use shrinks by
    exactly the dropped rows; alpha 1 is uniform */
 static void test_adakv_allocation(void)
@@ -1134,6 +1260,10 @@ static void test_invalid_policy_params(void)
                    x.policy.allocation = KVE_ALLOCATION_PYRAMID), KVE_ERROR_UNSUPPORTED);
     EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.budget = 8, x.policy.window = 8), KVE_ERROR_WINDOW_TOO_LARGE);
     EXPECT_POLICY((x.policy.kind = KVE_POLICY_KNORM, x.policy.budget = 1), KVE_OK); /* window 0 */
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_EXPECTED_ATTENTION, x.policy.n_future_positions = -1), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_EXPECTED_ATTENTION, x.policy.epsilon = -1e-3), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_EXPECTED_ATTENTION, x.policy.epsilon = NAN), KVE_ERROR_INVALID_PARAMETER);
+    EXPECT_POLICY((x.policy.kind = KVE_POLICY_EXPECTED_ATTENTION, x.policy.epsilon = 0.5, x.policy.no_covariance = 1), KVE_OK);
 #undef EXPECT_POLICY
 }
 
@@ -1158,6 +1288,7 @@ int main(void)
     test_pyramid_ratio_budgets();
     test_compress_chunk();
     test_compress_with();
+    test_expected_attention_reference();
     test_invalid_policy_params();
     return tu_summary("test_policies");
 }
