@@ -20,11 +20,13 @@ typedef struct gc_step {
 
 typedef struct gc_case {
     char kind[16], policy[32], pooling[16], gqa[16], rope[16], allocation[16], scorer[32];
+    char first[32]; /* composed: the policy of the first press ("" when absent) */
     long n_layers, layer, n_heads, n_kv_heads, head_dim, q_len, window, capacity, kernel, beta;
     long steps, sinks, recent, pos_shift;
     long lag_size, cross_scoring, n_sink, chunk_length; /* kvpress parameters, by its names; -1 when
                                                            absent (cross_scoring: 0) */
     double rope_theta, compression_ratio, alpha_safeguard;
+    double first_compression_ratio; /* composed: the first press's ratio (0 when absent) */
     float *q, *k, *v; /* select: [head][token][dim], [kv_head][token][dim] (k and v) */
     long q_count, k_count, v_count;
     /* expectations (judge only) */
@@ -154,7 +156,8 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         continue;                              \
     }
         GC_STR(kind) GC_STR(policy) GC_STR(pooling) GC_STR(gqa) GC_STR(rope) GC_STR(allocation)
-        GC_STR(scorer) GC_LONG(lag_size) GC_LONG(cross_scoring) GC_LONG(n_sink) GC_LONG(chunk_length)
+        GC_STR(scorer) GC_STR(first)
+        GC_LONG(lag_size) GC_LONG(cross_scoring) GC_LONG(n_sink) GC_LONG(chunk_length)
         GC_LONG(n_layers) GC_LONG(layer) GC_LONG(n_heads) GC_LONG(n_kv_heads) GC_LONG(head_dim)
         GC_LONG(q_len) GC_LONG(window) GC_LONG(capacity) GC_LONG(kernel) GC_LONG(beta)
         GC_LONG(steps) GC_LONG(sinks) GC_LONG(recent) GC_LONG(pos_shift)
@@ -166,6 +169,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         continue;                              \
     }
         GC_DOUBLE(rope_theta) GC_DOUBLE(compression_ratio) GC_DOUBLE(alpha_safeguard)
+        GC_DOUBLE(first_compression_ratio)
         if (!strcmp(key, "q") || !strcmp(key, "k") || !strcmp(key, "v")) {
             long n = gc_long(&p, key);
             gc_need(n, 1, key);
@@ -247,6 +251,8 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         if (c->compression_ratio <= 0.0) gc_need(c->capacity, 1, "capacity");
         if (c->compression_ratio < 0.0 || c->compression_ratio >= 1.0)
             gc_fail("compression_ratio must be in [0, 1)", NULL);
+        if (c->first_compression_ratio < 0.0 || c->first_compression_ratio >= 1.0)
+            gc_fail("first_compression_ratio must be in [0, 1)", NULL);
         gc_need(c->n_layers, 1, "n_layers");
         if (c->layer < 0 || c->layer >= c->n_layers) gc_fail("layer out of range", NULL);
         if (!c->q || c->q_count != c->n_heads * c->q_len * c->head_dim)

@@ -1,9 +1,10 @@
 /* build/judge CASE OUTPUT: judges build/kvcase's OUTPUT for CASE against the case's expectations,
    as the golden README says. select: the kept positions equal the reference's, or where scores
    tie, form a valid top-k (every kept prefix score >= every dropped one, 1e-6 relative) with the
-   whole window kept (ChunkKV: equal only). Cases whose scores cover every position (kvpress's)
-   judge every position. stream: every output within 1e-5 of the reference, relative to the step's
-   largest magnitude. Prints one line "PASS name" or "FAIL name: why"; exit status 0 or 1. */
+   whole window kept (ChunkKV and composed: equal only; ChunkPress: chunk by chunk, each chunk's
+   count and a valid top-k of that chunk's scores). Cases whose scores cover every position
+   (kvpress's) judge every position. stream: every output within 1e-5 of the reference, relative
+   to the step's largest magnitude. Prints one line "PASS name" or "FAIL name: why"; exit status 0 or 1. */
 #include "golden_case.h"
 #include <math.h>
 
@@ -14,6 +15,41 @@ static const char *case_name(const char *path)
 {
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
+}
+
+/* ChunkPress: every chunk [a, b) of chunk_length tokens keeps max(1, int((b - a) * (1 - ratio)))
+   of its positions, a valid top-k of the chunk's own scores (its window, if any, scores highest) */
+static int judge_chunks(const gc_case *c, long h, const unsigned char *kept, const char *name)
+{
+    long a, b, j, L = c->q_len, cl = c->chunk_length;
+    if (cl < 1 || !c->score[h] || c->score_n[h] != L) {
+        printf("FAIL %s: head %ld differs and the case has no chunk_length or scores\n", name, h);
+        return 1;
+    }
+    for (a = 0; a < L; a = b) {
+        double min_kept = INFINITY, max_dropped = -INFINITY;
+        long n = 0, want;
+        b = a + cl < L ? a + cl : L;
+        want = (long)((double)(b - a) * (1.0 - c->compression_ratio));
+        if (want < 1) want = 1;
+        for (j = a; j < b; j++) {
+            double s = c->score[h][j];
+            n += kept[j];
+            if (kept[j] && s < min_kept) min_kept = s;
+            if (!kept[j] && s > max_dropped) max_dropped = s;
+        }
+        if (n != want) {
+            printf("FAIL %s: head %ld keeps %ld of chunk [%ld, %ld), reference %ld\n", name, h, n, a, b,
+                   want);
+            return 1;
+        }
+        if (min_kept < max_dropped - TIE_TOLERANCE * fabs(max_dropped)) {
+            printf("FAIL %s: head %ld chunk [%ld, %ld) kept a score %.9g below a dropped %.9g\n", name, h,
+                   a, b, min_kept, max_dropped);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static int judge_select(const gc_case *c, FILE *out, const char *name)
@@ -41,6 +77,12 @@ static int judge_select(const gc_case *c, FILE *out, const char *name)
             free(got);
             return 1;
         }
+        if (i < n && !strcmp(c->policy, "composed")) {
+            /* the second press scored what the first kept: another first choice changes its scores */
+            printf("FAIL %s: head %ld keeps other positions than the reference\n", name, h);
+            free(got);
+            return 1;
+        }
         if (i < n) {
             /* differs: accept only a valid top-k under the reference's own scores (AdaKV's
                heads too: a head's safeguard and its share are its own best) */
@@ -58,6 +100,12 @@ static int judge_select(const gc_case *c, FILE *out, const char *name)
                     return 1;
                 }
                 kept[got[i]] = 1;
+            }
+            if (!strcmp(c->policy, "chunkpress")) { /* no window over the whole prompt: per chunk */
+                int bad = judge_chunks(c, h, kept, name);
+                free(got); free(kept);
+                if (bad) return 1;
+                continue;
             }
             for (j = prefix; j < c->q_len; j++)
                 if (!kept[j]) {

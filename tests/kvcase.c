@@ -2,6 +2,8 @@
    library computes, in the file's vocabulary:
      select cases: "keep <kv_head> <n> <positions ascending>" per KV head
      stream cases: "out <t> <n_heads*head_dim floats>" per step
+   chunkpress cases are stored, prefilled and compressed chunk by chunk (kve_compress_chunk);
+   composed cases call kve_compress_with(first policy), then kve_compress.
    The expectation lines of the file are never read. Exit 2 on a malformed file. */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
@@ -48,16 +50,36 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* a select case's policy or scorer name -> kind; 0 when unknown */
+static int policy_kind(const char *name, kve_policy_kind *kind)
+{
+    if (!strcmp(name, "snapkv")) *kind = KVE_POLICY_SNAPKV;
+    else if (!strcmp(name, "pyramidkv")) *kind = KVE_POLICY_PYRAMIDKV;
+    else if (!strcmp(name, "h2o")) *kind = KVE_POLICY_H2O;
+    else if (!strcmp(name, "knorm")) *kind = KVE_POLICY_KNORM;
+    else if (!strcmp(name, "keydiff")) *kind = KVE_POLICY_KEYDIFF;
+    else if (!strcmp(name, "tova")) *kind = KVE_POLICY_TOVA;
+    else if (!strcmp(name, "lagkv")) *kind = KVE_POLICY_LAGKV;
+    else if (!strcmp(name, "observed_attention")) *kind = KVE_POLICY_OBSERVED_ATTENTION;
+    else if (!strcmp(name, "streaming_llm")) *kind = KVE_POLICY_STREAMINGLLM;
+    else return 0;
+    return 1;
+}
+
 static void run_select(const gc_case *gc, kve_key_storage keys)
 {
     kve_config cfg;
     kve_cache c;
+    kve_policy_config first;
     float *kb, *vb, *q, *out, *kt, *vt;
     void *mem;
-    long H = gc->n_heads, Hk = gc->n_kv_heads, d = gc->head_dim, L = gc->q_len, t, h, i;
+    long H = gc->n_heads, Hk = gc->n_kv_heads, d = gc->head_dim, L = gc->q_len, t, h, i, a, b;
+    long chunk = L; /* chunkpress: the prompt is stored, prefilled and compressed a chunk at a time */
     int32_t layer = (int32_t)gc->layer;
     const char *name = gc->policy;
+    int composed = !strcmp(name, "composed"), chunked = !strcmp(name, "chunkpress");
     memset(&cfg, 0, sizeof cfg);
+    memset(&first, 0, sizeof first);
     cfg.n_layers = (int32_t)gc->n_layers;
     cfg.n_heads = (int32_t)H;
     cfg.n_kv_heads = (int32_t)Hk;
@@ -81,17 +103,19 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
         if (gc->chunk_length < 1) gc_fail("a chunkkv case needs chunk_length", NULL);
         cfg.policy.chunk_length = (int32_t)gc->chunk_length;
         name = gc->scorer;
+    } else if (chunked) { /* kvpress ChunkPress over `scorer`: kve_compress_chunk */
+        if (gc->chunk_length < 1) gc_fail("a chunkpress case needs chunk_length", NULL);
+        if (gc->compression_ratio <= 0.0) gc_fail("a chunkpress case needs compression_ratio", NULL);
+        chunk = gc->chunk_length;
+        name = gc->scorer;
+    } else if (composed) { /* kvpress ComposedPress([first, scorer]): kve_compress_with, kve_compress */
+        if (!policy_kind(gc->first, &first.kind))
+            gc_fail("unknown first policy of a composed case", gc->first);
+        first.compression_ratio = gc->first_compression_ratio;
+        first.decode = KVE_DECODE_GROW;
+        name = gc->scorer;
     }
-    if (!strcmp(name, "snapkv")) cfg.policy.kind = KVE_POLICY_SNAPKV;
-    else if (!strcmp(name, "pyramidkv")) cfg.policy.kind = KVE_POLICY_PYRAMIDKV;
-    else if (!strcmp(name, "h2o")) cfg.policy.kind = KVE_POLICY_H2O;
-    else if (!strcmp(name, "knorm")) cfg.policy.kind = KVE_POLICY_KNORM;
-    else if (!strcmp(name, "keydiff")) cfg.policy.kind = KVE_POLICY_KEYDIFF;
-    else if (!strcmp(name, "tova")) cfg.policy.kind = KVE_POLICY_TOVA;
-    else if (!strcmp(name, "lagkv")) cfg.policy.kind = KVE_POLICY_LAGKV;
-    else if (!strcmp(name, "observed_attention")) cfg.policy.kind = KVE_POLICY_OBSERVED_ATTENTION;
-    else if (!strcmp(name, "streaming_llm")) cfg.policy.kind = KVE_POLICY_STREAMINGLLM;
-    else gc_fail("unknown policy for a select case", name);
+    if (!policy_kind(name, &cfg.policy.kind)) gc_fail("unknown policy for a select case", name);
     if (!strcmp(gc->allocation, "adakv")) cfg.policy.allocation = KVE_ALLOCATION_ADAKV;
     else if (!strcmp(gc->allocation, "pyramid")) cfg.policy.allocation = KVE_ALLOCATION_PYRAMID;
     else if (!strcmp(gc->allocation, "uniform") || !gc->allocation[0]) cfg.policy.allocation = KVE_ALLOCATION_DEFAULT;
@@ -105,23 +129,29 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     else gc_fail("gqa must be mean or max", gc->gqa);
     c = open_cache(&cfg, &kb, &vb, &mem);
 
-    /* store the prompt's keys and values (zero when the case has none), then prefill */
+    /* store the prompt's keys and values (zero when the case has none), then prefill; chunkpress:
+       chunk by chunk, each stored, prefilled and compressed (kve_compress_chunk) before the next */
     kt = (float *)xalloc((size_t)(Hk * d) * sizeof(float));
     vt = (float *)xalloc((size_t)(Hk * d) * sizeof(float));
-    for (t = 0; t < L; t++) {
-        for (h = 0; h < Hk; h++) {
-            memcpy(kt + h * d, gc->k + (h * L + t) * d, (size_t)d * sizeof(float));
-            if (gc->v) memcpy(vt + h * d, gc->v + (h * L + t) * d, (size_t)d * sizeof(float));
-        }
-        check(kve_store(&c, layer, t, kt, vt, NULL), "store");
-    }
     q = (float *)xalloc((size_t)(L * H * d) * sizeof(float));
     out = (float *)xalloc((size_t)(L * H * d) * sizeof(float));
     for (t = 0; t < L; t++)
         for (h = 0; h < H; h++)
             memcpy(q + (t * H + h) * d, gc->q + (h * L + t) * d, (size_t)d * sizeof(float));
-    check(kve_prefill(&c, layer, (int32_t)L, q, NULL, out), "prefill");
-    check(kve_compress(&c, layer), "compress");
+    for (a = 0; a < L; a = b) {
+        b = a + chunk < L ? a + chunk : L;
+        for (t = a; t < b; t++) {
+            for (h = 0; h < Hk; h++) {
+                memcpy(kt + h * d, gc->k + (h * L + t) * d, (size_t)d * sizeof(float));
+                if (gc->v) memcpy(vt + h * d, gc->v + (h * L + t) * d, (size_t)d * sizeof(float));
+            }
+            check(kve_store(&c, layer, t, kt, vt, NULL), "store");
+        }
+        check(kve_prefill(&c, layer, (int32_t)(b - a), q + a * H * d, NULL, out + a * H * d), "prefill");
+        if (chunked) check(kve_compress_chunk(&c, layer, a), "compress chunk");
+    }
+    if (composed) check(kve_compress_with(&c, layer, &first), "compress with the first policy");
+    if (!chunked) check(kve_compress(&c, layer), "compress");
     check(kve_check(&c), "check");
     for (h = 0; h < Hk; h++) {
         int32_t n = kve_length(&c, layer, (int32_t)h);

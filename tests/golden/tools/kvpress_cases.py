@@ -14,6 +14,9 @@ For every case the script draws float32 queries, keys and values from a seeded
 torch.Generator, calls the press's score() (recorded as "score" lines) and its compress()
 (from which the kept positions, "keep" lines, are recovered), checks the result and
 writes NN-kvpress-<what>.case into OUT_DIR. Each written file is read back and checked.
+ChunkPress cases record the inner press's score of each chunk on its own, concatenated;
+ComposedPress cases (Knorm then SnapKV, run through ComposedPress.forward_hook) record SnapKV's
+score of each position Knorm kept and -1e30 where Knorm dropped it.
 """
 
 import argparse
@@ -62,7 +65,9 @@ def install_transformers_stub():
         return m
 
     top_names = ["Cache", "QuantizedCache", "PreTrainedModel", "LlamaForCausalLM", "MistralForCausalLM",
-                 "Phi3ForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma3ForConditionalGeneration"]
+                 "Phi3ForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma3ForConditionalGeneration",
+                 # imported by kvzip_press, which composed_press imports
+                 "AutoTokenizer", "Gemma3PreTrainedModel", "PreTrainedTokenizer"]
     module("transformers", **{n: dummy(n) for n in top_names})
     module("transformers.models")
     for sub, attrs in [
@@ -106,6 +111,8 @@ def load_kvpress(kvdir):
         "PyramidKVPress": cls("pyramidkv_press", "PyramidKVPress"),
         "AdaKVPress": cls("adakv_press", "AdaKVPress"),
         "ChunkKVPress": cls("chunkkv_press", "ChunkKVPress"),
+        "ChunkPress": cls("chunk_press", "ChunkPress"),
+        "ComposedPress": cls("composed_press", "ComposedPress"),
     }
 
 
@@ -163,6 +170,17 @@ CASES = [
       token_amp=1.0),
     C("lagkv-cross-gqa", "lagkv", n_heads=4, n_kv_heads=2, head_dim=4, q_len=44, ratio=0.5, n_sink=3,
       lag_size=6, cross_scoring=True, token_amp=1.0),
+    # ChunkPress: every chunk of chunk_length tokens (the last one may be shorter) is compressed on
+    # its own by the inner press, keeping max(1, int(m * (1 - ratio))) of its m tokens per head
+    C("chunkpress-knorm", "chunkpress", scorer="knorm", q_len=40, ratio=0.5, chunk_length=12),
+    C("chunkpress-snapkv-gqa", "chunkpress", scorer="snapkv", n_heads=4, n_kv_heads=2, head_dim=16, q_len=44,
+      ratio=0.5, chunk_length=16, window=4, kernel=3),
+    C("chunkpress-keydiff", "chunkpress", scorer="keydiff", q_len=46, ratio=0.6, chunk_length=14),
+    # ComposedPress([KnormPress(first_ratio), SnapKVPress(ratio, window, kernel)])
+    C("composed-knorm-snapkv", "composed", first="knorm", first_ratio=0.25, scorer="snapkv", q_len=40,
+      ratio=0.5, window=6, kernel=5),
+    C("composed-knorm-snapkv-gqa", "composed", first="knorm", first_ratio=0.25, scorer="snapkv", n_heads=4,
+      n_kv_heads=2, head_dim=16, q_len=48, ratio=0.5, window=4, kernel=3),
 ]
 
 ATTENTION_POLICIES = ("snapkv", "pyramidkv", "tova", "observed_attention")
@@ -307,8 +325,173 @@ def build_press(P, c, policy):
     raise ValueError(policy)
 
 
+DROPPED = float(torch.tensor(-1e30, dtype=torch.float32))  # composed cases: score of a position the first press dropped
+
+
+def chunk_bounds(L, cl):
+    return [(a, min(a + cl, L)) for a in range(0, L, cl)]
+
+
+def run_chunkpress(P, c, seed):
+    """kvpress ChunkPress over Knorm, KeyDiff or SnapKV. Scores: the inner press's score() of every
+    chunk computed on that chunk alone (as ChunkPress calls it), concatenated."""
+    KV, L, cl, ratio = c["n_kv_heads"], c["q_len"], c["chunk_length"], c["ratio"]
+    q, k, v = draw(c, seed)
+    pos_values = torch.arange(L, dtype=torch.float32).view(1, 1, L, 1).expand(1, KV, L, c["head_dim"]).contiguous()
+    inner = build_press(P, c, c["scorer"])
+    press = P["ChunkPress"](press=inner, chunk_length=cl)
+    notes = []
+    if c["scorer"] == "snapkv":
+        # ChunkPress asserts attentions is None: SnapKV computes each chunk's window attention from
+        # the chunk's hidden_states (identity q_proj over the queries) with identity RoPE
+        module, hidden, kwargs = window_path(c, q)
+    else:
+        module, hidden, kwargs = make_module(c), torch.zeros(1, L, 1), {}
+    bounds = chunk_bounds(L, cl)
+    parts, counts = [], []
+    for a, b in bounds:
+        m = b - a
+        if c["scorer"] == "snapkv" and m <= c["window"]:
+            raise SystemExit("%s: chunk [%d, %d) is not longer than the window" % (c["what"], a, b))
+        part = inner.score(module, hidden[:, a:b], k[:, :, a:b], pos_values[:, :, a:b], None, kwargs)
+        n = max(1, floor_int(m * (1 - ratio), m * (1 - Fraction(str(ratio)))))
+        if c["scorer"] == "snapkv" and n < c["window"]:
+            raise SystemExit("%s: chunk [%d, %d) keeps %d < window" % (c["what"], a, b, n))
+        for h in range(KV):
+            if cut_is_tied(part[0, h].tolist(), n):
+                return None
+        parts.append(part)
+        counts.append(n)
+    scores = torch.cat(parts, dim=-1)
+    gk, gv = press.compress(module, hidden, k, pos_values, None, kwargs)
+    keep = positions_from_values(gv)
+    # the kept set of each head is, chunk by chunk, the top-n of that chunk's own scores
+    for h in range(KV):
+        for (a, b), part, n in zip(bounds, parts, counts):
+            top = sorted(a + i for i in torch.topk(part[0, h], n).indices.tolist())
+            assert [p for p in keep[h] if a <= p < b] == top, "head %d chunk [%d, %d)" % (h, a, b)
+    # scoring the whole prompt at once would select differently (else the case shows nothing)
+    whole = inner.score(module, hidden, k, pos_values, None, kwargs)
+    n_all = sum(counts)
+    differs = [h for h in range(KV) if sorted(torch.topk(whole[0, h], n_all).indices.tolist()) != keep[h]]
+    if not differs:
+        return None
+    sizes = [b - a for a, b in bounds]
+    notes.append("ChunkPress: chunks of %s tokens, each keeps max(1, int(m * (1 - ratio))) = %s per head, "
+                 "top-k within the chunk" % ("+".join(map(str, sizes)), "+".join(map(str, counts))))
+    notes.append("score lines: %s.score() of each chunk computed on that chunk alone (as ChunkPress calls it), "
+                 "concatenated" % PRESS_CLASS[c["scorer"]])
+    if c["scorer"] == "snapkv":
+        notes.append("SnapKV per chunk: the chunk's last %d queries attend to the chunk's keys only (causal), "
+                     "the chunk's last %d tokens score max+1 of that chunk" % (c["window"], c["window"]))
+    if c["scorer"] == "keydiff":
+        notes.append("KeyDiff per chunk: the anchor is the mean normalised key of the chunk")
+    notes.append("scoring the whole prompt at once and keeping %d would keep other positions in KV head(s) %s"
+                 % (n_all, ",".join(map(str, differs))))
+    return dict(q=q, k=k, v=v, scores=scores[0].tolist(), scores_t=scores[0], keep=keep, notes=notes,
+                check=dict(n_sel=n_all, chunk_counts=counts), n_kept=n_all)
+
+
+def composed_draw(c, seed):
+    """Random draws, then every key row rescaled to a permutation of its head's norms such that
+    KnormPress keeps the last `window` tokens and its kept tokens' norms increase with position:
+    torch.topk (sorted) then gathers them in position order, so kvpress's SnapKV, which takes the
+    last `window` entries of the compressed cache as the window (causal mask and max+1 padding by
+    index) and pools neighbours by index, sees them as they are in the prompt."""
+    q, k, v = draw(c, seed)
+    KV, L, w = c["n_kv_heads"], c["q_len"], c["window"]
+    L1 = floor_int(L * (1 - c["first_ratio"]), L * (1 - Fraction(str(c["first_ratio"]))))
+    for h in range(KV):
+        norms = k[0, h].norm(dim=-1)
+        order = torch.argsort(norms[:L - w]).tolist()
+        kept = sorted(order[:L1 - w]) + list(range(L - w, L))
+        dropped = [p for p in range(L) if p not in set(kept)]
+        dropped.sort(key=lambda p: float(norms[p]))
+        target = torch.sort(norms).values
+        new = torch.empty(L)
+        for i, p in enumerate(kept + dropped):
+            new[p] = target[i]
+        k[0, h] = k[0, h] * (new / norms).unsqueeze(-1)
+    return q, k.contiguous(), v, L1
+
+
+def gathered_positions(gv):
+    """positions per head in the order of the compressed cache (not sorted)"""
+    out = []
+    for h in range(gv.shape[1]):
+        rows = gv[0, h]
+        assert bool((rows == rows[:, :1]).all())
+        out.append([int(x) for x in rows[:, 0].tolist()])
+    return out
+
+
+def run_composed(P, c, seed):
+    """kvpress ComposedPress([KnormPress, SnapKVPress]) run through its forward_hook over a stand-in
+    cache, and again press by press (compress() in sequence) to recover the scores."""
+    KV, L, D, w = c["n_kv_heads"], c["q_len"], c["head_dim"], c["window"]
+    q, k, v, L1 = composed_draw(c, seed)
+    pos_values = torch.arange(L, dtype=torch.float32).view(1, 1, L, 1).expand(1, KV, L, D).contiguous()
+    first = P["KnormPress"](compression_ratio=c["first_ratio"])
+    second = build_press(P, c, "snapkv")
+    module, hidden, kwargs = window_path(c, q)
+    # the real ComposedPress: forward_hook over a cache holding (keys, positions as values)
+    composed = P["ComposedPress"]([first, second])
+    cache = types.SimpleNamespace(layers=[types.SimpleNamespace(keys=k.clone(), values=pos_values.clone())])
+    hook_kwargs = dict(kwargs, hidden_states=hidden, past_key_values=cache, cache_position=torch.arange(L))
+    composed.forward_hook(module, [], hook_kwargs, [None, None])
+    # press by press, as forward_hook does (hidden_states unchanged, keys/values from the previous press)
+    s1 = first.score(module, hidden, k, pos_values, None, kwargs)
+    for h in range(KV):
+        if cut_is_tied(s1[0, h].tolist(), L1):
+            return None
+    k1, v1 = first.compress(module, hidden, k, pos_values, None, kwargs)
+    order1 = gathered_positions(v1)
+    for h in range(KV):
+        if order1[h] != sorted(order1[h]) or not set(range(L - w, L)) <= set(order1[h]):
+            return None  # redraw: KnormPress's gather order is not the position order / window not kept
+    s2 = second.score(module, hidden, k1, v1, None, kwargs)
+    n2 = floor_int(L1 * (1 - c["ratio"]), L1 * (1 - Fraction(str(c["ratio"]))))
+    if n2 < w:
+        raise SystemExit("%s: SnapKV keeps %d < window %d" % (c["what"], n2, w))
+    for h in range(KV):
+        if cut_is_tied(s2[0, h].tolist(), n2):
+            return None
+    k2, v2 = second.compress(module, hidden, k1, v1, None, kwargs)
+    assert torch.equal(k2, cache.layers[0].keys) and torch.equal(v2, cache.layers[0].values), \
+        "compress() in sequence differs from ComposedPress.forward_hook"
+    keep = positions_from_values(v2)
+    scores = torch.full((KV, L), DROPPED, dtype=torch.float32)
+    for h in range(KV):
+        for j, p in enumerate(order1[h]):
+            scores[h, p] = s2[0, h, j]
+    # SnapKV alone over the whole prompt would keep other positions (else the first press did nothing)
+    sa = second.score(module, hidden, k, pos_values, None, kwargs)
+    differs = [h for h in range(KV) if sorted(torch.topk(sa[0, h], n2).indices.tolist()) != keep[h]]
+    notes = ["ComposedPress: KnormPress(%s) keeps int(%d * (1 - %s)) = %d per head, then SnapKVPress(%s, window %d, "
+             "kernel %d) keeps int(%d * (1 - %s)) = %d of those; run through ComposedPress.forward_hook and "
+             "again press by press (same result)" % (c["first_ratio"], L, c["first_ratio"], L1, c["ratio"], w,
+                                                     c["kernel"], L1, c["ratio"], n2),
+             "inputs: every key row rescaled to a permutation of its head's norms so that KnormPress keeps the "
+             "last %d tokens and gathers its kept tokens in position order (torch.topk returns them by score; "
+             "kvpress's SnapKV takes the last window entries of the compressed cache as the window and pools "
+             "by index)" % w,
+             "SnapKV over the compressed cache computes its window attention itself (attentions=None): the last "
+             "%d queries through an identity q_proj, identity RoPE" % w,
+             "score lines: SnapKV's score of each position KnormPress kept, -1e30 where KnormPress dropped it",
+             "the same SnapKV keeping %d of the uncompressed prompt would keep other positions in KV head(s) %s"
+             % (n2, ",".join(map(str, differs)) or "none")]
+    if not differs:
+        return None
+    return dict(q=q, k=k, v=v, scores=scores.tolist(), scores_t=scores, keep=keep, notes=notes,
+                check=dict(n_sel=n2, first_kept=[sorted(o) for o in order1]), n_kept=n2)
+
+
 def run_case(P, c, seed):
     """Returns dict(q, k, v, scores [KV][L], keep [KV][...], notes [...]) or None to redraw."""
+    if c["policy"] == "chunkpress":
+        return run_chunkpress(P, c, seed)
+    if c["policy"] == "composed":
+        return run_composed(P, c, seed)
     KV, L, D = c["n_kv_heads"], c["q_len"], c["head_dim"]
     q, k, v = draw(c, seed)
     exact_kept = L * (1 - Fraction(str(c["ratio"])))
@@ -569,6 +752,10 @@ def f32(x):
 
 
 def reference_name(c):
+    if c["policy"] == "chunkpress":
+        return "ChunkPress over %s" % PRESS_CLASS[c["scorer"]]
+    if c["policy"] == "composed":
+        return "ComposedPress([%s, %s])" % (PRESS_CLASS[c["first"]], PRESS_CLASS[c["scorer"]])
     if c["policy"] == "chunkkv":
         return "ChunkKVPress over %s" % PRESS_CLASS[c["scorer"]]
     if c["allocation"] == "adakv":
@@ -590,8 +777,11 @@ def write_case(path, c, seed, r):
         lines.append("# tied scores straddle the cut; the kept set is torch.topk's (CPU) choice among them")
     win = uses_window(c)
     lines += ["kind select",
-              "policy " + c["policy"],
-              "reference %s %s" % (REF, reference_name(c)),
+              "policy " + c["policy"]]
+    if c["policy"] == "composed":
+        lines += ["first " + c["first"],
+                  "first_compression_ratio %.17g" % c["first_ratio"]]
+    lines += ["reference %s %s" % (REF, reference_name(c)),
               "allocation " + c["allocation"],
               "n_layers %d" % c["n_layers"],
               "layer %d" % c["layer"],
@@ -615,14 +805,16 @@ def write_case(path, c, seed, r):
             lines.append("cross_scoring 1")
     if c["policy"] in ("lagkv", "streaming_llm"):
         lines.append("n_sink %d" % c["n_sink"])
-    if c["policy"] == "chunkkv":
+    if c["policy"] in ("chunkkv", "chunkpress"):
         lines.append("chunk_length %d" % c["chunk_length"])
+    if c["policy"] in ("chunkkv", "chunkpress", "composed"):
         lines.append("scorer " + c["scorer"])
     for tag, t in (("q", r["q"]), ("k", r["k"]), ("v", r["v"])):
         flat = t.reshape(-1).tolist()
         lines.append("%s %d %s" % (tag, len(flat), " ".join(f32(x) for x in flat)))
     for h in range(KV):
-        lines.append("score %d %d %s" % (h, L, " ".join(f32(x) for x in r["scores"][h])))
+        lines.append("score %d %d %s" % (h, L, " ".join("-1e30" if x == DROPPED else f32(x)
+                                                         for x in r["scores"][h])))
     for h in range(KV):
         lines.append("keep %d %d %s" % (h, len(r["keep"][h]), " ".join(str(p) for p in r["keep"][h])))
     with open(path, "w") as f:
@@ -663,6 +855,16 @@ def verify_file(path, c, r):
                       ("n_layers", str(c["n_layers"])), ("layer", str(c["layer"]))):
         assert recs[key] == [want], "%s is %r, want %r" % (key, recs[key], want)
     assert float(recs["compression_ratio"][0]) == c["ratio"]
+    if c["policy"] == "composed":
+        order = list(recs)
+        assert recs["first"] == [c["first"]] and float(recs["first_compression_ratio"][0]) == c["first_ratio"]
+        assert order.index("first") == order.index("policy") + 1 == order.index("first_compression_ratio") - 1
+    else:
+        assert "first" not in recs and "first_compression_ratio" not in recs
+    if c["policy"] in ("chunkpress", "chunkkv"):
+        assert recs["chunk_length"] == [str(c["chunk_length"])]
+    if c.get("scorer"):
+        assert recs["scorer"] == [c["scorer"]]
     if c.get("cross_scoring"):
         order = list(recs)
         assert recs["cross_scoring"] == ["1"] and order.index("cross_scoring") == order.index("lag_size") + 1, \
@@ -691,8 +893,18 @@ def verify_file(path, c, r):
         starts = sorted({p - p % cl for p in keeps[0]})
         assert len(starts) == ck["n_chunks_kept"], "kept chunks"
         assert keeps[0] == [p for s in starts for p in range(s, min(s + cl, L))], "partial chunks kept"
-    if c["policy"] != "chunkkv":
-        # the kept positions are the highest scores of their head (ties allowed only at the cut)
+    if "chunk_counts" in ck:
+        # chunk by chunk: the chunk's count, its highest scores (no tie at any chunk's cut)
+        for h in range(KV):
+            for (a, b), n in zip(chunk_bounds(L, c["chunk_length"]), ck["chunk_counts"]):
+                kept = [p for p in keeps[h] if a <= p < b]
+                assert len(kept) == n, "head %d chunk [%d, %d) keeps %d, expected %d" % (h, a, b, len(kept), n)
+                lo = min(scores[h][p] for p in kept)
+                hi = max((scores[h][p] for p in range(a, b) if p not in kept), default=-math.inf)
+                assert lo > hi, "head %d chunk [%d, %d): not its top %d" % (h, a, b, n)
+    elif c["policy"] != "chunkkv":
+        # the kept positions are the highest scores of their head (ties allowed only at the cut;
+        # composed: the positions the first press dropped score -1e30)
         for h in range(KV):
             kept = set(keeps[h])
             lo = min(scores[h][p] for p in kept)
@@ -700,6 +912,11 @@ def verify_file(path, c, r):
             assert lo >= hi, "head %d keeps a score below a dropped one" % h
             if not c.get("ties"):
                 assert lo > hi, "head %d: tie at the cut" % h
+    if "first_kept" in ck:
+        for h in range(KV):
+            fk = ck["first_kept"][h]
+            assert set(keeps[h]) <= set(fk) and set(range(L - c["window"], L)) <= set(keeps[h])
+            assert [p for p in range(L) if scores[h][p] > -1e29] == fk, "head %d: -1e30 marks" % h
     return counts
 
 
@@ -727,7 +944,8 @@ def main():
         path = os.path.join(args.out_dir, name)
         write_case(path, c, seed, r)
         counts = verify_file(path, c, r)
-        groups = [tie_groups(r["scores"][h]) for h in range(c["n_kv_heads"])]
+        groups = [tie_groups(r["scores"][h], exclude={p for p, x in enumerate(r["scores"][h]) if x == DROPPED})
+                  for h in range(c["n_kv_heads"])]
         tie_desc = ", ".join("h%d:%s" % (h, "+".join(str(len(g)) for g in gs) if gs else "-")
                              for h, gs in enumerate(groups))
         print("%-42s seed %-5d kept per KV head %-16s tie groups (sizes) %s"
