@@ -163,6 +163,8 @@
    Composition (kvpress ComposedPress): kve_compress_with(cache, layer, &other_policy) compresses
    with another policy's scorer, allocation and budget or ratio; then kve_compress (or another
    kve_compress_with) goes on from what it kept.
+   Per-layer budgets (kvpress PerLayerCompressionPress): kve_compress_with(cache, l, &policy) with
+   each layer's own compression_ratio (or budget), the cache's policy otherwise unchanged.
    Chunked prompt compression (kvpress ChunkPress): store and prefill the prompt a chunk at a
    time and call kve_compress_chunk(cache, layer, first position of the chunk) after each; the
    chunk keeps max(1, int(m * (1 - compression_ratio))) of its m tokens, scored as if it were the

@@ -1177,6 +1177,34 @@ static void test_expected_attention_reference(void)
         }
 }
 
+/* per-layer budgets (kvpress PerLayerCompressionPress): kve_compress_with, one ratio a layer */
+static void test_per_layer_ratios(void)
+{
+    static const double ratios[3] = {0.2, 0.5, 0.75};
+    kve_config cfg = scorer_config(KVE_POLICY_KNORM, KVE_KEYS_POST_ROPE);
+    tu_cache t;
+    float k[32], v[32];
+    int p, l, ok = 1;
+    cfg.n_layers = 3;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    tu_seed(71);
+    for (p = 0; p < 40; p++) {
+        tu_fill(k, 32, 1.0f); tu_fill(v, 32, 1.0f);
+        for (l = 0; l < 3; l++) CHECK_RESULT(kve_store(&t.c, l, p, k, v, NULL), KVE_OK);
+    }
+    for (l = 0; l < 3; l++) {
+        kve_policy_config layer_policy = cfg.policy;
+        layer_policy.compression_ratio = ratios[l];
+        CHECK_RESULT(kve_compress_with(&t.c, l, &layer_policy), KVE_OK);
+        ok &= kve_length(&t.c, l, 0) == (int)(40 * (1 - ratios[l])) &&
+              kve_length(&t.c, l, 1) == (int)(40 * (1 - ratios[l]));
+    }
+    CHECK(ok, "per-layer ratios: %d %d %d tokens", kve_length(&t.c, 0, 0), kve_length(&t.c, 1, 0),
+          kve_length(&t.c, 2, 0));
+    CHECK_RESULT(kve_check(&t.c), KVE_OK);
+    tu_close(&t);
+}
+
 /* AdaKV: heads keep different counts summing to the layer's total; memory in use shrinks by
    exactly the dropped rows; alpha 1 is uniform */
 static void test_adakv_allocation(void)
@@ -1289,6 +1317,7 @@ int main(void)
     test_compress_chunk();
     test_compress_with();
     test_expected_attention_reference();
+    test_per_layer_ratios();
     test_invalid_policy_params();
     return tu_summary("test_policies");
 }
