@@ -163,6 +163,10 @@
    Composition (kvpress ComposedPress): kve_compress_with(cache, layer, &other_policy) compresses
    with another policy's scorer, allocation and budget or ratio; then kve_compress (or another
    kve_compress_with) goes on from what it kept.
+   Positions (kvpress KeyRerotationPress, StreamingLLM's pos-shift for any policy): kve_rerotate
+   after a compression (or any eviction) renumbers each head's kept tokens 0, 1, ... and re-rotates
+   post-RoPE keys; the engine goes on at kve_newest_position() + 1. Without it the kept tokens keep
+   their original positions.
    Per-layer budgets (kvpress PerLayerCompressionPress): kve_compress_with(cache, l, &policy) with
    each layer's own compression_ratio (or budget), the cache's policy otherwise unchanged.
    Chunked prompt compression (kvpress ChunkPress): store and prefill the prompt a chunk at a
@@ -328,7 +332,7 @@
    0.4  Scorers x allocations: knorm, keydiff, tova, random, lagkv, observed_attention and your
         own kve_scorer_fn; AdaKV and pyramid allocation over any scorer; compression_ratio;
         expected_attention; ChunkKV; chunked prompt compression (kve_compress_chunk); composition
-        (kve_compress_with); kve_read_rotated_key,
+        (kve_compress_with); renumbering kept tokens (kve_rerotate); kve_read_rotated_key,
         kve_recorded_query; KVE_ERROR_UNSUPPORTED. New policy
         fields are appended (positional initialisers of kve_policy_config need them); saved
         state format 2.
@@ -707,6 +711,12 @@ KVE_API kve_result kve_remove(kve_cache *cache, int64_t from, int64_t to);
 /* adds delta to the positions in [from, to) in every layer, re-rotating post-RoPE keys; the order
    of positions must not change (KVE_ERROR_SHIFT_ORDER) */
 KVE_API kve_result kve_shift(kve_cache *cache, int64_t from, int64_t to, int64_t delta);
+/* renumbers each KV head of `layer` to consecutive positions 0 .. len-1 in order, re-rotating keys
+   stored after RoPE by the change (kvpress KeyRerotationPress, StreamingLLM's renumbering by cache
+   order, for any policy, e.g. right after kve_compress): the gaps evicted tokens left are closed.
+   Recorded queries are dropped; the next token is stored at kve_newest_position() + 1. Not for
+   StreamingLLM, which renumbers by itself (pos_shift). */
+KVE_API kve_result kve_rerotate(kve_cache *cache, int32_t layer);
 /* makes dst (initialised with the same configuration, n_threads aside, and its own buffers) an
    independent copy of src */
 KVE_API kve_result kve_cache_copy(kve_cache *dst, const kve_cache *src);
@@ -3924,6 +3934,50 @@ static int kve__rerotates(const kve_cache *c, int32_t slot)
 {
     return c->cfg.key_storage == KVE_KEYS_POST_ROPE && c->cfg.rope_layout != KVE_ROPE_NONE &&
            !(slot < c->sinks && kve__keeps_sink_copies(c));
+}
+
+KVE_API kve_result kve_rerotate(kve_cache *c, int32_t l)
+{
+    int32_t h, s, d = c->cfg.head_dim, longest = 0;
+    float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2], x[KVE_MAX_HEAD_DIM];
+    size_t cap;
+    kve_result r;
+    if ((r = kve__check_layer(c, l)) != KVE_OK) return r;
+    if (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM) return KVE_ERROR_WRONG_POLICY;
+    cap = (size_t)c->cfg.capacity;
+    if (c->cfg.k_type == KVE_TYPE_F16 || c->cfg.k_type == KVE_TYPE_Q8_0) {
+        /* a re-rotated key must still fit its type (rounding may have grown a pair's norm) */
+        for (h = 0; h < c->cfg.n_kv_heads; h++)
+            for (s = 0; s < *kve__len(c, l, h) && kve__rerotates(c, s); s++) {
+                kve__decode(c->cfg.k_type, kve__kptr(c, l, h, s), d, x);
+                if (!kve__fits(c->cfg.k_type, kve__max_magnitude(&c->cfg, x, d, c->cfg.rope_dims)))
+                    return KVE_ERROR_OUT_OF_TYPE_RANGE;
+            }
+    }
+    kve__changed(c);
+    for (h = 0; h < c->cfg.n_kv_heads; h++) {
+        int32_t n = *kve__len(c, l, h), rank;
+        int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
+        int64_t *pos = kve__pos(c, l, h);
+        kve__order_by_position(c, l, h, order, tmp);
+        for (rank = 0; rank < n; rank++) {
+            int32_t slot = order[rank];
+            int64_t delta = (int64_t)rank - pos[slot];
+            pos[slot] = rank;
+            if (delta == 0 || !kve__rerotates(c, slot)) continue;
+            kve__angles(&c->cfg, c->freq, delta, cs, sn); /* R(p + delta) = R(delta) R(p) */
+            kve__decode(c->cfg.k_type, kve__kptr(c, l, h, slot), d, x);
+            kve__rotate_cs(&c->cfg, x, cs, sn);
+            kve__encode(c->cfg.k_type, x, d, kve__kptr(c, l, h, slot));
+        }
+        if (n > longest) longest = n;
+    }
+    c->newest[l] = longest - 1;
+    /* the recorded queries and what was summed from them are by the old positions */
+    c->query_count[l] = 0;
+    kve__window_sum_reset(c, l);
+    if (c->recent_pos) kve__rebuild_recent(c, l);
+    return KVE_OK;
 }
 
 KVE_API kve_result kve_shift(kve_cache *c, int64_t from, int64_t to, int64_t delta)

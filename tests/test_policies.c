@@ -1205,6 +1205,84 @@ static void test_per_layer_ratios(void)
     tu_close(&t);
 }
 
+static kve_result minus_key_norm(const kve_cache *c, int32_t l, int32_t h, float *score, void *u)
+{
+    float x[16];
+    int32_t s, i;
+    (void)u;
+    for (s = 0; s < kve_length(c, l, h); s++) {
+        kve_read_rotated_key(c, l, h, s, x);
+        score[s] = 0.0f;
+        for (i = 0; i < 16; i++) score[s] -= x[i] * x[i];
+    }
+    return KVE_OK;
+}
+
+/* kve_rerotate: after a compression, the cache attends as one where each head's kept tokens had
+   been stored at positions 0, 1, ... (kvpress KeyRerotationPress), in both key storages */
+static void test_rerotate(void)
+{
+    int si;
+    for (si = 0; si < 2; si++) {
+        kve_config cfg = scorer_config(KVE_POLICY_KNORM, si ? KVE_KEYS_PRE_ROPE : KVE_KEYS_POST_ROPE);
+        tu_cache a, b;
+        static float q[60][64], k[60][32], v[60][32];
+        float oa[64], ob[64], kk[32], vv[32];
+        double worst = 0.0;
+        int p, h, i, r;
+        int64_t kept[2][48];
+        cfg.policy.compression_ratio = 0.5;
+        cfg.policy.kind = KVE_POLICY_SCORER; /* knorm's choice, with queries recorded */
+        cfg.policy.scorer = minus_key_norm;
+        cfg.policy.window = 2;
+        CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
+        CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
+        tu_seed(610 + (unsigned long long)si);
+        for (p = 0; p < 60; p++) {
+            tu_fill(q[p], 64, 1.0f); tu_fill(k[p], 32, 1.0f); tu_fill(v[p], 32, 1.0f);
+        }
+        for (p = 0; p < 40; p++) {
+            CHECK_RESULT(kve_store(&a.c, 0, p, k[p], v[p], NULL), KVE_OK);
+            CHECK_RESULT(kve_attend(&a.c, 0, q[p], oa), KVE_OK);
+        }
+        CHECK_RESULT(kve_compress(&a.c, 0), KVE_OK);
+        for (h = 0; h < 2; h++) CHECK(kept_positions(&a.c, 0, h, kept[h]) == 20, "rerotate: kept");
+        CHECK_RESULT(kve_rerotate(&a.c, 0), KVE_OK);
+        CHECK_RESULT(kve_check(&a.c), KVE_OK);
+        CHECK(kve_recorded_query(&a.c, 0, 0, NULL) == NULL, "rerotate: a query at an old position");
+        CHECK(kve_newest_position(&a.c, 0) == 19, "rerotate: newest %lld",
+              (long long)kve_newest_position(&a.c, 0));
+        /* b: each head's kept tokens stored directly at 0 .. 19 */
+        for (r = 0; r < 20; r++) {
+            for (h = 0; h < 2; h++)
+                for (i = 0; i < 16; i++) {
+                    kk[h * 16 + i] = k[kept[h][r]][h * 16 + i];
+                    vv[h * 16 + i] = v[kept[h][r]][h * 16 + i];
+                }
+            CHECK_RESULT(kve_store(&b.c, 0, r, kk, vv, NULL), KVE_OK);
+        }
+        for (p = 40; p < 60; p++) { /* the continuation, at the renumbered positions */
+            CHECK_RESULT(kve_store(&a.c, 0, p - 20, k[p], v[p], NULL), KVE_OK);
+            CHECK_RESULT(kve_store(&b.c, 0, p - 20, k[p], v[p], NULL), KVE_OK);
+            CHECK_RESULT(kve_attend(&a.c, 0, q[p], oa), KVE_OK);
+            CHECK_RESULT(kve_attend(&b.c, 0, q[p], ob), KVE_OK);
+            for (i = 0; i < 64; i++) worst = fmax(worst, fabs(oa[i] - ob[i]));
+        }
+        CHECK(worst < 1e-5, "rerotate (%s): differs from storing at consecutive positions by %.3g",
+              si ? "pre" : "post", worst);
+        tu_close(&a);
+        tu_close(&b);
+    }
+    {
+        kve_config cfg = scorer_config(KVE_POLICY_STREAMINGLLM, KVE_KEYS_POST_ROPE);
+        tu_cache t;
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        CHECK_RESULT(kve_rerotate(&t.c, 0), KVE_ERROR_WRONG_POLICY);
+        CHECK_RESULT(kve_rerotate(&t.c, 1), KVE_ERROR_INDEX_OUT_OF_RANGE);
+        tu_close(&t);
+    }
+}
+
 /* AdaKV: heads keep different counts summing to the layer's total; memory in use shrinks by
    exactly the dropped rows; alpha 1 is uniform */
 static void test_adakv_allocation(void)
@@ -1318,6 +1396,7 @@ int main(void)
     test_compress_with();
     test_expected_attention_reference();
     test_per_layer_ratios();
+    test_rerotate();
     test_invalid_policy_params();
     return tu_summary("test_policies");
 }
