@@ -21,10 +21,14 @@ typedef struct gc_step {
 typedef struct gc_case {
     char kind[16], policy[32], pooling[16], gqa[16], rope[16], allocation[16], scorer[32];
     char first[32]; /* composed: the policy of the first press ("" when absent) */
+    char vectors[16]; /* select: "pre_rope" when q and k are BEFORE RoPE (then `rope`, `rope_theta`
+                         say how to rotate them); "" or "post_rope": already rotated */
     long n_layers, layer, n_heads, n_kv_heads, head_dim, q_len, window, capacity, kernel, beta;
     long steps, sinks, recent, pos_shift;
     long lag_size, cross_scoring, n_sink, chunk_length; /* kvpress parameters, by its names; -1 when
                                                            absent (cross_scoring: 0) */
+    long n_future_positions, use_covariance, use_vnorm; /* expected attention; -1 when absent */
+    double epsilon;                                      /* expected attention; 0 when absent */
     double rope_theta, compression_ratio, alpha_safeguard;
     double first_compression_ratio; /* composed: the first press's ratio (0 when absent) */
     float *q, *k, *v; /* select: [head][token][dim], [kv_head][token][dim] (k and v) */
@@ -125,6 +129,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
     c->pos_shift = -1;
     c->window = -1;
     c->lag_size = c->n_sink = c->chunk_length = -1;
+    c->n_future_positions = c->use_covariance = c->use_vnorm = -1;
     c->cross_scoring = 0;
     c->alpha_safeguard = -1.0;
     gc_file = path;
@@ -156,8 +161,9 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         continue;                              \
     }
         GC_STR(kind) GC_STR(policy) GC_STR(pooling) GC_STR(gqa) GC_STR(rope) GC_STR(allocation)
-        GC_STR(scorer) GC_STR(first)
+        GC_STR(scorer) GC_STR(first) GC_STR(vectors)
         GC_LONG(lag_size) GC_LONG(cross_scoring) GC_LONG(n_sink) GC_LONG(chunk_length)
+        GC_LONG(n_future_positions) GC_LONG(use_covariance) GC_LONG(use_vnorm)
         GC_LONG(n_layers) GC_LONG(layer) GC_LONG(n_heads) GC_LONG(n_kv_heads) GC_LONG(head_dim)
         GC_LONG(q_len) GC_LONG(window) GC_LONG(capacity) GC_LONG(kernel) GC_LONG(beta)
         GC_LONG(steps) GC_LONG(sinks) GC_LONG(recent) GC_LONG(pos_shift)
@@ -169,7 +175,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         continue;                              \
     }
         GC_DOUBLE(rope_theta) GC_DOUBLE(compression_ratio) GC_DOUBLE(alpha_safeguard)
-        GC_DOUBLE(first_compression_ratio)
+        GC_DOUBLE(first_compression_ratio) GC_DOUBLE(epsilon)
         if (!strcmp(key, "q") || !strcmp(key, "k") || !strcmp(key, "v")) {
             long n = gc_long(&p, key);
             gc_need(n, 1, key);
@@ -260,6 +266,12 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         if (!c->k || c->k_count != c->n_kv_heads * c->q_len * c->head_dim)
             gc_fail("k missing or of the wrong size", NULL);
         if (c->v && c->v_count != c->k_count) gc_fail("v of the wrong size", NULL);
+        if (c->vectors[0] && strcmp(c->vectors, "pre_rope") && strcmp(c->vectors, "post_rope"))
+            gc_fail("vectors must be pre_rope or post_rope", c->vectors);
+        if (!strcmp(c->vectors, "pre_rope") && !c->rope[0])
+            gc_fail("vectors pre_rope needs a rope line (interleaved | half)", NULL);
+        if (c->use_covariance < -1 || c->use_covariance > 1 || c->use_vnorm < -1 || c->use_vnorm > 1)
+            gc_fail("use_covariance and use_vnorm must be 0 or 1", NULL);
     } else if (!strcmp(c->kind, "stream")) {
         gc_need(c->steps, 1, "steps");
         gc_need(c->recent, 0, "recent");

@@ -3,7 +3,9 @@
      select cases: "keep <kv_head> <n> <positions ascending>" per KV head
      stream cases: "out <t> <n_heads*head_dim floats>" per step
    chunkpress cases are stored, prefilled and compressed chunk by chunk (kve_compress_chunk);
-   composed cases call kve_compress_with(first policy), then kve_compress.
+   composed cases call kve_compress_with(first policy), then kve_compress. Select cases whose
+   vectors are "pre_rope" (q and k before RoPE) run with the case's `rope` layout and `rope_theta`
+   and hand kvevict the vectors as given; otherwise RoPE is off (the vectors are already rotated).
    The expectation lines of the file are never read. Exit 2 on a malformed file. */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
@@ -62,6 +64,7 @@ static int policy_kind(const char *name, kve_policy_kind *kind)
     else if (!strcmp(name, "lagkv")) *kind = KVE_POLICY_LAGKV;
     else if (!strcmp(name, "observed_attention")) *kind = KVE_POLICY_OBSERVED_ATTENTION;
     else if (!strcmp(name, "streaming_llm")) *kind = KVE_POLICY_STREAMINGLLM;
+    else if (!strcmp(name, "expected_attention")) *kind = KVE_POLICY_EXPECTED_ATTENTION;
     else return 0;
     return 1;
 }
@@ -86,7 +89,14 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     cfg.head_dim = (int32_t)d;
     /* the buffer holds the whole prompt; the budget may exceed it when nothing is evicted */
     cfg.capacity = (int32_t)(L > gc->capacity ? L : gc->capacity);
-    cfg.rope_layout = KVE_ROPE_NONE; /* the case's vectors are already rotated */
+    if (!strcmp(gc->vectors, "pre_rope")) { /* q and k before RoPE: kvevict rotates them itself */
+        if (!strcmp(gc->rope, "half")) cfg.rope_layout = KVE_ROPE_HALF;
+        else if (!strcmp(gc->rope, "interleaved")) cfg.rope_layout = KVE_ROPE_INTERLEAVED;
+        else gc_fail("rope must be interleaved or half", gc->rope);
+        cfg.rope_theta = gc->rope_theta;
+    } else {
+        cfg.rope_layout = KVE_ROPE_NONE; /* the case's vectors are already rotated */
+    }
     cfg.key_storage = keys;
     cfg.policy.budget = gc->capacity > 0 ? (int32_t)gc->capacity : 0;
     cfg.policy.window = gc->window > 0 ? (int32_t)gc->window : 0;
@@ -99,6 +109,10 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     if (gc->lag_size > 0) cfg.policy.lag_size = (int32_t)gc->lag_size;
     cfg.policy.cross_scoring = gc->cross_scoring != 0;
     if (gc->n_sink >= 0) cfg.policy.sinks = gc->n_sink == 0 ? KVE_NO_SINKS : (int32_t)gc->n_sink;
+    if (gc->n_future_positions > 0) cfg.policy.n_future_positions = (int32_t)gc->n_future_positions;
+    cfg.policy.no_covariance = gc->use_covariance == 0;
+    cfg.policy.no_vnorm = gc->use_vnorm == 0;
+    cfg.policy.epsilon = gc->epsilon;
     if (!strcmp(name, "chunkkv")) { /* kvpress ChunkKVPress over the scorer named by `scorer` */
         if (gc->chunk_length < 1) gc_fail("a chunkkv case needs chunk_length", NULL);
         cfg.policy.chunk_length = (int32_t)gc->chunk_length;

@@ -17,6 +17,9 @@ writes NN-kvpress-<what>.case into OUT_DIR. Each written file is read back and c
 ChunkPress cases record the inner press's score of each chunk on its own, concatenated;
 ComposedPress cases (Knorm then SnapKV, run through ComposedPress.forward_hook) record SnapKV's
 score of each position Knorm kept and -1e30 where Knorm dropped it.
+ExpectedAttentionPress cases store q and k BEFORE RoPE ("vectors pre_rope", "rope half",
+"rope_theta 10000"); kvpress reads the queries through an identity q_proj and a Hugging Face Llama
+rotary embedding (HFRotaryEmbedding below), and scores the keys rotated at positions 0..q_len-1.
 """
 
 import argparse
@@ -113,6 +116,7 @@ def load_kvpress(kvdir):
         "ChunkKVPress": cls("chunkkv_press", "ChunkKVPress"),
         "ChunkPress": cls("chunk_press", "ChunkPress"),
         "ComposedPress": cls("composed_press", "ComposedPress"),
+        "ExpectedAttentionPress": cls("expected_attention_press", "ExpectedAttentionPress"),
     }
 
 
@@ -181,12 +185,25 @@ CASES = [
       ratio=0.5, window=6, kernel=5),
     C("composed-knorm-snapkv-gqa", "composed", first="knorm", first_ratio=0.25, scorer="snapkv", n_heads=4,
       n_kv_heads=2, head_dim=16, q_len=48, ratio=0.5, window=4, kernel=3),
+    # ExpectedAttentionPress: q and k are drawn BEFORE RoPE (the case stores them so, "vectors
+    # pre_rope"); kvpress gets the queries through an identity q_proj and the keys rotated at
+    # positions 0..q_len-1 by Hugging Face's Llama RoPE (half layout, theta 10000, float32), as a
+    # cache holds them. q_mean: every query head gets a drift q_mean * N(0,1) per dim (drawn last),
+    # so the mean term (Rm mu).k, which the keys' rotation changes, matters next to the covariance's
+    C("expected-attention", "expected_attention", q_len=32, ratio=0.5, n_future=16, n_sink=4, q_mean=1.0),
+    C("expected-attention-gqa", "expected_attention", n_heads=4, n_kv_heads=2, head_dim=16, q_len=40,
+      ratio=0.6, n_future=32, n_sink=2, q_mean=1.0),
+    C("expected-attention-nocov", "expected_attention", head_dim=16, q_len=48, ratio=0.5, n_future=32,
+      n_sink=4, use_covariance=False, use_vnorm=False, epsilon=0.01, q_mean=1.0),
 ]
 
 ATTENTION_POLICIES = ("snapkv", "pyramidkv", "tova", "observed_attention")
 PRESS_CLASS = {"knorm": "KnormPress", "keydiff": "KeyDiffPress", "tova": "TOVAPress", "lagkv": "LagKVPress",
                "observed_attention": "ObservedAttentionPress", "streaming_llm": "StreamingLLMPress",
-               "snapkv": "SnapKVPress", "pyramidkv": "PyramidKVPress"}
+               "snapkv": "SnapKVPress", "pyramidkv": "PyramidKVPress",
+               "expected_attention": "ExpectedAttentionPress"}
+ROPE_THETA = 10000.0
+EXPECTED_MARGIN = 1e-4  # expected attention: relative gap required at every head's cut
 
 
 # ---------------------------------------------------------------------------------------
@@ -295,6 +312,10 @@ def draw(c, seed):
         # other cases' draws are unchanged): spreads that differ a lot between tokens
         k = k * torch.exp(c["token_amp"] * torch.randn(1, KV, L, 1, generator=g))
         v = v * torch.exp(c["token_amp"] * torch.randn(1, KV, L, 1, generator=g))
+    if c.get("q_mean"):
+        # a per-head drift shared by all of a head's queries (drawn last): the queries' mean is
+        # then far from 0, as in real models, and its term in expected attention matters
+        q = q + c["q_mean"] * torch.randn(1, H, 1, D, generator=g)
     if c.get("ties"):
         # duplicate / sign-flip key rows around the cut: head 0 gets 3 equal norms for 1 slot,
         # head 1 gets 4 equal norms for 2 slots (KnormPress keeps the smallest norms)
@@ -486,8 +507,132 @@ def run_composed(P, c, seed):
                 check=dict(n_sel=n2, first_kept=[sorted(o) for o in order1]), n_kept=n2)
 
 
+class HFRotaryEmbedding:
+    """transformers' LlamaRotaryEmbedding (default rope type, attention_scaling 1), which kvpress
+    reads as module.rotary_emb: inv_freq = 1 / theta^(arange(0, d, 2) / d) in float32, freqs =
+    inv_freq x position_ids (a float32 matmul), emb = cat(freqs, freqs); returns cos(emb), sin(emb)
+    as [batch, positions, d] in x's dtype. dtype=torch.float64: the same in double precision (used
+    only to check that float32 rounding decides nothing)."""
+
+    def __init__(self, dim, theta=ROPE_THETA, dtype=torch.float32):
+        self.dtype = dtype
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).to(dtype=dtype) / dim))
+
+    def __call__(self, x, position_ids):
+        inv = self.inv_freq[None, :, None].expand(position_ids.shape[0], -1, 1)
+        pos = position_ids[:, None, :].to(self.dtype)
+        freqs = torch.matmul(inv, pos).transpose(1, 2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype=x.dtype), emb.sin().to(dtype=x.dtype)
+
+
+def hf_rotate(x, rotary):
+    """[b, heads, L, d] rotated at positions 0..L-1 as transformers' apply_rotary_pos_emb does:
+    x * cos + rotate_half(x) * sin"""
+    cos, sin = rotary(x, torch.arange(x.shape[2]).unsqueeze(0))
+    return x * cos.unsqueeze(1) + _rotate_half(x) * sin.unsqueeze(1)
+
+
+def expected_press(P, c, **override):
+    kw = dict(compression_ratio=c["ratio"], n_future_positions=c["n_future"], n_sink=c["n_sink"],
+              use_covariance=c.get("use_covariance", True), use_vnorm=c.get("use_vnorm", True),
+              epsilon=c.get("epsilon", 0.0))
+    kw.update(override)
+    return P["ExpectedAttentionPress"](**kw)
+
+
+def expected_scores(press, c, q, k_pre, v, dtype=torch.float32):
+    """press.score() as kvpress calls it in a Llama layer: hidden_states through an identity q_proj
+    give the queries BEFORE RoPE ([1, L, heads*dim]), module.rotary_emb is HF's rotary embedding, and
+    the keys are the cache's, i.e. rotated at their positions 0..L-1"""
+    rotary = HFRotaryEmbedding(c["head_dim"], dtype=dtype)
+    q, k_pre, v = q.to(dtype), k_pre.to(dtype), v.to(dtype)
+    module, hidden, _ = window_path(c, q)
+    module.rotary_emb = rotary
+    k_rot = hf_rotate(k_pre, rotary)
+    return press.score(module, hidden, k_rot, v, None, {}), module, hidden, k_rot
+
+
+def kept_top(scores, n):
+    return [sorted(torch.topk(scores[0, h], n).indices.tolist()) for h in range(scores.shape[1])]
+
+
+def run_expected(P, c, seed):
+    """kvpress ExpectedAttentionPress. q and k are drawn before RoPE and written so (the runner
+    rotates them); kvpress scores the HF-rotated keys. Redrawn unless every head's cut has a
+    relative gap above EXPECTED_MARGIN, double precision selects alike, and scoring the keys
+    unrotated or with the interleaved RoPE layout would be rejected by the judge in some head."""
+    KV, L, D, S = c["n_kv_heads"], c["q_len"], c["head_dim"], c["n_sink"]
+    q, k, v = draw(c, seed)
+    n_kept = floor_int(L * (1 - c["ratio"]), L * (1 - Fraction(str(c["ratio"]))))
+    if n_kept <= S:
+        raise SystemExit("%s: keeps %d <= n_sink %d" % (c["what"], n_kept, S))
+    press = expected_press(P, c)
+    scores, module, hidden, k_rot = expected_scores(press, c, q, k, v)
+    gaps = []
+    for h in range(KV):
+        desc = sorted(scores[0, h].tolist(), reverse=True)
+        gap = (desc[n_kept - 1] - desc[n_kept]) / abs(desc[n_kept - 1])
+        if not gap > EXPECTED_MARGIN:
+            return None
+        gaps.append(gap)
+    gk, gv = press.compress(module, hidden, k_rot, v, None, {})
+    keep = positions_from_keys(gk, k_rot)
+    assert positions_from_keys(gv, v) == keep, "keys and values gathered at different positions"
+    assert keep == kept_top(scores, n_kept), "compress() kept other positions than score()'s top-k"
+    assert all(set(range(S)) <= set(kp) for kp in keep), "a sink was dropped"
+    # float32 rounding decides nothing: the same press in double precision keeps the same positions
+    s64 = expected_scores(press, c, q, k, v, dtype=torch.float64)[0]
+    if kept_top(s64, n_kept) != keep:
+        return None
+    scored = (slice(None), slice(None), slice(S, None))
+    rel64 = float(((s64[scored] - scores[scored].double()).abs() / s64[scored].abs()).max())
+    # what the case catches: a runner's selection under each variant, judged against these scores
+    ref = scores[0].tolist()
+    perm = [i for i in range(0, D, 2)] + [i for i in range(1, D, 2)]  # interleaved pairs -> halves
+    variants = [("the keys scored unrotated (their pre-RoPE values)",
+                 press.score(module, hidden, k, v, None, {}), True),
+                ("the interleaved RoPE layout (pairs 2i, 2i+1) instead of half",
+                 expected_scores(press, c, q[..., perm], k[..., perm], v)[0], True),
+                ("n_future_positions 512 (kvpress's default) instead of %d" % c["n_future"],
+                 expected_scores(expected_press(P, c, n_future_positions=512), c, q, k, v)[0], False)]
+    for flag in ("use_covariance", "use_vnorm"):
+        on = c.get(flag, True)
+        variants.append(("%s %s" % (flag, "off" if on else "on"),
+                         expected_scores(expected_press(P, c, **{flag: not on}), c, q, k, v)[0], False))
+    caught_lines = []
+    for what, alt, required in variants:
+        heads = [h for h in range(KV) if judge_rejects(ref[h], set(kept_top(alt, n_kept)[h]))]
+        if required and not heads:
+            return None
+        caught_lines.append("%s would keep positions the judge rejects in KV head(s) %s"
+                            % (what, ",".join(map(str, heads)) or "none"))
+    notes = ["ExpectedAttentionPress(compression_ratio=%s, n_future_positions=%d, n_sink=%d, use_covariance=%s, "
+             "use_vnorm=%s, epsilon=%s): keeps int(%d * (1 - %s)) = %d per head, the %d sinks among them"
+             % (c["ratio"], c["n_future"], S, c.get("use_covariance", True), c.get("use_vnorm", True),
+                c.get("epsilon", 0.0), L, c["ratio"], n_kept, S),
+             "q and k lines: BEFORE RoPE (vectors pre_rope); kvpress got the queries through an identity q_proj "
+             "(get_prerope_query_states) and the keys rotated at positions 0..%d by HF Llama RoPE (rotate_half, "
+             "theta 10000, float32), module.rotary_emb = HF LlamaRotaryEmbedding for the future positions %d..%d"
+             % (L - 1, L, L + c["n_future"] - 1),
+             "drawn with a per-head query drift (q_mean %s) so the queries' mean term matters" % c["q_mean"],
+             "relative gap at the cut per KV head: %s (draws under %g redrawn); the same press in float64 keeps the "
+             "same positions, max relative score difference %.2g" % (", ".join("%.2g" % g for g in gaps),
+                                                                     EXPECTED_MARGIN, rel64)]
+    notes += ["check: " + x for x in caught_lines]
+    if c.get("epsilon"):
+        plain = expected_scores(expected_press(P, c, epsilon=0.0), c, q, k, v)[0]
+        notes.append("epsilon %s: the scores with epsilon 0 are %s" % (
+            c["epsilon"], "bit-identical (kvpress adds epsilon only under use_vnorm)" if torch.equal(plain, scores)
+            else "different, kept positions %s" % ("the same" if kept_top(plain, n_kept) == keep else "DIFFERENT")))
+    return dict(q=q, k=k, v=v, scores=scores[0].tolist(), scores_t=scores[0], keep=keep, notes=notes,
+                check=dict(n_sel=n_kept, margin=EXPECTED_MARGIN), n_kept=n_kept)
+
+
 def run_case(P, c, seed):
     """Returns dict(q, k, v, scores [KV][L], keep [KV][...], notes [...]) or None to redraw."""
+    if c["policy"] == "expected_attention":
+        return run_expected(P, c, seed)
     if c["policy"] == "chunkpress":
         return run_chunkpress(P, c, seed)
     if c["policy"] == "composed":
@@ -803,8 +948,19 @@ def write_case(path, c, seed, r):
         lines.append("lag_size %d" % c["lag_size"])
         if c.get("cross_scoring"):
             lines.append("cross_scoring 1")
-    if c["policy"] in ("lagkv", "streaming_llm"):
+    if c["policy"] in ("lagkv", "streaming_llm", "expected_attention"):
         lines.append("n_sink %d" % c["n_sink"])
+    if c["policy"] == "expected_attention":
+        lines.append("n_future_positions %d" % c["n_future"])
+        if "use_covariance" in c:
+            lines.append("use_covariance %d" % c["use_covariance"])
+        if "use_vnorm" in c:
+            lines.append("use_vnorm %d" % c["use_vnorm"])
+        if "epsilon" in c:
+            lines.append("epsilon %.17g" % c["epsilon"])
+        lines += ["rope half",
+                  "rope_theta %.17g" % ROPE_THETA,
+                  "vectors pre_rope"]
     if c["policy"] in ("chunkkv", "chunkpress"):
         lines.append("chunk_length %d" % c["chunk_length"])
     if c["policy"] in ("chunkkv", "chunkpress", "composed"):
@@ -872,6 +1028,16 @@ def verify_file(path, c, r):
     else:
         assert "cross_scoring" not in recs
     assert ("gqa" in recs) == (H > KV)
+    if c["policy"] == "expected_attention":
+        assert recs["vectors"] == ["pre_rope"] and recs["rope"] == ["half"]
+        assert float(recs["rope_theta"][0]) == ROPE_THETA
+        assert recs["n_sink"] == [str(c["n_sink"])] and recs["n_future_positions"] == [str(c["n_future"])]
+        for key in ("use_covariance", "use_vnorm"):
+            assert recs.get(key) == ([str(int(c[key]))] if key in c else None), key
+        assert (float(recs["epsilon"][0]) == c["epsilon"]) if "epsilon" in c else "epsilon" not in recs
+    else:
+        for key in ("vectors", "n_future_positions", "use_covariance", "use_vnorm", "epsilon"):
+            assert key not in recs, key
     for key in ("window", "kernel"):
         int(recs[key][0])
     assert set(scores) == set(range(KV)) and set(keeps) == set(range(KV)), "score/keep lines per KV head"
@@ -912,6 +1078,8 @@ def verify_file(path, c, r):
             assert lo >= hi, "head %d keeps a score below a dropped one" % h
             if not c.get("ties"):
                 assert lo > hi, "head %d: tie at the cut" % h
+            if "margin" in ck:
+                assert lo - hi > ck["margin"] * abs(lo), "head %d: gap at the cut below the margin" % h
     if "first_kept" in ck:
         for h in range(KV):
             fk = ck["first_kept"][h]
