@@ -1,7 +1,7 @@
 /* Reader of golden case files (kvevict-case 1), shared by build/kvcase and build/judge.
    Format: one record a line, '#' starts a comment; scalar "key value" lines, vector lines
-   "q <count> <floats>", "k <count> <floats>", expectations "score", "keep", and stream "step"
-   lines. Errors name the file and line. */
+   "q <count> <floats>", "k <count> <floats>", expectations "score", "keep", "rekey", and stream
+   "step" lines. Errors name the file and line. */
 #ifndef GOLDEN_CASE_H
 #define GOLDEN_CASE_H
 
@@ -28,6 +28,7 @@ typedef struct gc_case {
     long lag_size, cross_scoring, n_sink, chunk_length; /* kvpress parameters, by its names; -1 when
                                                            absent (cross_scoring: 0) */
     long n_future_positions, use_covariance, use_vnorm; /* expected attention; -1 when absent */
+    long rerotate; /* select: 1 = kvpress KeyRerotationPress (kept keys renumbered 0..n-1); 0 when absent */
     double epsilon;                                      /* expected attention; 0 when absent */
     double rope_theta, compression_ratio, alpha_safeguard;
     double first_compression_ratio; /* composed: the first press's ratio (0 when absent) */
@@ -38,6 +39,8 @@ typedef struct gc_case {
     long score_n[GC_MAX_HEADS];
     long *keep[GC_MAX_HEADS];
     long keep_n[GC_MAX_HEADS];
+    double *rekey[GC_MAX_HEADS]; /* rerotate: rekey_n[h] keys of head_dim values, by new position */
+    long rekey_n[GC_MAX_HEADS];
     gc_step *step;
     long n_steps_read;
 } gc_case;
@@ -163,7 +166,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         GC_STR(kind) GC_STR(policy) GC_STR(pooling) GC_STR(gqa) GC_STR(rope) GC_STR(allocation)
         GC_STR(scorer) GC_STR(first) GC_STR(vectors)
         GC_LONG(lag_size) GC_LONG(cross_scoring) GC_LONG(n_sink) GC_LONG(chunk_length)
-        GC_LONG(n_future_positions) GC_LONG(use_covariance) GC_LONG(use_vnorm)
+        GC_LONG(n_future_positions) GC_LONG(use_covariance) GC_LONG(use_vnorm) GC_LONG(rerotate)
         GC_LONG(n_layers) GC_LONG(layer) GC_LONG(n_heads) GC_LONG(n_kv_heads) GC_LONG(head_dim)
         GC_LONG(q_len) GC_LONG(window) GC_LONG(capacity) GC_LONG(kernel) GC_LONG(beta)
         GC_LONG(steps) GC_LONG(sinks) GC_LONG(recent) GC_LONG(pos_shift)
@@ -200,6 +203,21 @@ static void gc_read(const char *path, gc_case *c, int expectations)
                 c->keep_n[h] = n;
                 for (i = 0; i < n; i++) c->keep[h][i] = gc_long(&p, "keep");
             }
+            gc_no_more(&p);
+            continue;
+        }
+        if (!strcmp(key, "rekey")) { /* rekey <kv_head> <n keys> <n*head_dim floats> */
+            long h, n, i;
+            if (!expectations) continue;
+            gc_need(c->head_dim, 1, "head_dim (before the rekey lines)");
+            h = gc_long(&p, "kv_head");
+            n = gc_long(&p, "count");
+            if (h < 0 || h >= GC_MAX_HEADS || n < 0 || n > (1L << 24) / c->head_dim)
+                gc_fail("bad head or count", key);
+            if (c->rekey[h]) gc_fail("repeated rekey line for head", NULL);
+            c->rekey[h] = (double *)gc_alloc((size_t)(n * c->head_dim), sizeof(double));
+            c->rekey_n[h] = n;
+            for (i = 0; i < n * c->head_dim; i++) c->rekey[h][i] = gc_double(&p, "rekey");
             gc_no_more(&p);
             continue;
         }
@@ -272,6 +290,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
             gc_fail("vectors pre_rope needs a rope line (interleaved | half)", NULL);
         if (c->use_covariance < -1 || c->use_covariance > 1 || c->use_vnorm < -1 || c->use_vnorm > 1)
             gc_fail("use_covariance and use_vnorm must be 0 or 1", NULL);
+        if (c->rerotate != 0 && c->rerotate != 1) gc_fail("rerotate must be 0 or 1", NULL);
     } else if (!strcmp(c->kind, "stream")) {
         gc_need(c->steps, 1, "steps");
         gc_need(c->recent, 0, "recent");
@@ -292,6 +311,7 @@ static void gc_free(gc_case *c)
     for (i = 0; i < GC_MAX_HEADS; i++) {
         free(c->score[i]);
         free(c->keep[i]);
+        free(c->rekey[i]);
     }
     for (i = 0; c->step && i < c->n_steps_read; i++) {
         free(c->step[i].q);

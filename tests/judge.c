@@ -3,12 +3,15 @@
    tie, form a valid top-k (every kept prefix score >= every dropped one, 1e-6 relative) with the
    whole window kept (ChunkKV and composed: equal only; ChunkPress: chunk by chunk, each chunk's
    count and a valid top-k of that chunk's scores). Cases whose scores cover every position
-   (kvpress's) judge every position. stream: every output within 1e-5 of the reference, relative
-   to the step's largest magnitude. Prints one line "PASS name" or "FAIL name: why"; exit status 0 or 1. */
+   (kvpress's) judge every position. Rerotate cases (kvpress KeyRerotationPress) then compare each
+   head's "rekey" line, the kept keys re-rotated to positions 0..n-1: the same count, every value
+   within 1e-5 of the reference relative to the largest magnitude of that head's reference keys.
+   stream: every output within 1e-5 of the reference, relative to the step's largest magnitude. Prints one line "PASS name" or "FAIL name: why"; exit status 0 or 1. */
 #include "golden_case.h"
 #include <math.h>
 
 #define STREAM_TOLERANCE 1e-5
+#define REKEY_TOLERANCE 1e-5
 #define TIE_TOLERANCE 1e-6
 
 static const char *case_name(const char *path)
@@ -52,17 +55,60 @@ static int judge_chunks(const gc_case *c, long h, const unsigned char *kept, con
     return 0;
 }
 
+/* a "rekey <kv_head> <n> <n*head_dim floats>" output line (after every keep line) against the
+   reference's; *worst: the largest relative error so far */
+static int judge_rekey(const gc_case *c, char *p, unsigned char *seen, double *worst, const char *name)
+{
+    long h = gc_long(&p, "kv_head"), n = gc_long(&p, "count"), i, d = c->head_dim;
+    double scale = 0.0, err = 0.0;
+    if (h < 0 || h >= c->n_kv_heads || !c->rekey[h] || seen[h]) {
+        printf("FAIL %s: bad or repeated rekey head %ld\n", name, h);
+        return 1;
+    }
+    seen[h] = 1;
+    if (n != c->rekey_n[h]) {
+        printf("FAIL %s: head %ld rekey has %ld keys, reference %ld\n", name, h, n, c->rekey_n[h]);
+        return 1;
+    }
+    for (i = 0; i < n * d; i++) scale = fmax(scale, fabs(c->rekey[h][i]));
+    for (i = 0; i < n * d; i++) {
+        char *t = gc_token(&p), *end;
+        double x;
+        if (!t) { printf("FAIL %s: head %ld rekey has fewer than %ld values\n", name, h, n * d); return 1; }
+        x = strtod(t, &end);
+        if (*end || x != x) { printf("FAIL %s: head %ld rekey value '%s'\n", name, h, t); return 1; }
+        err = fmax(err, fabs(x - c->rekey[h][i]));
+    }
+    if (gc_token(&p)) { printf("FAIL %s: head %ld rekey has more than %ld values\n", name, h, n * d); return 1; }
+    err /= scale > 1e-30 ? scale : 1.0;
+    if (err > REKEY_TOLERANCE) {
+        printf("FAIL %s: head %ld rekey relative error %.3g\n", name, h, err);
+        return 1;
+    }
+    *worst = fmax(*worst, err);
+    return 0;
+}
+
 static int judge_select(const gc_case *c, FILE *out, const char *name)
 {
     static char line[1 << 20];
-    long seen = 0, prefix = c->q_len - c->window;
+    long seen = 0, seen_rekey = 0, prefix = c->q_len - c->window;
+    unsigned char rekey_seen[GC_MAX_HEADS] = {0};
+    double worst = 0.0;
     while (fgets(line, sizeof line, out)) {
         char *p = line, *tag = gc_token(&p);
         long h, n, i, j;
         long *got;
         unsigned char *kept = NULL;
         if (!tag) continue;
+        if (!strcmp(tag, "rekey") && c->rerotate) {
+            if (seen != c->n_kv_heads) { printf("FAIL %s: rekey line before every keep line\n", name); return 1; }
+            if (judge_rekey(c, p, rekey_seen, &worst, name)) return 1;
+            seen_rekey++;
+            continue;
+        }
         if (strcmp(tag, "keep")) { printf("FAIL %s: unexpected output line '%s'\n", name, tag); return 1; }
+        if (seen_rekey) { printf("FAIL %s: keep line after a rekey line\n", name); return 1; }
         h = gc_long(&p, "kv_head");
         n = gc_long(&p, "count");
         if (h < 0 || h >= c->n_kv_heads || !c->keep[h]) { printf("FAIL %s: bad kv head %ld\n", name, h); return 1; }
@@ -129,6 +175,13 @@ static int judge_select(const gc_case *c, FILE *out, const char *name)
         free(got);
     }
     if (seen != c->n_kv_heads) { printf("FAIL %s: %ld keep lines for %ld kv heads\n", name, seen, c->n_kv_heads); return 1; }
+    if (c->rerotate) {
+        if (seen_rekey != c->n_kv_heads) {
+            printf("FAIL %s: %ld rekey lines for %ld kv heads\n", name, seen_rekey, c->n_kv_heads);
+            return 1;
+        }
+        printf("  %s: rekey max relative error %.2g\n", name, worst);
+    }
     return 0;
 }
 

@@ -6,6 +6,9 @@
    composed cases call kve_compress_with(first policy), then kve_compress. Select cases whose
    vectors are "pre_rope" (q and k before RoPE) run with the case's `rope` layout and `rope_theta`
    and hand kvevict the vectors as given; otherwise RoPE is off (the vectors are already rotated).
+   Cases with "rerotate 1" (kvpress KeyRerotationPress) then call kve_rerotate and print, after
+   the keep lines, "rekey <kv_head> <n> <n*head_dim floats>" per KV head: the head's keys in
+   order of their new positions 0..n-1, each as attention sees it there (kve_read_rotated_key).
    The expectation lines of the file are never read. Exit 2 on a malformed file. */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
@@ -67,6 +70,31 @@ static int policy_kind(const char *name, kve_policy_kind *kind)
     else if (!strcmp(name, "expected_attention")) *kind = KVE_POLICY_EXPECTED_ATTENTION;
     else return 0;
     return 1;
+}
+
+/* kvpress KeyRerotationPress: renumber the kept tokens 0..n-1 and print each head's keys in that
+   order, as attention sees them at their new positions (whatever the key storage) */
+static void print_rekeys(kve_cache *c, int32_t layer, long Hk, long d)
+{
+    long h, i, j;
+    float *x = (float *)xalloc((size_t)d * sizeof(float));
+    check(kve_rerotate(c, layer), "rerotate");
+    check(kve_check(c), "check after rerotate");
+    for (h = 0; h < Hk; h++) {
+        int32_t n = kve_length(c, layer, (int32_t)h), s;
+        printf("rekey %ld %d", h, n);
+        for (i = 0; i < n; i++) {
+            for (s = 0; s < n && kve_slot_position(c, layer, (int32_t)h, s) != i; s++) {}
+            if (s == n) {
+                fprintf(stderr, "%s: head %ld holds no position %ld after kve_rerotate\n", gc_file, h, i);
+                exit(1);
+            }
+            check(kve_read_rotated_key(c, layer, (int32_t)h, s, x), "read rotated key");
+            for (j = 0; j < d; j++) printf(" %.9g", x[j]);
+        }
+        printf("\n");
+    }
+    free(x);
 }
 
 static void run_select(const gc_case *gc, kve_key_storage keys)
@@ -177,6 +205,7 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
         printf("\n");
         free(pos);
     }
+    if (gc->rerotate) print_rekeys(&c, layer, Hk, d);
     free(kt); free(vt); free(q); free(out); free(kb); free(vb); free(mem);
 }
 
