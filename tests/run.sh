@@ -40,6 +40,9 @@ if "$B/judge" "$f" "$tmp/bad.out" > /dev/null; then failed=$((failed + 1)); echo
 f=tests/golden/16-streamingllm-posshift-interleaved.case
 "$B/kvcase" "$f" | sed '5s/^out 4 -*[0-9.e+-]* /out 4 9.5 /' > "$tmp/bad.out"
 if "$B/judge" "$f" "$tmp/bad.out" > /dev/null; then failed=$((failed + 1)); echo "  FAIL: judge accepted a wrong output"; else passed=$((passed + 1)); fi
+f=tests/golden/54-kvpress-keyrerotation-knorm.case
+"$B/kvcase" "$f" | awk '$1 == "rekey" && $2 == 1 { $11 = sprintf("%.9g", $11 + 0.001) } { print }' > "$tmp/bad.out"
+if "$B/judge" "$f" "$tmp/bad.out" > /dev/null; then failed=$((failed + 1)); echo "  FAIL: judge accepted a wrong re-rotated key"; else passed=$((passed + 1)); fi
 printf 'kvevict-case 1\nkind select\nn_heads 2\nq 3 1 2\n' > "$tmp/malformed.case"
 "$B/kvcase" "$tmp/malformed.case" > /dev/null 2> "$tmp/err.txt"
 if [ $? -eq 2 ] && grep -q ':4:' "$tmp/err.txt"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "  FAIL: malformed case not reported with its line and status 2"; fi

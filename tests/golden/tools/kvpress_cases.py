@@ -20,6 +20,9 @@ score of each position Knorm kept and -1e30 where Knorm dropped it.
 ExpectedAttentionPress cases store q and k BEFORE RoPE ("vectors pre_rope", "rope half",
 "rope_theta 10000"); kvpress reads the queries through an identity q_proj and a Hugging Face Llama
 rotary embedding (HFRotaryEmbedding below), and scores the keys rotated at positions 0..q_len-1.
+KeyRerotationPress cases (over KnormPress, "rerotate 1") store k before RoPE likewise; kvpress
+compresses the keys rotated at 0..q_len-1 and returns the kept ones re-rotated to positions
+0..n_kept-1, recorded as "rekey" lines (per KV head, in new-position order).
 """
 
 import argparse
@@ -117,6 +120,7 @@ def load_kvpress(kvdir):
         "ChunkPress": cls("chunk_press", "ChunkPress"),
         "ComposedPress": cls("composed_press", "ComposedPress"),
         "ExpectedAttentionPress": cls("expected_attention_press", "ExpectedAttentionPress"),
+        "KeyRerotationPress": cls("key_rerotation_press", "KeyRerotationPress"),
     }
 
 
@@ -195,6 +199,16 @@ CASES = [
       ratio=0.6, n_future=32, n_sink=2, q_mean=1.0),
     C("expected-attention-nocov", "expected_attention", head_dim=16, q_len=48, ratio=0.5, n_future=32,
       n_sink=4, use_covariance=False, use_vnorm=False, epsilon=0.01, q_mean=1.0),
+    # KeyRerotationPress(press=KnormPress): k drawn BEFORE RoPE and written so (like the expected
+    # attention cases); kvpress compresses the keys rotated at positions 0..q_len-1 by HF's RoPE and
+    # returns the kept ones (sorted by position) re-rotated to positions 0..n_kept-1: "rekey" lines
+    C("keyrerotation-knorm", "knorm", rerotate=True, q_len=32, ratio=0.5),
+    C("keyrerotation-knorm-gqa", "knorm", rerotate=True, n_heads=4, n_kv_heads=2, head_dim=16, q_len=40,
+      ratio=0.6),
+    # ExpectedAttentionPress with use_vnorm on and epsilon > 0: scores (s + epsilon) * ||v||; redrawn
+    # until kvpress's epsilon-0 selection would be rejected by the judge in some head
+    C("expected-attention-epsilon", "expected_attention", q_len=32, ratio=0.5, n_future=16, n_sink=4,
+      use_vnorm=True, epsilon=0.05, q_mean=1.0),
 ]
 
 ATTENTION_POLICIES = ("snapkv", "pyramidkv", "tova", "observed_attention")
@@ -204,6 +218,8 @@ PRESS_CLASS = {"knorm": "KnormPress", "keydiff": "KeyDiffPress", "tova": "TOVAPr
                "expected_attention": "ExpectedAttentionPress"}
 ROPE_THETA = 10000.0
 EXPECTED_MARGIN = 1e-4  # expected attention: relative gap required at every head's cut
+REROTATE_MARGIN = 1e-4  # key rerotation: relative gap required at every head's cut (norms of rotated keys)
+REKEY_TOLERANCE = 1e-5  # build/judge: rekey values within this of the reference, relative to the head's largest
 
 
 # ---------------------------------------------------------------------------------------
@@ -625,12 +641,120 @@ def run_expected(P, c, seed):
         notes.append("epsilon %s: the scores with epsilon 0 are %s" % (
             c["epsilon"], "bit-identical (kvpress adds epsilon only under use_vnorm)" if torch.equal(plain, scores)
             else "different, kept positions %s" % ("the same" if kept_top(plain, n_kept) == keep else "DIFFERENT")))
+        if c.get("use_vnorm", True):
+            # epsilon must matter here: the epsilon-0 selection is one the judge rejects in some head
+            heads = [h for h in range(KV) if judge_rejects(ref[h], set(kept_top(plain, n_kept)[h]))]
+            if not heads:
+                return None
+            notes.append("check: epsilon 0 instead of %s would keep positions the judge rejects in KV head(s) %s"
+                         % (c["epsilon"], ",".join(map(str, heads))))
     return dict(q=q, k=k, v=v, scores=scores[0].tolist(), scores_t=scores[0], keep=keep, notes=notes,
                 check=dict(n_sel=n_kept, margin=EXPECTED_MARGIN), n_kept=n_kept)
 
 
+def gathered_order(gathered, source):
+    """positions of the rows of gathered [1, heads, n, d] in source [1, heads, L, d], in gathered order"""
+    out = []
+    for h in range(source.shape[1]):
+        pos = []
+        for row in gathered[0, h]:
+            hits = [i for i in range(source.shape[2]) if torch.equal(source[0, h, i], row)]
+            assert len(hits) == 1, "gathered row matches %d original rows" % len(hits)
+            pos.append(hits[0])
+        out.append(pos)
+    return out
+
+
+def rekey_error(got, ref):
+    """per KV head: max |got - ref| over the head's values / max |ref| of the head (as build/judge)"""
+    return [float((got[h].double() - ref[h].double()).abs().max() / ref[h].double().abs().max())
+            for h in range(ref.shape[0])]
+
+
+def rotate_at(x, start, rotary):
+    """[1, heads, n, d] rotated (HF half layout) at positions start .. start+n-1"""
+    cos, sin = rotary(x, (start + torch.arange(x.shape[2])).unsqueeze(0))
+    return x * cos.unsqueeze(1) + _rotate_half(x) * sin.unsqueeze(1)
+
+
+def run_rerotation(P, c, seed):
+    """kvpress KeyRerotationPress(press=KnormPress). k is drawn before RoPE and written so; kvpress
+    compresses the cache's keys (rotated at positions 0..q_len-1 by HF's RoPE, float32) and returns
+    the kept keys, sorted by position, re-rotated by (new - old) position to 0..n_kept-1 ("rekey").
+    Redrawn unless every head's cut has a relative gap above REROTATE_MARGIN and the pre-RoPE key
+    norms select alike (rotation keeps norms: float32 rounding decides nothing)."""
+    KV, L, D = c["n_kv_heads"], c["q_len"], c["head_dim"]
+    if c["policy"] != "knorm":
+        raise SystemExit("%s: key rerotation cases are over knorm" % c["what"])
+    q, k, v = draw(c, seed)
+    n_kept = floor_int(L * (1 - c["ratio"]), L * (1 - Fraction(str(c["ratio"]))))
+    rotary = HFRotaryEmbedding(D)
+    k_rot = hf_rotate(k, rotary)
+    module = make_module(c)
+    module.rotary_emb = rotary  # KeyRerotationPress reads module.rotary_emb.inv_freq and module.head_dim
+    dummy_hidden = torch.zeros(1, L, 1)
+    inner = P["KnormPress"](compression_ratio=c["ratio"])
+    press = P["KeyRerotationPress"](press=inner)
+    scores = inner.score(module, dummy_hidden, k_rot, v, None, {})
+    gaps = []
+    for h in range(KV):
+        if cut_is_tied(scores[0, h].tolist(), n_kept):
+            return None
+        desc = sorted(scores[0, h].tolist(), reverse=True)
+        gap = (desc[n_kept - 1] - desc[n_kept]) / abs(desc[n_kept - 1])
+        if not gap > REROTATE_MARGIN:
+            return None
+        gaps.append(gap)
+    keep = kept_top(scores, n_kept)
+    if kept_top(-k.norm(dim=-1), n_kept) != keep:
+        return None
+    gk, gv = press.compress(module, dummy_hidden, k_rot, v, None, {})
+    order = gathered_order(gv, v)
+    assert order == keep, "KeyRerotationPress kept other positions than KnormPress's top-k, or out of order"
+    assert gk.shape == (1, KV, n_kept, D)
+    rekey = gk[0].contiguous()
+    # the same keys rotated straight at their new positions 0..n_kept-1, in float64
+    r64 = HFRotaryEmbedding(D, dtype=torch.float64)
+    idx = torch.tensor(keep).view(1, KV, n_kept, 1).expand(1, KV, n_kept, D)
+    kept_pre = k.double().gather(2, idx)
+    exact = rotate_at(kept_pre, 0, r64)[0]
+    err64 = rekey_error(exact, rekey)
+    if max(err64) > REKEY_TOLERANCE / 5:
+        raise SystemExit("%s: kvpress's re-rotated keys differ from R(new position) k by %.3g" % (c["what"], max(err64)))
+    perm = [i for i in range(0, D, 2)] + [i for i in range(1, D, 2)]  # interleaved pairs -> halves
+    inv = [perm.index(i) for i in range(D)]
+    variants = [("the kept keys left at their original positions (no re-rotation)", k_rot.gather(2, idx)[0]),
+                ("re-rotated to positions 1..n_kept (off by one)", rotate_at(kept_pre, 1, r64)[0]),
+                ("rotated in the interleaved RoPE layout (pairs 2i, 2i+1)",
+                 rotate_at(kept_pre[..., perm], 0, r64)[..., inv][0])]
+    caught = []
+    for what, alt in variants:
+        errs = rekey_error(alt, rekey)
+        heads = [h for h in range(KV) if errs[h] > 100 * REKEY_TOLERANCE]
+        if not heads:
+            raise SystemExit("%s: %s is not told apart" % (c["what"], what))
+        caught.append("check: %s: relative rekey error %s (judge: %g) in KV head(s) %s"
+                      % (what, ", ".join("%.2g" % e for e in errs), REKEY_TOLERANCE, ",".join(map(str, heads))))
+    notes = ["KeyRerotationPress(press=KnormPress(compression_ratio=%s)): keeps int(%d * (1 - %s)) = %d per head "
+             "(the smallest key norms), sorted by position, re-rotated to positions 0..%d"
+             % (c["ratio"], L, c["ratio"], n_kept, n_kept - 1),
+             "q and k lines: BEFORE RoPE (vectors pre_rope); kvpress got the keys rotated at positions 0..%d by HF "
+             "Llama RoPE (rotate_half, theta 10000, float32) and module.rotary_emb.inv_freq of HF's "
+             "LlamaRotaryEmbedding; score lines: KnormPress's -||k|| of those rotated keys" % (L - 1),
+             "rekey lines: the keys kvpress returns, per KV head n_kept x head_dim in new-position order; they "
+             "differ from the float64 rotation of the pre-RoPE keys at 0..%d by %s relative to the head's largest"
+             % (n_kept - 1, ", ".join("%.2g" % e for e in err64)),
+             "relative gap at the cut per KV head: %s (draws under %g redrawn); the pre-RoPE key norms keep the same "
+             "positions" % (", ".join("%.2g" % g for g in gaps), REROTATE_MARGIN)]
+    notes += caught
+    return dict(q=q, k=k, v=v, scores=scores[0].tolist(), scores_t=scores[0], keep=keep, notes=notes,
+                check=dict(n_sel=n_kept, margin=REROTATE_MARGIN), n_kept=n_kept, rekey=rekey)
+
+
 def run_case(P, c, seed):
     """Returns dict(q, k, v, scores [KV][L], keep [KV][...], notes [...]) or None to redraw."""
+    if c.get("rerotate"):
+        return run_rerotation(P, c, seed)
     if c["policy"] == "expected_attention":
         return run_expected(P, c, seed)
     if c["policy"] == "chunkpress":
@@ -897,6 +1021,8 @@ def f32(x):
 
 
 def reference_name(c):
+    if c.get("rerotate"):
+        return "KeyRerotationPress over %s" % PRESS_CLASS[c["policy"]]
     if c["policy"] == "chunkpress":
         return "ChunkPress over %s" % PRESS_CLASS[c["scorer"]]
     if c["policy"] == "composed":
@@ -961,6 +1087,11 @@ def write_case(path, c, seed, r):
         lines += ["rope half",
                   "rope_theta %.17g" % ROPE_THETA,
                   "vectors pre_rope"]
+    if c.get("rerotate"):
+        lines += ["rope half",
+                  "rope_theta %.17g" % ROPE_THETA,
+                  "vectors pre_rope",
+                  "rerotate 1"]
     if c["policy"] in ("chunkkv", "chunkpress"):
         lines.append("chunk_length %d" % c["chunk_length"])
     if c["policy"] in ("chunkkv", "chunkpress", "composed"):
@@ -973,6 +1104,10 @@ def write_case(path, c, seed, r):
                                                          for x in r["scores"][h])))
     for h in range(KV):
         lines.append("keep %d %d %s" % (h, len(r["keep"][h]), " ".join(str(p) for p in r["keep"][h])))
+    if c.get("rerotate"):
+        for h in range(KV):
+            flat = r["rekey"][h].reshape(-1).tolist()
+            lines.append("rekey %d %d %s" % (h, len(r["keep"][h]), " ".join(f32(x) for x in flat)))
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -981,7 +1116,7 @@ def verify_file(path, c, r):
     """Re-read a written case and check header, counts, round-trip of the numbers and the selection."""
     H, KV, L, D = c["n_heads"], c["n_kv_heads"], c["q_len"], c["head_dim"]
     recs, header = {}, None
-    scores, keeps = {}, {}
+    scores, keeps, rekeys = {}, {}, {}
     with open(path) as f:
         for line in f:
             tok = line.split()
@@ -998,6 +1133,11 @@ def verify_file(path, c, r):
                 dst = scores if key == "score" else keeps
                 assert h not in dst and 0 <= h < KV, "bad or repeated %s head %d" % (key, h)
                 dst[h] = [float(x) for x in tok[3:]] if key == "score" else [int(x) for x in tok[3:]]
+            elif key == "rekey":
+                h, n = int(tok[1]), int(tok[2])
+                assert len(tok) == 3 + n * D, "rekey %d: %d keys but %d values" % (h, n, len(tok) - 3)
+                assert h not in rekeys and 0 <= h < KV and len(keeps) == KV, "bad, repeated or early rekey %d" % h
+                rekeys[h] = torch.tensor([float(x) for x in tok[3:]], dtype=torch.float32).view(n, D)
             else:
                 assert key not in recs, "repeated record " + key
                 recs[key] = tok[1:]
@@ -1028,9 +1168,17 @@ def verify_file(path, c, r):
     else:
         assert "cross_scoring" not in recs
     assert ("gqa" in recs) == (H > KV)
-    if c["policy"] == "expected_attention":
+    if c["policy"] == "expected_attention" or c.get("rerotate"):
         assert recs["vectors"] == ["pre_rope"] and recs["rope"] == ["half"]
         assert float(recs["rope_theta"][0]) == ROPE_THETA
+    if c.get("rerotate"):
+        assert recs["rerotate"] == ["1"] and set(rekeys) == set(range(KV)), "rerotate 1 and a rekey line per head"
+        for h in range(KV):
+            assert rekeys[h].shape[0] == len(keeps[h]), "rekey %d: count differs from keep" % h
+            assert torch.equal(rekeys[h], r["rekey"][h]), "rekey %d does not round-trip" % h
+        for key in ("n_future_positions", "use_covariance", "use_vnorm", "epsilon"):
+            assert key not in recs, key
+    elif c["policy"] == "expected_attention":
         assert recs["n_sink"] == [str(c["n_sink"])] and recs["n_future_positions"] == [str(c["n_future"])]
         for key in ("use_covariance", "use_vnorm"):
             assert recs.get(key) == ([str(int(c[key]))] if key in c else None), key
@@ -1038,6 +1186,8 @@ def verify_file(path, c, r):
     else:
         for key in ("vectors", "n_future_positions", "use_covariance", "use_vnorm", "epsilon"):
             assert key not in recs, key
+    if not c.get("rerotate"):
+        assert "rerotate" not in recs and not rekeys, "rerotate or rekey lines in a case without rerotation"
     for key in ("window", "kernel"):
         int(recs[key][0])
     assert set(scores) == set(range(KV)) and set(keeps) == set(range(KV)), "score/keep lines per KV head"
