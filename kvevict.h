@@ -1422,6 +1422,7 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     kve__plan_add(&ok, &at, &p->scratch_u8, kve__mul(Hk, cap, &ok), 1);
     /* AdaKV's selection over all KV heads of a layer at once */
     t = pc->allocation == KVE_ALLOCATION_ADAKV ? kve__mul(Hk, cap, &ok) : 0;
+    if (t > (size_t)INT32_MAX) ok = 0; /* its candidates are counted in int32 */
     kve__plan_add(&ok, &at, &p->ada_score, t, sizeof(float));
     kve__plan_add(&ok, &at, &p->ada_index, t, sizeof(int32_t));
     kve__plan_add(&ok, &at, &p->ada_order, t, sizeof(int32_t));

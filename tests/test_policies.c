@@ -1283,6 +1283,45 @@ static void test_rerotate(void)
     }
 }
 
+/* a compression that dropped the newest token (kvpress's scorers protect nothing): the layer's
+   newest position stays; a later shift past it moves it to the largest position held */
+static void test_dropped_newest(void)
+{
+    kve_config cfg = scorer_config(KVE_POLICY_KNORM, KVE_KEYS_POST_ROPE);
+    tu_cache t;
+    float k[32], v[32];
+    int p, i, held = 0;
+    cfg.policy.compression_ratio = 0.5;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    tu_seed(808);
+    for (p = 0; p < 40; p++) {
+        tu_fill(k, 32, 1.0f); tu_fill(v, 32, 1.0f);
+        if (p == 39) for (i = 0; i < 32; i++) k[i] *= 50.0f; /* the longest key: knorm drops it */
+        CHECK_RESULT(kve_store(&t.c, 0, p, k, v, NULL), KVE_OK);
+    }
+    CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+    for (i = 0; i < kve_length(&t.c, 0, 0); i++) held |= kve_slot_position(&t.c, 0, 0, i) == 39;
+    CHECK(!held && kve_newest_position(&t.c, 0) == 39, "knorm kept its newest token, or forgot it");
+    CHECK_RESULT(kve_check(&t.c), KVE_OK);
+    CHECK_RESULT(kve_store(&t.c, 0, 39, k, v, NULL), KVE_ERROR_POSITION); /* not again */
+    CHECK_RESULT(kve_shift(&t.c, 20, 39, 30), KVE_OK);
+    CHECK(kve_newest_position(&t.c, 0) >= 50, "after the shift the newest is %lld, below a token held",
+          (long long)kve_newest_position(&t.c, 0));
+    CHECK_RESULT(kve_check(&t.c), KVE_OK);
+    CHECK_RESULT(kve_store(&t.c, 0, kve_newest_position(&t.c, 0) + 1, k, v, NULL), KVE_OK);
+    tu_close(&t);
+    {
+        kve_config big = scorer_config(KVE_POLICY_KNORM, KVE_KEYS_POST_ROPE);
+        size_t bytes;
+        big.n_heads = 4; big.n_kv_heads = 4; big.capacity = KVE_MAX_CAPACITY;
+        big.policy.allocation = KVE_ALLOCATION_ADAKV;
+        /* AdaKV counts a layer's candidates in int32: 4 heads x 2^30 slots do not fit */
+        CHECK_RESULT(kve_cache_size(&big, &bytes), KVE_ERROR_SIZE_OVERFLOW);
+        big.n_kv_heads = 1;
+        CHECK_RESULT(kve_cache_size(&big, &bytes), KVE_OK);
+    }
+}
+
 /* AdaKV: heads keep different counts summing to the layer's total; memory in use shrinks by
    exactly the dropped rows; alpha 1 is uniform */
 static void test_adakv_allocation(void)
@@ -1397,6 +1436,7 @@ int main(void)
     test_expected_attention_reference();
     test_per_layer_ratios();
     test_rerotate();
+    test_dropped_newest();
     test_invalid_policy_params();
     return tu_summary("test_policies");
 }
