@@ -3192,12 +3192,30 @@ static kve_result kve__prepare_scores(kve_cache *c, int32_t l, kve__score_source
     return KVE_OK;
 }
 
+/* The first half of every selection: scores (l, h) with src and lays out the candidates
+   order[from .. to) in token order in seq, pooled for the attention scores (H2O's accumulated
+   sums are not). slot_score is the head's scratch, overwritten. */
+static kve_result kve__candidate_scores(kve_cache *c, int32_t l, int32_t h, kve__score_source src,
+                                        const int32_t *order, int32_t from, int32_t to,
+                                        float *slot_score, float *seq)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t j;
+    kve_result r;
+    if ((r = kve__slot_scores(c, l, h, src, order, slot_score)) != KVE_OK) return r;
+    for (j = from; j < to; j++) seq[j - from] = slot_score[order[j]];
+    if (src != KVE__FROM_ACCUMULATED && p->kernel > 1) { /* pooled into slot_score, copied back */
+        kve_pool1d(seq, to - from, p->kernel, p->pooling, slot_score);
+        memcpy(seq, slot_score, (size_t)(to - from) * sizeof(float));
+    }
+    return KVE_OK;
+}
+
 /* The shared eviction step: keep the `protect` newest tokens of (l, h) and the best
    `target - protect` older ones by score (group-reduced, pooled for the attention scores). */
 static kve_result kve__shrink(kve_cache *c, int32_t l, int32_t h, int32_t target, int32_t protect,
                               kve__score_source src)
 {
-    const kve_policy_config *p = &c->cfg.policy;
     int32_t n = *kve__len(c, l, h), prefix, j, older = 0;
     size_t cap = (size_t)c->cfg.capacity;
     int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
@@ -3217,13 +3235,8 @@ static kve_result kve__shrink(kve_cache *c, int32_t l, int32_t h, int32_t target
     for (j = 0; j < older; j++) keep[order[j]] = 1;
     for (j = prefix; j < n; j++) keep[order[j]] = 1;
     if (target - protect > 0) {
-        if ((r = kve__slot_scores(c, l, h, src, order, slot_score)) != KVE_OK) return r;
-        /* token order for pooling; the pooled scores land in slot_score, reused as scratch */
-        for (j = older; j < prefix; j++) seq[j - older] = slot_score[order[j]];
-        if (src != KVE__FROM_ACCUMULATED && p->kernel > 1) {
-            kve_pool1d(seq, prefix - older, p->kernel, p->pooling, slot_score);
-            memcpy(seq, slot_score, (size_t)(prefix - older) * sizeof(float));
-        }
+        r = kve__candidate_scores(c, l, h, src, order, older, prefix, slot_score, seq);
+        if (r != KVE_OK) return r;
         /* tmp holds the heap, the byte scratch after `keep` is not free: reuse slot_score bytes */
         keep_seq = KVE__CAST(unsigned char *, slot_score);
         kve_select_top(seq, prefix - older, target - protect, keep_seq, tmp);
@@ -3408,12 +3421,8 @@ static kve_result kve__adakv_compress(kve_cache *c, int32_t l, kve__score_source
         kve__order_by_position(c, l, h, order, tmp);
         for (j = prefix; j < n; j++) keep[order[j]] = 1;
         if (prefix == 0) continue;
-        if ((r = kve__slot_scores(c, l, h, src, order, slot_score)) != KVE_OK) return r;
-        for (j = 0; j < prefix; j++) seq[j] = slot_score[order[j]];
-        if (src != KVE__FROM_ACCUMULATED && p->kernel > 1) {
-            kve_pool1d(seq, prefix, p->kernel, p->pooling, slot_score);
-            memcpy(seq, slot_score, (size_t)prefix * sizeof(float));
-        }
+        r = kve__candidate_scores(c, l, h, src, order, 0, prefix, slot_score, seq);
+        if (r != KVE_OK) return r;
         keep_seq = KVE__CAST(unsigned char *, slot_score);
         kve_select_top(seq, prefix, safe, keep_seq, tmp);
         for (j = 0; j < prefix; j++) {
@@ -3466,12 +3475,8 @@ static kve_result kve__chunk_compress(kve_cache *c, int32_t l, kve__score_source
         int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
         float *slot_score = c->scratch_f3 + (size_t)h * 2 * cap, *seq = slot_score + cap;
         kve__order_by_position(c, l, h, order, tmp);
-        if ((r = kve__slot_scores(c, l, h, src, order, slot_score)) != KVE_OK) return r;
-        for (j = 0; j < prefix; j++) seq[j] = slot_score[order[j]];
-        if (src != KVE__FROM_ACCUMULATED && p->kernel > 1) {
-            kve_pool1d(seq, prefix, p->kernel, p->pooling, slot_score);
-            memcpy(seq, slot_score, (size_t)prefix * sizeof(float));
-        }
+        r = kve__candidate_scores(c, l, h, src, order, 0, prefix, slot_score, seq);
+        if (r != KVE_OK) return r;
         for (j = 0; j < prefix; j++)
             if (seq[j] > top) top = seq[j];
     }
@@ -3937,24 +3942,35 @@ static int kve__rerotates(const kve_cache *c, int32_t slot)
            !(slot < c->sinks && kve__keeps_sink_copies(c));
 }
 
+/* the keys of (l, h) at positions in [from, to) that re-rotation would rewrite must still fit
+   their type afterwards: rotation keeps each pair's norm, but f16/q8_0 rounding may have grown it */
+static kve_result kve__check_rerotation(const kve_cache *c, int32_t l, int32_t h, int64_t from,
+                                        int64_t to)
+{
+    int32_t s, d = c->cfg.head_dim;
+    float x[KVE_MAX_HEAD_DIM];
+    if (c->cfg.k_type != KVE_TYPE_F16 && c->cfg.k_type != KVE_TYPE_Q8_0) return KVE_OK;
+    for (s = 0; s < *kve__len(c, l, h); s++) {
+        int64_t p = kve__pos(c, l, h)[s];
+        if (p < from || p >= to || !kve__rerotates(c, s)) continue;
+        kve__decode(c->cfg.k_type, kve__kptr(c, l, h, s), d, x);
+        if (!kve__fits(c->cfg.k_type, kve__max_magnitude(&c->cfg, x, d, c->cfg.rope_dims)))
+            return KVE_ERROR_OUT_OF_TYPE_RANGE;
+    }
+    return KVE_OK;
+}
+
 KVE_API kve_result kve_rerotate(kve_cache *c, int32_t l)
 {
-    int32_t h, s, d = c->cfg.head_dim, longest = 0;
+    int32_t h, d = c->cfg.head_dim, longest = 0;
     float cs[KVE_MAX_HEAD_DIM / 2], sn[KVE_MAX_HEAD_DIM / 2], x[KVE_MAX_HEAD_DIM];
     size_t cap;
     kve_result r;
     if ((r = kve__check_layer(c, l)) != KVE_OK) return r;
     if (c->cfg.policy.kind == KVE_POLICY_STREAMINGLLM) return KVE_ERROR_WRONG_POLICY;
     cap = (size_t)c->cfg.capacity;
-    if (c->cfg.k_type == KVE_TYPE_F16 || c->cfg.k_type == KVE_TYPE_Q8_0) {
-        /* a re-rotated key must still fit its type (rounding may have grown a pair's norm) */
-        for (h = 0; h < c->cfg.n_kv_heads; h++)
-            for (s = 0; s < *kve__len(c, l, h) && kve__rerotates(c, s); s++) {
-                kve__decode(c->cfg.k_type, kve__kptr(c, l, h, s), d, x);
-                if (!kve__fits(c->cfg.k_type, kve__max_magnitude(&c->cfg, x, d, c->cfg.rope_dims)))
-                    return KVE_ERROR_OUT_OF_TYPE_RANGE;
-            }
-    }
+    for (h = 0; h < c->cfg.n_kv_heads; h++)
+        if ((r = kve__check_rerotation(c, l, h, 0, INT64_MAX)) != KVE_OK) return r;
     kve__changed(c);
     for (h = 0; h < c->cfg.n_kv_heads; h++) {
         int32_t n = *kve__len(c, l, h), rank;
@@ -3993,18 +4009,9 @@ KVE_API kve_result kve_shift(kve_cache *c, int64_t from, int64_t to, int64_t del
     d = c->cfg.head_dim;
     for (l = 0; l < c->cfg.n_layers; l++)
         if ((r = kve__check_shift(c, l, from, to, delta)) != KVE_OK) return r;
-    if (c->cfg.k_type == KVE_TYPE_F16 || c->cfg.k_type == KVE_TYPE_Q8_0) {
-        /* a re-rotated key must still fit its type (rounding may have grown a pair's norm) */
-        for (l = 0; l < c->cfg.n_layers; l++)
-            for (h = 0; h < c->cfg.n_kv_heads; h++)
-                for (s = 0; s < *kve__len(c, l, h); s++) {
-                    int64_t p = kve__pos(c, l, h)[s];
-                    if (p < from || p >= to || !kve__rerotates(c, s)) continue;
-                    kve__decode(c->cfg.k_type, kve__kptr(c, l, h, s), d, x);
-                    if (!kve__fits(c->cfg.k_type, kve__max_magnitude(&c->cfg, x, d, c->cfg.rope_dims)))
-                        return KVE_ERROR_OUT_OF_TYPE_RANGE;
-                }
-    }
+    for (l = 0; l < c->cfg.n_layers; l++)
+        for (h = 0; h < c->cfg.n_kv_heads; h++)
+            if ((r = kve__check_rerotation(c, l, h, from, to)) != KVE_OK) return r;
     kve__changed(c);
     kve__angles(&c->cfg, c->freq, delta, cs, sn); /* R(p + delta) = R(delta) R(p) */
     for (l = 0; l < c->cfg.n_layers; l++) {

@@ -102,20 +102,34 @@ static void engine_attend(const kve_cache *c, int32_t layer, const float *q, flo
 /* where layer 0 starts in a saved state: the 24-byte header, then 34 configuration fields */
 #define LC_LAYER0 (24 + 34 * 8)
 
+/* the policies every life-cycle test runs (fields not named take the library's defaults) */
 static lc_case lc_cases[] = {
-    {"full", {KVE_POLICY_FULL, 0, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"streaming pos-shift", {KVE_POLICY_STREAMINGLLM, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 4, KVE_POS_SHIFT_ON, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"streaming no shift", {KVE_POLICY_STREAMINGLLM, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 3, KVE_POS_SHIFT_OFF, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"snapkv evict", {KVE_POLICY_SNAPKV, 24, 8, 5, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"pyramidkv evict", {KVE_POLICY_PYRAMIDKV, 24, 8, 5, KVE_POOL_AVG, KVE_REDUCE_MAX, 4, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"h2o", {KVE_POLICY_H2O, 24, 8, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"knorm evict", {KVE_POLICY_KNORM, 24, 4, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 3, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"tova evict", {KVE_POLICY_TOVA, 24, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"knorm pyramid evict", {KVE_POLICY_KNORM, 24, 8, 0, KVE_POOL_DEFAULT, KVE_REDUCE_MAX, 4, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 2, NULL, NULL, KVE_ALLOCATION_PYRAMID, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"observed evict", {KVE_POLICY_OBSERVED_ATTENTION, 24, 4, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 0, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 2, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"expected evict", {KVE_POLICY_EXPECTED_ATTENTION, 24, 2, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 2, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 3, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 16, 0, 0, 0.0}},
-    {"lagkv evict", {KVE_POLICY_LAGKV, 24, 2, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, 2, KVE_POS_SHIFT_DEFAULT, KVE_DECODE_EVICT, 4, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 4, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
-    {"streaming no sinks", {KVE_POLICY_STREAMINGLLM, 20, 0, 0, KVE_POOL_DEFAULT, KVE_REDUCE_DEFAULT, 0, KVE_NO_SINKS, KVE_POS_SHIFT_ON, KVE_DECODE_DEFAULT, 0, NULL, NULL, KVE_ALLOCATION_DEFAULT, 0.0, 0.0, 0, 0, 0, 0, NULL, 0, 0, 0, 0.0}},
+    {"full", {.kind = KVE_POLICY_FULL}},
+    {"streaming pos-shift", {.kind = KVE_POLICY_STREAMINGLLM, .budget = 24, .sinks = 4,
+                             .pos_shift = KVE_POS_SHIFT_ON}},
+    {"streaming no shift", {.kind = KVE_POLICY_STREAMINGLLM, .budget = 24, .sinks = 3,
+                            .pos_shift = KVE_POS_SHIFT_OFF}},
+    {"snapkv evict", {.kind = KVE_POLICY_SNAPKV, .budget = 24, .window = 8, .kernel = 5,
+                      .decode = KVE_DECODE_EVICT, .evict_batch = 4}},
+    {"pyramidkv evict", {.kind = KVE_POLICY_PYRAMIDKV, .budget = 24, .window = 8, .kernel = 5,
+                         .pooling = KVE_POOL_AVG, .gqa = KVE_REDUCE_MAX, .beta = 4,
+                         .decode = KVE_DECODE_EVICT, .evict_batch = 4}},
+    {"h2o", {.kind = KVE_POLICY_H2O, .budget = 24, .window = 8}},
+    {"knorm evict", {.kind = KVE_POLICY_KNORM, .budget = 24, .window = 4,
+                     .decode = KVE_DECODE_EVICT, .evict_batch = 3}},
+    {"tova evict", {.kind = KVE_POLICY_TOVA, .budget = 24, .decode = KVE_DECODE_EVICT}},
+    {"knorm pyramid evict", {.kind = KVE_POLICY_KNORM, .budget = 24, .window = 8,
+                             .gqa = KVE_REDUCE_MAX, .beta = 4, .decode = KVE_DECODE_EVICT,
+                             .evict_batch = 2, .allocation = KVE_ALLOCATION_PYRAMID}},
+    {"observed evict", {.kind = KVE_POLICY_OBSERVED_ATTENTION, .budget = 24, .window = 4,
+                        .decode = KVE_DECODE_EVICT, .evict_batch = 2}},
+    {"expected evict", {.kind = KVE_POLICY_EXPECTED_ATTENTION, .budget = 24, .window = 2,
+                        .sinks = 2, .decode = KVE_DECODE_EVICT, .evict_batch = 3,
+                        .n_future_positions = 16}},
+    {"lagkv evict", {.kind = KVE_POLICY_LAGKV, .budget = 24, .window = 2, .sinks = 2,
+                     .decode = KVE_DECODE_EVICT, .evict_batch = 4, .lag_size = 4}},
+    {"streaming no sinks", {.kind = KVE_POLICY_STREAMINGLLM, .budget = 20, .sinks = KVE_NO_SINKS,
+                            .pos_shift = KVE_POS_SHIFT_ON}},
 };
 #define N_CASES ((int)(sizeof lc_cases / sizeof lc_cases[0]))
 

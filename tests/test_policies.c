@@ -1077,7 +1077,6 @@ static void test_expected_attention_reference(void)
             tu_cache t;
             static float q[L][H * D], k[L][HK * D], v[L][HK * D];
             static double kr[L][HK * D], Rm[D * D], R[D * D];
-            float out[H * D];
             int p, h, g, i, j, n;
             double worst = 0.0;
             memset(&cfg, 0, sizeof cfg);
@@ -1097,7 +1096,6 @@ static void test_expected_attention_reference(void)
                 CHECK_RESULT(kve_prefill(&t.c, 0, L, q[0], NULL, o), KVE_OK);
                 free(o);
             }
-            (void)out;
             /* keys after RoPE at their positions, and the rotation averaged over the future */
             for (p = 0; p < L; p++) {
                 rotation_matrix(layout, D, 1.0, p, R);

@@ -293,15 +293,8 @@ def positions_from_values(gathered_values):
 
 
 def positions_from_keys(gathered_keys, keys):
-    out = []
-    for h in range(keys.shape[1]):
-        pos = []
-        for row in gathered_keys[0, h]:
-            hits = [i for i in range(keys.shape[2]) if torch.equal(keys[0, h, i], row)]
-            assert len(hits) == 1, "gathered key row matches %d original rows" % len(hits)
-            pos.append(hits[0])
-        out.append(sorted(pos))
-    return out
+    """kept positions per head, ascending, of the key rows a press gathered"""
+    return [sorted(pos) for pos in gathered_order(gathered_keys, keys)]
 
 
 # ---------------------------------------------------------------------------------------
