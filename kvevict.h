@@ -150,11 +150,14 @@
    tokens), no pooling (set pooling and kernel to pool), gqa mean, decode GROW. The keys they
    read are the rotated ones (kve_read_rotated_key), so both key storages select alike.
    Budgets: `budget` tokens per head, or compression_ratio r > 0: a prompt compression keeps
-   int(len * (1 - r)) per head, kvpress's rule (PyramidKV then uses kvpress's per-layer formula,
-   with Python's round(); StreamingLLM keeps the sinks and int(len * (1 - r)) - sinks newest).
+   int(len * (1 - r)) per head (at least the newest token when the policy protects it), kvpress's
+   rule (PyramidKV then uses kvpress's per-layer formula, with Python's round(); StreamingLLM
+   keeps the sinks and int(len * (1 - r)) - sinks newest).
    Allocations (policy.allocation):
        KVE_ALLOCATION_UNIFORM  every head its budget (the default)
-       KVE_ALLOCATION_PYRAMID  PyramidKV's layer budgets over any scorer (PyramidKV's default)
+       KVE_ALLOCATION_PYRAMID  PyramidKV's layer budgets over any scorer (PyramidKV's default);
+                               evicting while decoding, every layer's budget must be >= 1
+                               (else KVE_ERROR_INVALID_PARAMETER at kve_init)
        KVE_ALLOCATION_ADAKV    kvpress AdaKVPress: the layer keeps heads x target tokens chosen over
                                all its KV heads at once; each head first keeps its protected tokens
                                and its int(target * alpha_safeguard) best (0.20; protected ones
@@ -1227,8 +1230,12 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
             /* evicting while decoding, the largest layer budget (layer 0's) must fit */
             int64_t top = kve__pyramid_prefix(p->budget, p->window, p->beta, c->n_layers, 0,
                                               KVE_MAX_POSITION) + p->window;
+            /* and the smallest (the last layer's) must hold the newest token */
+            int64_t bottom = kve__pyramid_prefix(p->budget, p->window, p->beta, c->n_layers,
+                                                 c->n_layers - 1, KVE_MAX_POSITION) + p->window;
             if (p->decode == KVE_DECODE_EVICT && top > c->capacity)
                 return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
+            if (p->decode == KVE_DECODE_EVICT && bottom < 1) return KVE_ERROR_INVALID_PARAMETER;
         }
         break;
     }
@@ -3377,13 +3384,17 @@ static int64_t kve__compress_target(const kve_cache *c, int32_t l, int32_t n)
         keep = p->allocation == KVE_ALLOCATION_PYRAMID
                    ? kve__pyramid_ratio_keep(p, c->cfg.n_layers, l, n)
                    : (int64_t)((double)n * (1.0 - p->compression_ratio)); /* int() truncates */
-        return keep >= n ? -1 : keep < 0 ? 0 : keep;
-    }
-    if (p->allocation == KVE_ALLOCATION_PYRAMID) {
+        if (keep >= n) return -1;
+    } else if (p->allocation == KVE_ALLOCATION_PYRAMID) {
         keep = kve__pyramid_prefix(p->budget, p->window, p->beta, c->cfg.n_layers, l, n);
-        return keep < 0 ? -1 : keep + p->window;
+        if (keep < 0) return -1;
+        keep += p->window;
+    } else {
+        if (n < p->budget) return -1;
+        keep = p->budget;
     }
-    return n < p->budget ? -1 : p->budget;
+    /* a policy that keeps its newest token keeps at least that one */
+    return keep < 1 ? (kve__may_drop_newest(c) ? 0 : 1) : keep;
 }
 
 /* AdaKV (kvpress AdaKVPress): the layer keeps sum(target) tokens chosen over all its KV heads at

@@ -708,7 +708,8 @@ static void op_compress(fz_state *s, fz_in *f)
     r = (b & 0x80) ? kve_compress_all(&s->c) : kve_compress(&s->c, l);
     FZ_ASSERT(fz_named(r), "unnamed compress result");
     if (!(b & 0x80) && l >= s->L) FZ_ASSERT(r == KVE_ERROR_INDEX_OUT_OF_RANGE, "compress of layer %d", (int)l);
-    else if (kind == KVE_POLICY_FULL || kind == KVE_POLICY_STREAMINGLLM || kind == KVE_POLICY_H2O)
+    else if (kind == KVE_POLICY_FULL || kind == KVE_POLICY_STREAMINGLLM ||
+             (kind == KVE_POLICY_H2O && s->rc.policy.chunk_length == 0))
         FZ_ASSERT(r == KVE_OK, "compress failed with %s", kve_result_string(r));
     else if (kind != KVE_POLICY_CUSTOM) /* ChunkKV: heads that kve_keep_slots made differ */
         FZ_ASSERT(r == KVE_OK || r == KVE_ERROR_NO_QUERIES ||
@@ -865,7 +866,9 @@ static void op_window_scores(fz_state *s, fz_in *f)
         fz_failed(s, r, "kve_window_scores", 0);
         FZ_ASSERT(r == KVE_ERROR_NO_QUERIES || r == KVE_ERROR_INVALID_ENUM, "window scores: %s", kve_result_string(r));
     } else {
-        double lim = (double)s->rc.policy.window * (red == KVE_REDUCE_SUM ? s->H / s->Hk : 1) * (1 + 1e-4);
+        /* each recorded query adds at most 1; TOVA records only the newest, whatever its window */
+        int32_t recorded = s->rc.policy.kind == KVE_POLICY_TOVA ? 1 : s->rc.policy.window;
+        double lim = (double)recorded * (red == KVE_REDUCE_SUM ? s->H / s->Hk : 1) * (1 + 1e-4);
         FZ_ASSERT(fz_unchanged(s), "kve_window_scores changed the cache");
         if (s->tame[l])
             for (i = 0; i < n; i++)

@@ -1914,6 +1914,49 @@ static void regress_failed_compress_changes_limit(void)
     tc_close(&ctl);
 }
 
+/* Regression: a compression ratio that rounds a layer's share down to 0 emptied it, newest token
+   included, although the policy protects its newest tokens (window > 0): kve_check then failed.
+   Contract (manual, Budgets): such a compression keeps at least the newest token. */
+static void regress_ratio_keeps_newest(void)
+{
+    int kind;
+    static const kve_policy_kind kinds[] = {KVE_POLICY_OBSERVED_ATTENTION, KVE_POLICY_SNAPKV,
+                                            KVE_POLICY_KNORM};
+    for (kind = 0; kind < 3; kind++) {
+        tcache t;
+        kve_config c = base_config(1, 2, 1, 4, 8);
+        float k[4] = {1, 0, 0, 1}, v[4] = {1, 2, 3, 4}, q[8] = {1, 0, 0, 1, 0, 1, 1, 0}, o[8];
+        g_test = "regression: a ratio that rounds to 0 keeps the newest token";
+        c.policy.kind = kinds[kind]; c.policy.window = 3; c.policy.compression_ratio = 0.9;
+        EXPECT_RESULT(tc_open(&t, &c, KVE_LAYOUT_DEFAULT), KVE_OK);
+        EXPECT_RESULT(kve_store(&t.c, 0, 5, k, v, NULL), KVE_OK);
+        EXPECT_RESULT(kve_attend(&t.c, 0, q, o), KVE_OK);
+        EXPECT_RESULT(kve_compress(&t.c, 0), KVE_OK);
+        EXPECT(kve_length(&t.c, 0, 0) == 1, "policy kind %d, window 3, ratio 0.9, one token: %d kept, "
+               "want 1", (int)kinds[kind], (int)kve_length(&t.c, 0, 0));
+        EXPECT(kve_slot_position(&t.c, 0, 0, 0) == 5, "the kept token is position %lld, want 5",
+               (long long)kve_slot_position(&t.c, 0, 0, 0));
+        EXPECT_RESULT(kve_check(&t.c), KVE_OK);
+        tc_close(&t);
+    }
+}
+
+/* Regression: PyramidKV's allocation over a scorer with window 0 and a small budget gave the last
+   layer a decode budget of 0, a layer that cannot hold its newest token. Contract (manual,
+   Allocations): evicting while decoding, such a configuration is refused. */
+static void regress_pyramid_zero_layer_budget(void)
+{
+    kve_config c = base_config(2, 1, 1, 4, 128), out;
+    g_test = "regression: a PyramidKV layer budget of 0";
+    c.policy.kind = KVE_POLICY_KEYDIFF; c.policy.budget = 2; c.policy.window = 0;
+    c.policy.allocation = KVE_ALLOCATION_PYRAMID; c.policy.decode = KVE_DECODE_EVICT;
+    EXPECT_RESULT(kve_config_resolve(&c, &out), KVE_ERROR_INVALID_PARAMETER);
+    c.policy.budget = 40; /* both layers keep at least one token */
+    EXPECT_RESULT(kve_config_resolve(&c, &out), KVE_OK);
+    c.policy.budget = 2; c.policy.decode = KVE_DECODE_GROW; /* prompt compression only: allowed */
+    EXPECT_RESULT(kve_config_resolve(&c, &out), KVE_OK);
+}
+
 /* Regression: an odd head_dim without RoPE was refused with KVE_ERROR_INVALID_ROPE, because
    rope_dims defaults to head_dim even for KVE_ROPE_NONE. Contract (manual: "head_dim <= 1024, even
    with RoPE"): with KVE_ROPE_NONE an odd head_dim works. */
@@ -2052,6 +2095,8 @@ int main(void)
     run("regression: odd head_dim without RoPE", regress_odd_head_dim_without_rope);
     run("regression: sink placement with gaps", regress_sink_shift_with_gaps);
     run("regression: extreme RoPE parameters", regress_extreme_rope_parameters);
+    run("regression: a ratio that rounds to 0 keeps the newest token", regress_ratio_keeps_newest);
+    run("regression: a PyramidKV layer budget of 0", regress_pyramid_zero_layer_budget);
     printf("test_reliability: %d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }
