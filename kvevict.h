@@ -10,7 +10,8 @@
        #define KVEVICT_IMPLEMENTATION
        #include "kvevict.h"
    Everywhere else include it without the define. Link with -lm. Compile with -fopenmp to run
-   attention over heads in parallel (results are bit-identical with and without OpenMP).
+   attention over heads, and long heads over chunks of their tokens, in parallel (results are
+   bit-identical with and without OpenMP).
 
    OPTIONS (define before the include that has KVEVICT_IMPLEMENTATION)
        KVEVICT_STATIC      every function becomes static (private to that file)
@@ -289,7 +290,9 @@
    caches are independent. There is no global state; kve_result_string() returns constants.
    cfg.n_threads bounds the OpenMP threads of one call: 0 OpenMP's choice, 1 never parallel (an
    engine with its own thread pool), k at most k. Results are bit-identical whatever it is: heads
-   are split between threads, never the sums inside one.
+   are split between threads, and decode attention cuts every KV head into chunks of 1024 tokens
+   at fixed points (flash-decoding: one KV head of 64K tokens uses both cores of a 2-core
+   machine), whose partial softmaxes are combined in chunk order, whatever the thread count.
 
    INSPECTION
    ----------
@@ -630,6 +633,8 @@ typedef struct kve_cache {
     float *rope_cos, *rope_sin;    /* [capacity][rope_dims/2] for positions < capacity */
     float *scratch_q;              /* [n_heads][head_dim] */
     float *scratch_f1, *scratch_f2;/* [n_heads][capacity] */
+    float *scratch_split;          /* [n_kv_heads][chunks of the capacity][group][head_dim + 2]:
+                                      flash-decoding's partial states */
     float *scratch_f3;             /* [n_kv_heads][2*capacity] */
     int32_t *scratch_i1, *scratch_i2; /* [n_kv_heads][capacity] */
     unsigned char *scratch_u8;     /* [n_kv_heads][capacity] */
@@ -1332,12 +1337,21 @@ KVE_API kve_result kve_buffer_bytes(const kve_config *cfg, kve_layout layout, si
     return KVE_OK;
 }
 
+/* attention blocks and flash-decoding chunks (see kve__group_chunk) */
+#define KVE__ATTN_BLOCK 64
+#define KVE__SPLIT_TOKENS 1024 /* a multiple of KVE__ATTN_BLOCK */
+
+static size_t kve__split_chunks(size_t n)
+{
+    return (n + KVE__SPLIT_TOKENS - 1) / KVE__SPLIT_TOKENS;
+}
+
 /* One plan feeds both kve_cache_size() and kve_cache_init(), so they cannot disagree. */
 typedef struct kve__plan {
     size_t generation, limit, budget, pos, len, newest, stored, ring_next, sink_anchor_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
         query_pos, query_count, recent_pos, window_sum, window_sum_queries, qstat_count, qstat_sum,
         qstat_outer, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
-        scratch_f3, scratch_i1, scratch_i2, scratch_u8, ada_score, ada_index, ada_order, ada_keep,
+        scratch_split, scratch_f3, scratch_i1, scratch_i2, scratch_u8, ada_score, ada_index, ada_order, ada_keep,
         total;
     int32_t obs_window, sinks, wants_scores;
 } kve__plan;
@@ -1422,6 +1436,8 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     kve__plan_add(&ok, &at, &p->scratch_q, kve__mul(H, d, &ok), sizeof(float));
     kve__plan_add(&ok, &at, &p->scratch_f1, kve__mul(H, cap, &ok), sizeof(float));
     kve__plan_add(&ok, &at, &p->scratch_f2, kve__mul(H, cap, &ok), sizeof(float));
+    kve__plan_add(&ok, &at, &p->scratch_split,
+                  kve__mul(kve__mul(H, kve__split_chunks(cap), &ok), d + 2, &ok), sizeof(float));
     kve__plan_add(&ok, &at, &p->scratch_f3, kve__mul(kve__mul(Hk, cap, &ok), 2, &ok),
                   sizeof(float));
     kve__plan_add(&ok, &at, &p->scratch_i1, kve__mul(Hk, cap, &ok), sizeof(int32_t));
@@ -1627,6 +1643,7 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
     cache->scratch_q = KVE__CAST(float *, m + p.scratch_q);
     cache->scratch_f1 = KVE__CAST(float *, m + p.scratch_f1);
     cache->scratch_f2 = KVE__CAST(float *, m + p.scratch_f2);
+    cache->scratch_split = KVE__CAST(float *, m + p.scratch_split);
     cache->scratch_f3 = KVE__CAST(float *, m + p.scratch_f3);
     cache->scratch_i1 = KVE__CAST(int32_t *, m + p.scratch_i1);
     cache->scratch_i2 = KVE__CAST(int32_t *, m + p.scratch_i2);
@@ -2035,7 +2052,10 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
         /* the block's keys (in L1 now) against each query row of the group */
         for (g = 0; g < G; g++) {
             float *o = logits + (size_t)g * ld + (size_t)s;
-            kve__dot16(qr + (size_t)g * (size_t)d, kp, nb, d, o);
+            if (d == 128) /* the common head_dim as a constant: the loops unroll (same sums) */
+                kve__dot16(qr + (size_t)g * 128, kp, nb, 128, o);
+            else
+                kve__dot16(qr + (size_t)g * (size_t)d, kp, nb, d, o);
             for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
         }
     }
@@ -2096,8 +2116,11 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
         }
         v0 = vr[0]; v1 = vr[1]; v2 = vr[2]; v3 = vr[3];
         for (g = 0; g < G; g++)
-            kve__axpy4(out + (size_t)g * (size_t)d, probs + (size_t)g * ld + (size_t)s, v0, v1, v2,
-                       v3, d);
+            if (d == 128)
+                kve__axpy4(out + (size_t)g * 128, probs + (size_t)g * ld + (size_t)s, v0, v1, v2, v3, 128);
+            else
+                kve__axpy4(out + (size_t)g * (size_t)d, probs + (size_t)g * ld + (size_t)s, v0, v1, v2,
+                           v3, d);
     }
     for (; s < n; s++) {
         const float *vp = vbuf[0];
@@ -2175,34 +2198,46 @@ static float kve__reduce(const float *x, int32_t G, size_t stride, kve_reduce mo
     return mode == KVE_REDUCE_MEAN ? a / (float)G : a;
 }
 
-/* Attention of one query token's G heads that share KV head h, keys with position <= qpos: writes
-   the G output rows and returns the G rows of softmax weights (stride capacity, by slot), after
-   adding them to the accumulated scores when the policy keeps them. */
-/* One pass over K and V: slots in blocks of KVE__ATTN_BLOCK, each block's keys then its values
+/* Attention of one query token's G heads that share KV head h, keys with position <= qpos.
+   One pass over K and V: slots in blocks of KVE__ATTN_BLOCK, each block's keys then its values
    (read while still in cache), with an online softmax (a running max per query row; the sums
    so far are rescaled when it grows). The logits stay in scratch, so the weights come out of
-   them exactly when asked for, without reading K again. */
-#define KVE__ATTN_BLOCK 64
+   them exactly when asked for, without reading K again.
+   Flash-decoding: a head's slots are cut into chunks of KVE__SPLIT_TOKENS, each chunk's output
+   sums, max and sum computed alone (kve__group_chunk: chunks run in parallel when there are
+   fewer KV heads than threads) and then combined in chunk order (kve__group_finish). The cut
+   points depend on the length only, so the result is the same whatever the thread count; a head
+   of one chunk gets exactly what one pass gives. */
 
-static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, const float *q,
-                                         int64_t qpos, const kve__qangles *qa,
-                                         const kve__posmap *pm, float *out, int want_weights)
+/* the partial state of chunk k of KV head h: G rows of d output sums, then G maxima, G sums */
+static float *kve__split_state(const kve_cache *c, int32_t h, int32_t k)
+{
+    size_t G = (size_t)c->group, d = (size_t)c->cfg.head_dim;
+    size_t per_head = kve__split_chunks((size_t)c->cfg.capacity);
+    return c->scratch_split + ((size_t)h * per_head + (size_t)k) * G * (d + 2);
+}
+
+/* chunk k of KV head h (slots k*S .. min(n, (k+1)*S) - 1) against the rotated queries in
+   scratch_q: its logits and block probabilities go to the head's scratch rows, its output sums,
+   max and sum to its partial state */
+static void kve__group_chunk(kve_cache *c, int32_t l, int32_t h, int64_t qpos,
+                             const kve__posmap *pm, int32_t k)
 {
     int32_t n = *kve__len(c, l, h), G = c->group, d = c->cfg.head_dim, g, s, b0, b1, i;
+    int32_t from = k * KVE__SPLIT_TOKENS;
+    int32_t to = n - from < KVE__SPLIT_TOKENS ? n : from + KVE__SPLIT_TOKENS;
     size_t cap = (size_t)c->cfg.capacity;
-    float *qr = c->scratch_q + (size_t)h * (size_t)G * (size_t)d;
+    const float *qr = c->scratch_q + (size_t)h * (size_t)G * (size_t)d;
     float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
     float *pr = c->scratch_f2 + (size_t)h * (size_t)G * cap; /* block probabilities, by slot */
-    float *o = out + (size_t)h * (size_t)G * (size_t)d;
-    float mx[KVE_MAX_HEADS], sum[KVE_MAX_HEADS];
-    kve__rotate_queries(c, q, h, qa, qr);
+    float *o = kve__split_state(c, h, k), *mx = o + (size_t)G * (size_t)d, *sum = mx + G;
     memset(o, 0, (size_t)G * (size_t)d * sizeof(float));
     for (g = 0; g < G; g++) {
         mx[g] = -INFINITY;
         sum[g] = 0.0f;
     }
-    for (b0 = 0; b0 < n; b0 = b1) {
-        b1 = n - b0 < KVE__ATTN_BLOCK ? n : b0 + KVE__ATTN_BLOCK;
+    for (b0 = from; b0 < to; b0 = b1) {
+        b1 = to - b0 < KVE__ATTN_BLOCK ? to : b0 + KVE__ATTN_BLOCK;
         kve__logits_range(c, l, h, qr, qpos, pm, lg, cap, b0, b1);
         for (g = 0; g < G; g++) {
             const float *row = lg + (size_t)g * cap;
@@ -2226,15 +2261,45 @@ static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, con
         }
         kve__add_weighted_values(c, l, h, pr, cap, b0, b1, o);
     }
+}
+
+/* combines the chunks of KV head h in order into the G output rows; returns the G rows of
+   softmax weights (stride capacity, by slot), after adding them to the accumulated scores when
+   the policy keeps them */
+static const float *kve__group_finish(kve_cache *c, int32_t l, int32_t h, float *out,
+                                      int want_weights)
+{
+    int32_t n = *kve__len(c, l, h), G = c->group, d = c->cfg.head_dim, g, s, k, i;
+    int32_t chunks = (int32_t)kve__split_chunks((size_t)n);
+    size_t cap = (size_t)c->cfg.capacity;
+    float *lg = c->scratch_f1 + (size_t)h * (size_t)G * cap;
     for (g = 0; g < G; g++) {
-        float inv = sum[g] > 0.0f ? 1.0f / sum[g] : 0.0f;
-        for (i = 0; i < d; i++) o[(size_t)g * (size_t)d + (size_t)i] *= inv;
+        float *o = out + (size_t)(h * G + g) * (size_t)d, top = -INFINITY, total = 0.0f, inv;
+        memset(o, 0, (size_t)d * sizeof(float));
+        for (k = 0; k < chunks; k++) {
+            const float *st = kve__split_state(c, h, k);
+            float m = st[(size_t)G * (size_t)d + (size_t)g];
+            top = m > top ? m : top;
+        }
+        for (k = 0; k < chunks; k++) {
+            const float *st = kve__split_state(c, h, k), *po = st + (size_t)g * (size_t)d;
+            float m = st[(size_t)G * (size_t)d + (size_t)g], r = 1.0f; /* exactly one at the top */
+            if (m == -INFINITY) continue; /* the chunk saw no key */
+            if (m != top) {
+                r = m - top;
+                kve__exp_inplace(&r, 1);
+            }
+            for (i = 0; i < d; i++) o[i] += r * po[i];
+            total += r * st[(size_t)G * (size_t)(d + 1) + (size_t)g];
+        }
+        inv = total > 0.0f ? 1.0f / total : 0.0f;
+        for (i = 0; i < d; i++) o[i] *= inv;
         if (!want_weights && !c->scores && !c->window_sum) continue;
         /* the weights: this row's logits against the final max and sum */
         {
             float *row = lg + (size_t)g * cap;
-            if (sum[g] > 0.0f) {
-                for (s = 0; s < n; s++) row[s] -= mx[g];
+            if (total > 0.0f) {
+                for (s = 0; s < n; s++) row[s] -= top;
                 kve__exp_inplace(row, n);
                 for (s = 0; s < n; s++) row[s] *= inv;
             } else { /* the query saw no key: no weight anywhere (not -inf * 0) */
@@ -2258,10 +2323,22 @@ static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, con
     return lg;
 }
 
+/* the whole of one head, its chunks in turn (prefill: the heads are what runs in parallel) */
+static const float *kve__group_attention(kve_cache *c, int32_t l, int32_t h, const float *q,
+                                         int64_t qpos, const kve__qangles *qa,
+                                         const kve__posmap *pm, float *out, int want_weights)
+{
+    int32_t k, chunks = (int32_t)kve__split_chunks((size_t)*kve__len(c, l, h));
+    kve__rotate_queries(c, q, h, qa, c->scratch_q + (size_t)h * (size_t)c->group * (size_t)c->cfg.head_dim);
+    for (k = 0; k < chunks; k++) kve__group_chunk(c, l, h, qpos, pm, k);
+    return kve__group_finish(c, l, h, out, want_weights);
+}
+
 static int kve__work_is_large(const kve_cache *c, int32_t l, int64_t nq)
 {
     double n = (double)*kve__len(c, l, 0); /* in double: the product may pass 2^63 */
-    return c->cfg.n_kv_heads > 1 &&
+    /* one KV head splits into chunks only when it is long */
+    return (c->cfg.n_kv_heads > 1 || n >= 2 * KVE__SPLIT_TOKENS) &&
            n * (double)nq * (double)c->cfg.n_heads * (double)c->cfg.head_dim >= KVE__OMP_MIN_WORK;
 }
 
@@ -2281,20 +2358,34 @@ static int kve__threads(const kve_cache *c, int large)
 #endif
 }
 
-/* decode attention of one query token (all heads) at qpos over layer l */
+/* decode attention of one query token (all heads) at qpos over layer l: the chunks of every head
+   in parallel, then each head's combination */
 static void kve__attend_one(kve_cache *c, int32_t l, const float *q, int64_t qpos, float *out,
                             const kve_attend_options *opt, const kve__posmap *pm, int parallel)
 {
-    int32_t Hk = c->cfg.n_kv_heads, G = c->group, h;
+    int32_t Hk = c->cfg.n_kv_heads, G = c->group, d = c->cfg.head_dim, h, most = 0;
     size_t cap = (size_t)c->cfg.capacity;
+    int64_t items, it;
     kve__qangles qa;
-    kve__query_angles(c, qpos, pm, &qa);
     int nt = kve__threads(c, parallel);
     (void)nt;
+    kve__query_angles(c, qpos, pm, &qa);
+    for (h = 0; h < Hk; h++) {
+        int32_t chunks = (int32_t)kve__split_chunks((size_t)*kve__len(c, l, h));
+        most = chunks > most ? chunks : most;
+        kve__rotate_queries(c, q, h, &qa, c->scratch_q + (size_t)h * (size_t)G * (size_t)d);
+    }
+    items = (int64_t)Hk * most;
+    KVE__OMP("omp parallel for schedule(static) num_threads(nt) if(nt > 1)")
+    for (it = 0; it < items; it++) {
+        int32_t hh = (int32_t)(it / most), k = (int32_t)(it % most);
+        if ((int64_t)k * KVE__SPLIT_TOKENS < (int64_t)*kve__len(c, l, hh))
+            kve__group_chunk(c, l, hh, qpos, pm, k);
+    }
     KVE__OMP("omp parallel for schedule(static) num_threads(nt) if(nt > 1)")
     for (h = 0; h < Hk; h++) {
         int32_t n = *kve__len(c, l, h), g, s;
-        const float *w = kve__group_attention(c, l, h, q, qpos, &qa, pm, out, opt && opt->weights);
+        const float *w = kve__group_finish(c, l, h, out, opt && opt->weights);
         if (!opt || !opt->weights) continue;
         if (opt->weights_reduce == KVE_REDUCE_DEFAULT)
             for (g = 0; g < G; g++)

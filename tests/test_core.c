@@ -359,6 +359,99 @@ static void test_threads_identical(void)
 #endif
 }
 
+/* Flash-decoding: one KV head of 3500 tokens is cut into chunks of 1024 whose partial softmaxes
+   are combined; the chunks get keys of different scales, so their maxima differ and every
+   combination weight is used. Output and weights against the double reference, and the same
+   bits for 1, 2 and 3 threads, in both key storages. */
+static void test_split_attention(void)
+{
+    enum { H = 4, D = 64, CAP = 3500 };
+    static const float chunk_scale[4] = {0.5f, 2.0f, 1.0f, 1.5f};
+    static const int32_t threads[3] = {1, 2, 3};
+    float *keys = (float *)tu_alloc((size_t)CAP * D * sizeof(float));
+    float *vals = (float *)tu_alloc((size_t)CAP * D * sizeof(float));
+    float *w = (float *)tu_alloc((size_t)H * CAP * sizeof(float));
+    float *w_first = (float *)tu_alloc((size_t)H * CAP * sizeof(float));
+    const float **kr = (const float **)tu_alloc((size_t)CAP * sizeof(float *));
+    const float **vr = (const float **)tu_alloc((size_t)CAP * sizeof(float *));
+    double *kpos = (double *)tu_alloc((size_t)CAP * sizeof(double));
+    double *probs = (double *)tu_alloc((size_t)CAP * sizeof(double)), ref[D];
+    float q[H * D], out[H * D], out_first[H * D];
+    int keys_mode, ti, j, h;
+    tu_seed(4242);
+    for (j = 0; j < CAP; j++) {
+        tu_fill(keys + (size_t)j * D, D, chunk_scale[j / 1024]);
+        tu_fill(vals + (size_t)j * D, D, 1.0f);
+        kr[j] = keys + (size_t)j * D;
+        vr[j] = vals + (size_t)j * D;
+        kpos[j] = (double)j;
+    }
+    tu_fill(q, H * D, 1.0f);
+    for (keys_mode = 1; keys_mode <= 2; keys_mode++)
+        for (ti = 0; ti < 3; ti++) {
+            kve_config cfg;
+            tu_cache t;
+            kve_attend_options opt;
+            memset(&cfg, 0, sizeof cfg);
+            cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = 1; cfg.head_dim = D; cfg.capacity = CAP;
+            cfg.key_storage = (kve_key_storage)keys_mode;
+            cfg.n_threads = threads[ti];
+            CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+            for (j = 0; j < CAP; j++) CHECK_RESULT(kve_store(&t.c, 0, j, kr[j], vr[j], NULL), KVE_OK);
+            memset(&opt, 0, sizeof opt);
+            opt.weights = w;
+            CHECK_RESULT(kve_attend_ex(&t.c, 0, q, out, &opt), KVE_OK);
+            if (ti == 0) {
+                for (h = 0; h < H; h++) {
+                    double e;
+                    ref_attend(q + h * D, (double)(CAP - 1), kr, vr, kpos, CAP, D, 1, 10000.0, ref, probs);
+                    e = rel_err_fd(out + h * D, ref, D);
+                    CHECK(e < 1e-5, "split attention, keys %d, head %d: output rel error %g", keys_mode, h, e);
+                    e = rel_err_fd(w + (size_t)h * CAP, probs, CAP);
+                    CHECK(e < 1e-5, "split attention, keys %d, head %d: weights rel error %g", keys_mode, h, e);
+                }
+                memcpy(out_first, out, sizeof out);
+                memcpy(w_first, w, (size_t)H * CAP * sizeof(float));
+            } else {
+                CHECK(memcmp(out, out_first, sizeof out) == 0, "split attention: n_threads %d changed the output",
+                      (int)threads[ti]);
+                CHECK(memcmp(w, w_first, (size_t)H * CAP * sizeof(float)) == 0,
+                      "split attention: n_threads %d changed the weights", (int)threads[ti]);
+            }
+            tu_close(&t);
+        }
+    free(keys); free(vals); free(w); free(w_first); free(kr); free(vr); free(kpos); free(probs);
+}
+
+/* one KV head of 3000 tokens: the flash-decoding chunks, digested for tests/omp_identical.sh */
+static void print_split_digest(void)
+{
+    int H = 8, d = 64, cap = 3000, s, i;
+    kve_config cfg;
+    tu_cache c;
+    float q[8 * 64], k[64], v[64], out[8 * 64];
+    unsigned long long digest = 1469598103934665603ull;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = 1; cfg.head_dim = d; cfg.capacity = cap;
+    tu_open(&c, &cfg);
+    tu_seed(11);
+    for (s = 0; s < cap; s++) {
+        tu_fill(k, (size_t)d, s < 1500 ? 1.0f : 2.0f);
+        tu_fill(v, (size_t)d, 1.0f);
+        CHECK_RESULT(kve_store(&c.c, 0, s, k, v, NULL), KVE_OK);
+        if (s % 250 != 249) continue;
+        tu_fill(q, (size_t)H * d, 1.0f);
+        CHECK_RESULT(kve_attend(&c.c, 0, q, out), KVE_OK);
+        for (i = 0; i < H * d; i++) {
+            unsigned int bits;
+            memcpy(&bits, &out[i], 4);
+            digest = (digest ^ bits) * 1099511628211ull;
+        }
+    }
+    printf("attention digest (one KV head in chunks) %016llx\n", digest);
+    tu_close(&c);
+}
+
 /* a bit-exact digest of a large attention (GQA 4:1, 512 slots, scrambled by H2O eviction), printed
    so that builds with and without OpenMP can be compared (tests/omp_identical.sh) */
 static void print_attention_digest(void)
@@ -629,7 +722,9 @@ int main(void)
     test_storage_and_layouts_agree();
     test_prefill_and_weights();
     test_threads_identical();
+    test_split_attention();
     print_attention_digest();
+    print_split_digest();
     test_config_errors();
     test_init_errors();
     test_call_errors();
