@@ -1837,6 +1837,22 @@ static int64_t kve__sink_anchor(const kve_cache *c, int32_t l)
     return kve__pos(c, l, 0)[oldest];
 }
 
+/* Asks for `bytes` from p ahead of their use: the hardware prefetcher alone leaves the kernels
+   of converted types waiting on memory (a row is half a float row or less, summed as fast). A
+   hint: nothing is read. */
+#define KVE__PREFETCH_ROWS 32
+#if defined(__GNUC__) || defined(__clang__)
+#define KVE__PREFETCH(p, bytes)                                                                   \
+    do {                                                                                       \
+        const unsigned char *kve__pf_ = (p);                                                    \
+        size_t kve__pf_off_;                                                                    \
+        for (kve__pf_off_ = 0; kve__pf_off_ < (bytes); kve__pf_off_ += 64)                      \
+            __builtin_prefetch(kve__pf_ + kve__pf_off_);                                        \
+    } while (0)
+#else
+#define KVE__PREFETCH(p, bytes) ((void)(p))
+#endif
+
 /* Effective positions in pre-RoPE mode, numbered from the first sink (the original's cache-order
    numbering, so they stay below capacity and hit the angle table): slots below `sinks` sit at their
    slot index, every other slot at position - base. */
@@ -2014,6 +2030,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     float scale = 1.0f / sqrtf((float)d);
     int pre = c->cfg.key_storage == KVE_KEYS_PRE_ROPE && c->cfg.rope_layout != KVE_ROPE_NONE;
     int in_place = !pre && c->cfg.k_type == KVE_TYPE_F32; /* read where stored, no conversion */
+    size_t krow = kve__row_bytes(c->cfg.k_type, d), vrow = kve__row_bytes(c->cfg.v_type, d);
     float kbuf[KVE__KEY_BLOCK][KVE_MAX_HEAD_DIM];
     const float *kp[KVE__KEY_BLOCK];
     for (s = s0; s < n; s += KVE__KEY_BLOCK) {
@@ -2025,9 +2042,15 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             continue;
         }
 #ifdef KVE__F16C
-        if (!pre && c->cfg.k_type == KVE_TYPE_F16) { /* converted inside the dot products */
+        if (!pre && c->cfg.k_type == KVE_TYPE_F16 && G == 1) { /* converted inside the dot
+                                                                 product (a group converts once) */
             const unsigned char *kr[KVE__KEY_BLOCK];
             for (t = 0; t < nb; t++) kr[t] = kve__kptr(c, l, h, s + t);
+            if (s + KVE__PREFETCH_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
+                for (t = 0; t < KVE__KEY_BLOCK; t++) { /* keys ahead, and the values summed next */
+                    KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_ROWS + t), 2 * (size_t)d);
+                    KVE__PREFETCH(kve__vptr(c, l, h, s + t), 2 * (size_t)d);
+                }
             for (g = 0; g < G; g++) {
                 float *o = logits + (size_t)g * ld + (size_t)s;
                 kve__dot16_f16(qr + (size_t)g * (size_t)d, kr, nb, d, o);
@@ -2036,6 +2059,11 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             continue;
         }
 #endif
+        if (!in_place && s + KVE__PREFETCH_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
+            for (t = 0; t < KVE__KEY_BLOCK; t++) { /* float rows stream well without it */
+                KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_ROWS + t), krow);
+                KVE__PREFETCH(kve__vptr(c, l, h, s + t), vrow);
+            }
         for (t = 0; t < nb; t++) {
             const unsigned char *row = kve__kptr(c, l, h, s + t);
             if (in_place) {
@@ -2091,20 +2119,26 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
 {
     int32_t d = c->cfg.head_dim, G = c->group, g, t;
     int in_place = c->cfg.v_type == KVE_TYPE_F32;
+    size_t vrow = kve__row_bytes(c->cfg.v_type, d);
     float vbuf[4][KVE_MAX_HEAD_DIM];
     const float *vr[4];
     /* four value rows at a time, each read once for the G query heads (they stay in L1) */
 #ifdef KVE__F16C
-    if (c->cfg.v_type == KVE_TYPE_F16) /* converted inside the sums */
+    if (c->cfg.v_type == KVE_TYPE_F16 && G == 1) /* converted inside the sums (a group: once) */
         for (; s + 4 <= n; s += 4) {
             const unsigned char *xr[4];
             for (t = 0; t < 4; t++) xr[t] = kve__vptr(c, l, h, s + t);
+            if (s + KVE__PREFETCH_ROWS + 4 <= *kve__len(c, l, h))
+                for (t = 0; t < 4; t++)
+                    KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_ROWS + t), 2 * (size_t)d);
             for (g = 0; g < G; g++)
                 kve__axpy4_f16(out + (size_t)g * (size_t)d, probs + (size_t)g * ld + (size_t)s, xr, d);
         }
 #endif
     for (; s + 4 <= n; s += 4) {
         const float *v0, *v1, *v2, *v3;
+        if (!in_place && s + KVE__PREFETCH_ROWS + 4 <= *kve__len(c, l, h))
+            for (t = 0; t < 4; t++) KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_ROWS + t), vrow);
         for (t = 0; t < 4; t++) {
             const unsigned char *row = kve__vptr(c, l, h, s + t);
             if (in_place) {
