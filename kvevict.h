@@ -1880,6 +1880,32 @@ static kve__posmap kve__make_posmap(const kve_cache *c, int32_t l)
 
 /* ---- attention kernels ------------------------------------------------------------------------ */
 /* Rotates a pre-RoPE key at an effective position (table when it is small). */
+/* kve__rotate_cs from a float row into another (no overlap): the same products and sums, in
+   loops the compiler vectorises (the in-place one may alias its angles) */
+#if defined(__GNUC__) || defined(__clang__)
+#define KVE__RESTRICT __restrict__
+#else
+#define KVE__RESTRICT
+#endif
+static void kve__rotate_cs_into(const kve_config *c, const float *KVE__RESTRICT x,
+                                float *KVE__RESTRICT y, const float *KVE__RESTRICT cs,
+                                const float *KVE__RESTRICT sn)
+{
+    int32_t half = c->rope_dims / 2, d = c->head_dim, i;
+    if (c->rope_layout == KVE_ROPE_INTERLEAVED) {
+        for (i = 0; i < half; i++) {
+            y[2 * i] = x[2 * i] * cs[i] - x[2 * i + 1] * sn[i];
+            y[2 * i + 1] = x[2 * i + 1] * cs[i] + x[2 * i] * sn[i];
+        }
+    } else {
+        for (i = 0; i < half; i++) {
+            y[i] = x[i] * cs[i] - x[i + half] * sn[i];
+            y[i + half] = x[i + half] * cs[i] + x[i] * sn[i];
+        }
+    }
+    for (i = 2 * half; i < d; i++) y[i] = x[i]; /* past the rotary dimensions */
+}
+
 static void kve__rotate_eff(const kve_cache *c, float *x, int64_t p)
 {
     if (c->cfg.rope_layout == KVE_ROPE_NONE) return;
@@ -2059,7 +2085,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             continue;
         }
 #endif
-        if (!in_place && s + KVE__PREFETCH_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
+        if (c->cfg.k_type != KVE_TYPE_F32 && s + KVE__PREFETCH_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
             for (t = 0; t < KVE__KEY_BLOCK; t++) { /* float rows stream well without it */
                 KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_ROWS + t), krow);
                 KVE__PREFETCH(kve__vptr(c, l, h, s + t), vrow);
@@ -2070,10 +2096,19 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                 kp[t] = kve__f32_row(row);
                 continue;
             }
-            kve__decode(c->cfg.k_type, row, d, kbuf[t]);
             if (pre) {
                 int32_t slot = s + t;
-                kve__rotate_eff(c, kbuf[t], slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base);
+                int64_t p = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
+                if (c->cfg.k_type == KVE_TYPE_F32 && p >= 0 && p < c->cfg.capacity) {
+                    size_t half = (size_t)c->cfg.rope_dims / 2; /* from the row, by the table */
+                    kve__rotate_cs_into(&c->cfg, kve__f32_row(row), kbuf[t],
+                                        c->rope_cos + (size_t)p * half, c->rope_sin + (size_t)p * half);
+                } else {
+                    kve__decode(c->cfg.k_type, row, d, kbuf[t]);
+                    kve__rotate_eff(c, kbuf[t], p);
+                }
+            } else {
+                kve__decode(c->cfg.k_type, row, d, kbuf[t]);
             }
             kp[t] = kbuf[t];
         }
