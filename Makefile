@@ -40,12 +40,15 @@ $(BUILD)/%: examples/%.c kvevict.h examples/engine.h | $(BUILD)
 # the storage-type tests again with this machine's vector instructions (F16C conversions)
 $(BUILD)/test_types_native: tests/test_types.c kvevict.h tests/testutil.h | $(BUILD)
 	$(CC) $(WARN) -O2 -march=native $(OMPFLAG) -I. $< -o $@ $(LDLIBS)
+# the golden cases' type check with them too (tests/run.sh)
+$(BUILD)/kvcase_native: tests/kvcase.c kvevict.h tests/golden_case.h | $(BUILD)
+	$(CC) $(WARN) -O2 -march=native $(OMPFLAG) -I. $< -o $@ $(LDLIBS)
 $(BUILD)/bench: bench/bench.c kvevict.h | $(BUILD)
 	$(CC) $(WARN) -O3 -march=native $(OMPFLAG) -I. $< -o $@ -lm $(OMPFLAG)
 
 # The test command: unit tests, golden cases through build/kvcase, the model-free examples, the
 # command-line programs (tests/cli_check.sh), then the compile matrix.
-test: $(addprefix $(BUILD)/,$(TESTS) test_types_native kvcase judge minimal custom_policy \
+test: $(addprefix $(BUILD)/,$(TESTS) test_types_native kvcase kvcase_native judge minimal custom_policy \
         compare generate)
 	@sh tests/run.sh $(BUILD)
 

@@ -335,6 +335,10 @@
 
    HISTORY
    -------
+   0.4.1 Flash-decoding: a long KV head's chunks run on every thread, with the same bits for any
+        thread count. A compression ratio that rounds to 0 keeps the newest token of a policy that
+        protects it; PyramidKV's allocation refuses a layer budget of 0 when evicting. Faster
+        f16/bf16/q8_0 and pre-RoPE kernels.
    0.4  Scorers x allocations: knorm, keydiff, tova, random, lagkv, observed_attention and your
         own kve_scorer_fn; AdaKV and pyramid allocation over any scorer; compression_ratio;
         expected_attention; ChunkKV; chunked prompt compression (kve_compress_chunk); composition
@@ -358,7 +362,7 @@
 
 #define KVEVICT_VERSION_MAJOR 0
 #define KVEVICT_VERSION_MINOR 4
-#define KVEVICT_VERSION_PATCH 0
+#define KVEVICT_VERSION_PATCH 1
 
 #ifndef KVE_API
 #if defined(KVEVICT_STATIC) && defined(__GNUC__)

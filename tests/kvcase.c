@@ -1,5 +1,5 @@
-/* build/kvcase FILE [--keys pre|post]: runs one golden case through kvevict and prints what the
-   library computes, in the file's vocabulary:
+/* build/kvcase FILE [--keys pre|post] [--type T | --round T]: runs one golden case through kvevict
+   and prints what the library computes, in the file's vocabulary:
      select cases: "keep <kv_head> <n> <positions ascending>" per KV head
      stream cases: "out <t> <n_heads*head_dim floats>" per step
    chunkpress cases are stored, prefilled and compressed chunk by chunk (kve_compress_chunk);
@@ -9,19 +9,17 @@
    Cases with "rerotate 1" (kvpress KeyRerotationPress) then call kve_rerotate and print, after
    the keep lines, "rekey <kv_head> <n> <n*head_dim floats>" per KV head: the head's keys in
    order of their new positions 0..n-1, each as attention sees it there (kve_read_rotated_key).
+   --type T stores K and V at type T (f16, bf16, q8_0); --round T instead rounds every K and V
+   vector of the case through T and back, into a float cache: with keys stored before RoPE the
+   two must print the same bits (tests/run.sh checks it for every case and type). A q8_0 run of a
+   head_dim that is not a multiple of 32 prints "skip" and exits 3.
    The expectation lines of the file are never read. Exit 2 on a malformed file. */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
 #include "golden_case.h"
 
-/* f32 K/V buffers sized in floats, as most tests use them (the library counts bytes) */
-static kve_result f32_buffer_floats(const kve_config *cfg, kve_layout layout, size_t *floats)
-{
-    size_t kb = 0, vb = 0;
-    kve_result r = kve_buffer_bytes(cfg, layout, floats ? &kb : NULL, &vb);
-    if (floats) *floats = kb / sizeof(float);
-    return r;
-}
+/* --type: the storage type of K and V (f32 unless given) */
+static kve_type g_type = KVE_TYPE_F32;
 
 static void check(kve_result r, const char *what)
 {
@@ -35,18 +33,56 @@ static void *xalloc(size_t n) { return gc_alloc(n, 1); }
 
 static kve_cache open_cache(kve_config *cfg, float **k, float **v, void **mem)
 {
-    size_t floats, bytes;
+    size_t kbytes, vbytes, bytes;
     kve_buffers b;
     kve_cache c;
-    check(f32_buffer_floats(cfg, KVE_LAYOUT_DEFAULT, &floats), "config");
+    cfg->k_type = cfg->v_type = g_type;
+    check(kve_buffer_bytes(cfg, KVE_LAYOUT_DEFAULT, &kbytes, &vbytes), "config");
     check(kve_cache_size(cfg, &bytes), "config");
-    *k = (float *)xalloc(floats * sizeof(float));
-    *v = (float *)xalloc(floats * sizeof(float));
+    *k = (float *)xalloc(kbytes);
+    *v = (float *)xalloc(vbytes);
     *mem = xalloc(bytes);
     memset(&b, 0, sizeof b);
-    b.k = *k; b.v = *v; b.k_bytes = sizeof(float) * (floats); b.v_bytes = sizeof(float) * (floats);
+    b.k = *k; b.v = *v; b.k_bytes = kbytes; b.v_bytes = vbytes;
     check(kve_cache_init(cfg, &b, *mem, bytes, &c), "init");
     return c;
+}
+
+/* --round: every K and V vector of the case through the type and back, as a cache of that
+   type stores it (the f32 run that a --type run must equal) */
+static void round_vectors(float *x, long count, long d, kve_type t)
+{
+    long i;
+    for (i = 0; i + d <= count; i += d) {
+        unsigned char row[4 * 1024];
+        if (kve_row_from_float(t, x + i, (int32_t)d, row) != KVE_OK ||
+            kve_row_to_float(t, row, (int32_t)d, x + i) != KVE_OK)
+            gc_fail("a vector does not round through the type", NULL);
+    }
+}
+
+static void round_case(gc_case *gc, kve_type t)
+{
+    long s, kvd = gc->n_kv_heads * gc->head_dim;
+    if (!strcmp(gc->kind, "select")) {
+        round_vectors(gc->k, gc->k_count, gc->head_dim, t);
+        round_vectors(gc->v, gc->v_count, gc->head_dim, t);
+        return;
+    }
+    for (s = 0; s < gc->steps; s++) {
+        round_vectors(gc->step[s].k, kvd, gc->head_dim, t);
+        round_vectors(gc->step[s].v, kvd, gc->head_dim, t);
+    }
+}
+
+static int parse_type(const char *name, kve_type *t)
+{
+    if (!strcmp(name, "f16")) *t = KVE_TYPE_F16;
+    else if (!strcmp(name, "bf16")) *t = KVE_TYPE_BF16;
+    else if (!strcmp(name, "q8_0")) *t = KVE_TYPE_Q8_0;
+    else if (!strcmp(name, "f32")) *t = KVE_TYPE_F32;
+    else return 0;
+    return 1;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -248,13 +284,27 @@ int main(int argc, char **argv)
 {
     gc_case gc;
     kve_key_storage keys = KVE_KEYS_POST_ROPE;
-    if (argc == 4 && !strcmp(argv[2], "--keys") && !strcmp(argv[3], "pre")) keys = KVE_KEYS_PRE_ROPE;
-    else if (argc == 4 && !strcmp(argv[2], "--keys") && !strcmp(argv[3], "post")) keys = KVE_KEYS_POST_ROPE;
-    else if (argc != 2) {
-        fprintf(stderr, "usage: kvcase FILE [--keys pre|post]\n");
+    kve_type round_to = KVE_TYPE_F32;
+    int i, usage = argc < 2;
+    for (i = 2; i < argc && !usage; i += 2) {
+        if (i + 1 >= argc) usage = 1;
+        else if (!strcmp(argv[i], "--keys") && !strcmp(argv[i + 1], "pre")) keys = KVE_KEYS_PRE_ROPE;
+        else if (!strcmp(argv[i], "--keys") && !strcmp(argv[i + 1], "post")) keys = KVE_KEYS_POST_ROPE;
+        else if (!strcmp(argv[i], "--type") && parse_type(argv[i + 1], &g_type)) continue;
+        else if (!strcmp(argv[i], "--round") && parse_type(argv[i + 1], &round_to)) continue;
+        else usage = 1;
+    }
+    if (usage) {
+        fprintf(stderr, "usage: kvcase FILE [--keys pre|post] [--type T | --round T]   (T: f32 f16 bf16 q8_0)\n");
         return 2;
     }
     gc_read(argv[1], &gc, 0);
+    if ((g_type == KVE_TYPE_Q8_0 || round_to == KVE_TYPE_Q8_0) && gc.head_dim % 32 != 0) {
+        printf("skip: q8_0 needs a head_dim that is a multiple of 32 (this case: %ld)\n", gc.head_dim);
+        gc_free(&gc);
+        return 3;
+    }
+    if (round_to != KVE_TYPE_F32) round_case(&gc, round_to);
     if (!strcmp(gc.kind, "select")) run_select(&gc, keys);
     else run_stream(&gc, keys);
     gc_free(&gc);

@@ -33,6 +33,24 @@ for f in tests/golden/*.case; do
   done
 done
 
+echo "== every golden case on every type: a cache of type T (keys pre-RoPE) prints the same bits as a"
+echo "   float cache given the case's K and V rounded through T (q8_0: cases with head_dim % 32 == 0)"
+echo "   (kvcase_native: built with this machine's vector instructions, whose f16 kernels convert in registers)"
+for f in tests/golden/*.case; do
+  for type in f16 bf16 q8_0; do
+    "$B/kvcase" "$f" --keys pre --round $type > "$tmp/rounded.out" 2>&1; rr=$?
+    for prog in kvcase kvcase_native; do
+      "$B/$prog" "$f" --keys pre --type $type > "$tmp/typed.out" 2>&1; rt=$?
+      if [ $rt -eq 3 ] && [ $rr -eq 3 ]; then continue; fi
+      if [ $rt -eq 0 ] && [ $rr -eq 0 ] && cmp -s "$tmp/typed.out" "$tmp/rounded.out"; then
+        passed=$((passed + 1))
+      else
+        failed=$((failed + 1)); echo "  FAIL $f ($type, $prog): the typed cache differs from rounded float inputs"
+      fi
+    done
+  done
+done
+
 echo "== the judge rejects wrong answers"
 f=tests/golden/01-snapkv-avg.case
 "$B/kvcase" "$f" | sed '1s/ 7 14 / 0 14 /' > "$tmp/bad.out"

@@ -168,9 +168,10 @@ static double check_against_reference(const kve_cache *c, int layer, const float
     return worst;
 }
 
-static void policy_on_type(kve_policy_kind kind, kve_type kt, kve_type vt, kve_key_storage keys, int d)
+static void policy_on_type_heads(kve_policy_kind kind, kve_type kt, kve_type vt, kve_key_storage keys,
+                                 int d, int H)
 {
-    int H = 4, Hk = 2, prompt = 80, steps = 60, s, l, L = 2;
+    int Hk = 2, prompt = 80, steps = 60, s, l, L = 2;
     kve_config c;
     tu_cache t;
     float *q = (float *)tu_alloc((size_t)prompt * H * d * sizeof(float));
@@ -248,6 +249,12 @@ static void policy_on_type(kve_policy_kind kind, kve_type kt, kve_type vt, kve_k
     tu_close(&t);
 }
 
+/* two query heads per KV head; the kernels that convert f16 in registers serve one (below) */
+static void policy_on_type(kve_policy_kind kind, kve_type kt, kve_type vt, kve_key_storage keys, int d)
+{
+    policy_on_type_heads(kind, kt, vt, keys, d, 4);
+}
+
 static void test_policies_on_types(void)
 {
     static const kve_policy_kind kinds[] = {KVE_POLICY_FULL, KVE_POLICY_STREAMINGLLM, KVE_POLICY_SNAPKV,
@@ -262,6 +269,13 @@ static void test_policies_on_types(void)
                 policy_on_type(KVE_POLICY_H2O, all_types[a], all_types[b], KVE_KEYS_POST_ROPE, 64);
                 policy_on_type(KVE_POLICY_FULL, all_types[a], all_types[b], KVE_KEYS_POST_ROPE, 64);
             }
+    for (a = 0; a < 4; a++) /* one query head per KV head: f16 converted inside the kernels */
+        for (keys = 1; keys <= 2; keys++) {
+            policy_on_type_heads(KVE_POLICY_FULL, all_types[a], all_types[a], (kve_key_storage)keys, 64, 2);
+            policy_on_type_heads(KVE_POLICY_SNAPKV, all_types[a], all_types[a], (kve_key_storage)keys, 64, 2);
+            if (all_types[a] != KVE_TYPE_Q8_0) /* and past the last whole 16 of head_dim */
+                policy_on_type_heads(KVE_POLICY_SNAPKV, all_types[a], all_types[a], (kve_key_storage)keys, 40, 2);
+        }
     for (a = 0; a < 3; a++) /* a head_dim that is not a multiple of 16 (q8_0 needs 32) */
         for (keys = 1; keys <= 2; keys++)
             policy_on_type(KVE_POLICY_SNAPKV, all_types[a], all_types[a], (kve_key_storage)keys, 40);
