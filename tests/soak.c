@@ -10,9 +10,11 @@
    usage: soak [--tokens N] [--second-tokens N] [--second-start P] [--every N]
    defaults: 1,000,000 tokens; a second run of 100,000 tokens from 2^31 - 1000.
    Exit status 1 if a difference reaches 1e-4, grows with length, a call fails, kve_check() fails,
-   or the peak RSS grows during the stream. */
+   or the peak RSS grows during the stream by more than RSS_SLACK_KB. */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
+
+#define RSS_SLACK_KB 512 /* peak RSS growth allowed during the stream */
 
 #include <math.h>
 #include <stdint.h>
@@ -203,8 +205,11 @@ static int run(const char *title, int64_t start, int64_t tokens, int64_t every)
     if (warm) {
         printf("  peak RSS %ld KB before the stream, %ld KB after 1000 tokens, %ld KB at the end; "
                "%zu K/V bytes in use\n", rss_init, rss_before, rss_after, in_use);
-        if (rss_after > rss_before) {
-            fprintf(stderr, "soak: peak RSS grew by %ld KB during the stream\n", rss_after - rss_before);
+        /* a leak of one byte per token is 1 MB here; the process itself (stdio, the C library,
+           the kernel's accounting of a busy machine) was once seen adding 160 KB */
+        if (rss_after > rss_before + RSS_SLACK_KB) {
+            fprintf(stderr, "soak: peak RSS grew by %ld KB during the stream (allowed: %d KB)\n",
+                    rss_after - rss_before, RSS_SLACK_KB);
             ok = 0;
         }
     }
