@@ -1883,7 +1883,6 @@ static kve__posmap kve__make_posmap(const kve_cache *c, int32_t l)
 }
 
 /* ---- attention kernels ------------------------------------------------------------------------ */
-/* Rotates a pre-RoPE key at an effective position (table when it is small). */
 /* kve__rotate_cs from a float row into another (no overlap): the same products and sums, in
    loops the compiler vectorises (the in-place one may alias its angles) */
 #if defined(__GNUC__) || defined(__clang__)
@@ -1910,15 +1909,23 @@ static void kve__rotate_cs_into(const kve_config *c, const float *KVE__RESTRICT 
     for (i = 2 * half; i < d; i++) y[i] = x[i]; /* past the rotary dimensions */
 }
 
-static void kve__rotate_eff(const kve_cache *c, float *x, int64_t p)
+/* A stored pre-RoPE key as floats, rotated at an effective position (by the table when it is
+   small; float rows straight from the buffer) */
+static void kve__rotate_eff(const kve_cache *c, const unsigned char *row, int64_t p, float *out)
 {
-    if (c->cfg.rope_layout == KVE_ROPE_NONE) return;
-    if (p >= 0 && p < c->cfg.capacity) {
-        size_t half = (size_t)c->cfg.rope_dims / 2;
-        kve__rotate_cs(&c->cfg, x, c->rope_cos + (size_t)p * half, c->rope_sin + (size_t)p * half);
-    } else {
-        kve__rotate(&c->cfg, c->freq, x, p);
+    size_t half = (size_t)c->cfg.rope_dims / 2;
+    int in_table = p >= 0 && p < c->cfg.capacity;
+    if (c->cfg.rope_layout != KVE_ROPE_NONE && in_table && c->cfg.k_type == KVE_TYPE_F32) {
+        kve__rotate_cs_into(&c->cfg, kve__f32_row(row), out, c->rope_cos + (size_t)p * half,
+                            c->rope_sin + (size_t)p * half); /* from the row, no copy first */
+        return;
     }
+    kve__decode(c->cfg.k_type, row, c->cfg.head_dim, out);
+    if (c->cfg.rope_layout == KVE_ROPE_NONE) return;
+    if (in_table)
+        kve__rotate_cs(&c->cfg, out, c->rope_cos + (size_t)p * half, c->rope_sin + (size_t)p * half);
+    else
+        kve__rotate(&c->cfg, c->freq, out, p);
 }
 
 /* Kernels. The G query heads that share a KV head are computed together, so each key and value
@@ -2071,16 +2078,18 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                 for (t = 0; t < nb; t++) logits[(size_t)g * ld + (size_t)(s + t)] = -INFINITY;
             continue;
         }
+        /* converted keys ahead, and the values summed next (float rows stream well without) */
+        if (c->cfg.k_type != KVE_TYPE_F32 &&
+            s + KVE__PREFETCH_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
+            for (t = 0; t < KVE__KEY_BLOCK; t++) {
+                KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_ROWS + t), krow);
+                KVE__PREFETCH(kve__vptr(c, l, h, s + t), vrow);
+            }
 #ifdef KVE__F16C
         if (!pre && c->cfg.k_type == KVE_TYPE_F16 && G == 1) { /* converted inside the dot
                                                                  product (a group converts once) */
             const unsigned char *kr[KVE__KEY_BLOCK];
             for (t = 0; t < nb; t++) kr[t] = kve__kptr(c, l, h, s + t);
-            if (s + KVE__PREFETCH_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
-                for (t = 0; t < KVE__KEY_BLOCK; t++) { /* keys ahead, and the values summed next */
-                    KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_ROWS + t), 2 * (size_t)d);
-                    KVE__PREFETCH(kve__vptr(c, l, h, s + t), 2 * (size_t)d);
-                }
             for (g = 0; g < G; g++) {
                 float *o = logits + (size_t)g * ld + (size_t)s;
                 kve__dot16_f16(qr + (size_t)g * (size_t)d, kr, nb, d, o);
@@ -2089,11 +2098,6 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             continue;
         }
 #endif
-        if (c->cfg.k_type != KVE_TYPE_F32 && s + KVE__PREFETCH_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
-            for (t = 0; t < KVE__KEY_BLOCK; t++) { /* float rows stream well without it */
-                KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_ROWS + t), krow);
-                KVE__PREFETCH(kve__vptr(c, l, h, s + t), vrow);
-            }
         for (t = 0; t < nb; t++) {
             const unsigned char *row = kve__kptr(c, l, h, s + t);
             if (in_place) {
@@ -2103,14 +2107,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             if (pre) {
                 int32_t slot = s + t;
                 int64_t p = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
-                if (c->cfg.k_type == KVE_TYPE_F32 && p >= 0 && p < c->cfg.capacity) {
-                    size_t half = (size_t)c->cfg.rope_dims / 2; /* from the row, by the table */
-                    kve__rotate_cs_into(&c->cfg, kve__f32_row(row), kbuf[t],
-                                        c->rope_cos + (size_t)p * half, c->rope_sin + (size_t)p * half);
-                } else {
-                    kve__decode(c->cfg.k_type, row, d, kbuf[t]);
-                    kve__rotate_eff(c, kbuf[t], p);
-                }
+                kve__rotate_eff(c, row, p, kbuf[t]);
             } else {
                 kve__decode(c->cfg.k_type, row, d, kbuf[t]);
             }
@@ -2169,7 +2166,7 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
             for (t = 0; t < 4; t++) xr[t] = kve__vptr(c, l, h, s + t);
             if (s + KVE__PREFETCH_ROWS + 4 <= *kve__len(c, l, h))
                 for (t = 0; t < 4; t++)
-                    KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_ROWS + t), 2 * (size_t)d);
+                    KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_ROWS + t), vrow);
             for (g = 0; g < G; g++)
                 kve__axpy4_f16(out + (size_t)g * (size_t)d, probs + (size_t)g * ld + (size_t)s, xr, d);
         }

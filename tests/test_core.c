@@ -423,10 +423,21 @@ static void test_split_attention(void)
     free(keys); free(vals); free(w); free(w_first); free(kr); free(vr); free(kpos); free(probs);
 }
 
+/* FNV-1a over the bits of n floats */
+static void digest_floats(unsigned long long *digest, const float *x, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned int bits;
+        memcpy(&bits, &x[i], 4);
+        *digest = (*digest ^ bits) * 1099511628211ull;
+    }
+}
+
 /* one KV head of 3000 tokens: the flash-decoding chunks, digested for tests/omp_identical.sh */
 static void print_split_digest(void)
 {
-    int H = 8, d = 64, cap = 3000, s, i;
+    int H = 8, d = 64, cap = 3000, s;
     kve_config cfg;
     tu_cache c;
     float q[8 * 64], k[64], v[64], out[8 * 64];
@@ -442,11 +453,7 @@ static void print_split_digest(void)
         if (s % 250 != 249) continue;
         tu_fill(q, (size_t)H * d, 1.0f);
         CHECK_RESULT(kve_attend(&c.c, 0, q, out), KVE_OK);
-        for (i = 0; i < H * d; i++) {
-            unsigned int bits;
-            memcpy(&bits, &out[i], 4);
-            digest = (digest ^ bits) * 1099511628211ull;
-        }
+        digest_floats(&digest, out, (size_t)H * d);
     }
     printf("attention digest (one KV head in chunks) %016llx\n", digest);
     tu_close(&c);
@@ -456,7 +463,7 @@ static void print_split_digest(void)
    so that builds with and without OpenMP can be compared (tests/omp_identical.sh) */
 static void print_attention_digest(void)
 {
-    int H = 32, Hk = 8, d = 128, cap = 256, s, i;
+    int H = 32, Hk = 8, d = 128, cap = 256, s;
     kve_config cfg;
     tu_cache c;
     float *q = (float *)tu_alloc((size_t)H * d * sizeof(float));
@@ -473,11 +480,7 @@ static void print_attention_digest(void)
         tu_fill(q, (size_t)H * d, 1.0f);
         CHECK_RESULT(kve_store(&c.c, 0, s, k, k, NULL), KVE_OK);
         CHECK_RESULT(kve_attend(&c.c, 0, q, out), KVE_OK);
-        for (i = 0; i < H * d; i++) {
-            unsigned int bits;
-            memcpy(&bits, &out[i], 4);
-            digest = (digest ^ bits) * 1099511628211ull;
-        }
+        digest_floats(&digest, out, (size_t)H * d);
     }
     printf("attention digest %016llx\n", digest);
     free(q); free(k); free(out);
