@@ -2279,6 +2279,35 @@ static float kve__reduce(const float *x, int32_t G, size_t stride, kve_reduce mo
    points depend on the length only, so the result is the same whatever the thread count; a head
    of one chunk gets exactly what one pass gives. */
 
+/* the largest of m and x[0 .. n-1], in 16 lanes so that it vectorises: the same value as a scan
+   (a maximum does not depend on the order; a NaN is never taken) */
+static float kve__max_over(const float *x, int32_t n, float m)
+{
+    float lane[16];
+    int32_t i, l;
+    for (l = 0; l < 16; l++) lane[l] = m;
+    for (i = 0; i + 16 <= n; i += 16)
+        for (l = 0; l < 16; l++) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+    for (l = 0; i + l < n; l++) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+    for (l = 0; l < 16; l++) m = lane[l] > m ? lane[l] : m;
+    return m;
+}
+
+/* x[0] + ... + x[n-1] in 16 lanes (lane l adds l, l + 16, ...) folded in halves: a fixed order
+   that vectorises, where one running sum waits on every add */
+static float kve__sum_lanes(const float *x, int32_t n)
+{
+    float lane[16];
+    int32_t i, l, w;
+    for (l = 0; l < 16; l++) lane[l] = 0.0f;
+    for (i = 0; i + 16 <= n; i += 16)
+        for (l = 0; l < 16; l++) lane[l] += x[i + l];
+    for (l = 0; i + l < n; l++) lane[l] += x[i + l];
+    for (w = 8; w >= 1; w /= 2)
+        for (l = 0; l < w; l++) lane[l] += lane[l + w];
+    return lane[0];
+}
+
 /* the partial state of chunk k of KV head h: G rows of d output sums, then G maxima, G sums */
 static float *kve__split_state(const kve_cache *c, int32_t h, int32_t k)
 {
@@ -2311,8 +2340,7 @@ static void kve__group_chunk(kve_cache *c, int32_t l, int32_t h, int64_t qpos,
         kve__logits_range(c, l, h, qr, qpos, pm, lg, cap, b0, b1);
         for (g = 0; g < G; g++) {
             const float *row = lg + (size_t)g * cap;
-            float *p = pr + (size_t)g * cap, bm = mx[g], part = 0.0f;
-            for (s = b0; s < b1; s++) bm = row[s] > bm ? row[s] : bm;
+            float *p = pr + (size_t)g * cap, bm = kve__max_over(row + b0, b1 - b0, mx[g]), part;
             if (bm == -INFINITY) { /* nothing visible yet: no weight */
                 memset(p + b0, 0, (size_t)(b1 - b0) * sizeof(float));
                 continue;
@@ -2326,7 +2354,7 @@ static void kve__group_chunk(kve_cache *c, int32_t l, int32_t h, int64_t qpos,
             }
             for (s = b0; s < b1; s++) p[s] = row[s] - bm;
             kve__exp_inplace(p + b0, b1 - b0);
-            for (s = b0; s < b1; s++) part += p[s];
+            part = kve__sum_lanes(p + b0, b1 - b0);
             sum[g] += part;
         }
         kve__add_weighted_values(c, l, h, pr, cap, b0, b1, o);
