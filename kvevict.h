@@ -16,6 +16,8 @@
    OPTIONS (define before the include that has KVEVICT_IMPLEMENTATION)
        KVEVICT_STATIC      every function becomes static (private to that file)
        KVEVICT_NO_OPENMP   ignore OpenMP even when compiling with -fopenmp
+       KVEVICT_CACHED_BYTES  K/V bytes (all layers) a last-level cache keeps between two decode
+                           steps (default 64 MiB); past it, float rows are prefetched ahead
 
    QUICK START: the calls an engine makes
    --------------------------------------
@@ -1842,9 +1844,14 @@ static int64_t kve__sink_anchor(const kve_cache *c, int32_t l)
 }
 
 /* Asks for `bytes` from p ahead of their use: the hardware prefetcher alone leaves the kernels
-   of converted types waiting on memory (a row is half a float row or less, summed as fast). A
-   hint: nothing is read. */
+   of converted types waiting on memory (a row is half a float row or less, summed as fast), and
+   float rows too once they come from memory (it stops at every 4 KiB page). A hint: nothing is
+   read. */
 #define KVE__PREFETCH_ROWS 32
+#define KVE__PREFETCH_FAR_ROWS 64   /* float rows: further ahead, the sums take longer per byte */
+#ifndef KVEVICT_CACHED_BYTES
+#define KVEVICT_CACHED_BYTES (64.0 * 1024 * 1024) /* K/V of all layers up to this stay cached */
+#endif
 #if defined(__GNUC__) || defined(__clang__)
 #define KVE__PREFETCH(p, bytes)                                                                   \
     do {                                                                                       \
@@ -2055,6 +2062,17 @@ static void kve__axpy4(float *y, const float *a, const float *x0, const float *x
     for (i = 0; i < n; i++) y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
 }
 
+/* whether a decode step reads layer l's K/V rows from memory: every layer at l's length passes
+   what a last-level cache holds (a layer read again at once, as in a benchmark, stays cached and
+   asking for it would only cost instructions) */
+static int kve__rows_from_memory(const kve_cache *c, int32_t l)
+{
+    double row = (double)kve__row_bytes(c->cfg.k_type, c->cfg.head_dim) +
+                 (double)kve__row_bytes(c->cfg.v_type, c->cfg.head_dim);
+    return (double)c->cfg.n_layers * (double)c->cfg.n_kv_heads * (double)*kve__len(c, l, 0) * row >
+           KVEVICT_CACHED_BYTES;
+}
+
 /* Logits of the G query rows (rotated, G x d) of KV head h against its slots s0 .. s1-1, scaled
    by 1/sqrt(d); slots whose position is above `limit` get -inf (causal). Row g goes to
    logits + g*ld (indexed by slot). */
@@ -2068,6 +2086,8 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     int pre = c->cfg.key_storage == KVE_KEYS_PRE_ROPE && c->cfg.rope_layout != KVE_ROPE_NONE;
     int in_place = !pre && c->cfg.k_type == KVE_TYPE_F32; /* read where stored, no conversion */
     size_t krow = kve__row_bytes(c->cfg.k_type, d), vrow = kve__row_bytes(c->cfg.v_type, d);
+    int far = c->cfg.k_type == KVE_TYPE_F32 && c->cfg.v_type == KVE_TYPE_F32 &&
+              kve__rows_from_memory(c, l);
     float kbuf[KVE__KEY_BLOCK][KVE_MAX_HEAD_DIM];
     const float *kp[KVE__KEY_BLOCK];
     for (s = s0; s < n; s += KVE__KEY_BLOCK) {
@@ -2078,12 +2098,18 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                 for (t = 0; t < nb; t++) logits[(size_t)g * ld + (size_t)(s + t)] = -INFINITY;
             continue;
         }
-        /* converted keys ahead, and the values summed next (float rows stream well without) */
+        /* converted keys ahead, and the values summed next; float rows from memory: keys and
+           values further ahead (cached float rows stream well without) */
         if (c->cfg.k_type != KVE_TYPE_F32 &&
             s + KVE__PREFETCH_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
             for (t = 0; t < KVE__KEY_BLOCK; t++) {
                 KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_ROWS + t), krow);
                 KVE__PREFETCH(kve__vptr(c, l, h, s + t), vrow);
+            }
+        else if (far && s + KVE__PREFETCH_FAR_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
+            for (t = 0; t < KVE__KEY_BLOCK; t++) {
+                KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_FAR_ROWS + t), krow);
+                KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_FAR_ROWS + t), vrow);
             }
 #ifdef KVE__F16C
         if (!pre && c->cfg.k_type == KVE_TYPE_F16 && G == 1) { /* converted inside the dot
