@@ -822,6 +822,10 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #if defined(__F16C__) && (defined(__x86_64__) || defined(__i386__)) && !defined(KVEVICT_NO_SIMD)
 #include <immintrin.h>
 #define KVE__F16C 1
+/* AVX-512 does 16 lanes in one register: the kernels' 16-lane sums in one instruction each */
+#if defined(__AVX512F__)
+#define KVE__AVX512 1
+#endif
 #endif
 
 #if defined(_OPENMP) && !defined(KVEVICT_NO_OPENMP)
@@ -1060,6 +1064,12 @@ static void kve__decode(kve_type t, const unsigned char *in, int32_t n, float *x
     if (t == KVE_TYPE_F32 || t == KVE_TYPE_DEFAULT) {
         memcpy(x, in, (size_t)n * sizeof(float));
     } else if (t == KVE_TYPE_F16) {
+#ifdef KVE__AVX512
+        for (; i + 16 <= n; i += 16) {
+            const void *h16 = in + 2 * (size_t)i;
+            _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm256_loadu_si256(KVE__CAST(const __m256i *, h16))));
+        }
+#endif
 #ifdef KVE__F16C
         for (; i + 8 <= n; i += 8) {
             const void *h8 = in + 2 * (size_t)i;
@@ -1086,6 +1096,17 @@ static void kve__decode(kve_type t, const unsigned char *in, int32_t n, float *x
             float d;
             memcpy(&dh, ib, 2);
             d = kve__f32_from_f16(dh);
+#ifdef KVE__AVX512
+            { /* the same products: each int8 is exact in float, times d rounded once */
+                __m512 dv = _mm512_set1_ps(d);
+                const void *q0 = ib + 2, *q1 = ib + 18;
+                __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(KVE__CAST(const __m128i *, q0))));
+                __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(KVE__CAST(const __m128i *, q1))));
+                _mm512_storeu_ps(x + (size_t)b * KVE__Q8_BLOCK, _mm512_mul_ps(lo, dv));
+                _mm512_storeu_ps(x + (size_t)b * KVE__Q8_BLOCK + 16, _mm512_mul_ps(hi, dv));
+                continue;
+            }
+#endif
             for (i = 0; i < KVE__Q8_BLOCK; i++) {
                 int8_t q;
                 memcpy(&q, ib + 2 + i, 1);
@@ -1998,6 +2019,15 @@ static void kve__dot16_f16(const float *q, const unsigned char *const *k, int32_
     float P[16][16];
     int32_t j, l, i;
     for (j = 0; j < nb; j++) {
+#ifdef KVE__AVX512
+        __m512 all = _mm512_setzero_ps(); /* lanes 0-7 and 8-15 in one register: the same sums */
+        for (i = 0; i + 16 <= d; i += 16) {
+            const void *h = k[j] + 2 * (size_t)i;
+            __m512 kv = _mm512_cvtph_ps(_mm256_loadu_si256(KVE__CAST(const __m256i *, h)));
+            all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i), kv));
+        }
+        _mm512_storeu_ps(P[j], all);
+#else
         __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
         for (i = 0; i + 16 <= d; i += 16) {
             const void *h0 = k[j] + 2 * (size_t)i, *h1 = k[j] + 2 * (size_t)(i + 8);
@@ -2008,6 +2038,7 @@ static void kve__dot16_f16(const float *q, const unsigned char *const *k, int32_
         }
         _mm256_storeu_ps(P[j], lo);
         _mm256_storeu_ps(P[j] + 8, hi);
+#endif
         for (l = 0; l < d - i; l++) {
             uint16_t hv;
             memcpy(&hv, k[j] + 2 * (size_t)(i + l), 2);
@@ -2023,6 +2054,20 @@ static void kve__axpy4_f16(float *y, const float *a, const unsigned char *const 
     int32_t i = 0, r;
     __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]);
     __m256 a3 = _mm256_set1_ps(a[3]);
+#ifdef KVE__AVX512
+    __m512 b0 = _mm512_set1_ps(a[0]), b1 = _mm512_set1_ps(a[1]), b2 = _mm512_set1_ps(a[2]);
+    __m512 b3 = _mm512_set1_ps(a[3]);
+    for (; i + 16 <= n; i += 16) {
+        __m512 v[4];
+        for (r = 0; r < 4; r++) {
+            const void *hp = x[r] + 2 * (size_t)i;
+            v[r] = _mm512_cvtph_ps(_mm256_loadu_si256(KVE__CAST(const __m256i *, hp)));
+        }
+        __m512 s01 = _mm512_add_ps(_mm512_mul_ps(b0, v[0]), _mm512_mul_ps(b1, v[1]));
+        __m512 s23 = _mm512_add_ps(_mm512_mul_ps(b2, v[2]), _mm512_mul_ps(b3, v[3]));
+        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_add_ps(s01, s23)));
+    }
+#endif
     for (; i + 8 <= n; i += 8) {
         __m256 v[4];
         for (r = 0; r < 4; r++) {
