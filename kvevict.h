@@ -2010,7 +2010,7 @@ static void kve__dot16(const float *q, const float *const *k, int32_t nb, int32_
     kve__fold16(P, nb, out);
 }
 
-#ifdef KVE__F16C
+#if defined(KVE__F16C) && !defined(KVE__AVX512) /* with AVX-512: kve__dot16_typed */
 /* kve__dot16 on keys stored as f16, converted in registers (8 per instruction, exactly): the
    same products and sums in the same order as converting the row first */
 static void kve__dot16_f16(const float *q, const unsigned char *const *k, int32_t nb, int32_t d,
@@ -2019,15 +2019,6 @@ static void kve__dot16_f16(const float *q, const unsigned char *const *k, int32_
     float P[16][16];
     int32_t j, l, i;
     for (j = 0; j < nb; j++) {
-#ifdef KVE__AVX512
-        __m512 all = _mm512_setzero_ps(); /* lanes 0-7 and 8-15 in one register: the same sums */
-        for (i = 0; i + 16 <= d; i += 16) {
-            const void *h = k[j] + 2 * (size_t)i;
-            __m512 kv = _mm512_cvtph_ps(_mm256_loadu_si256(KVE__CAST(const __m256i *, h)));
-            all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i), kv));
-        }
-        _mm512_storeu_ps(P[j], all);
-#else
         __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
         for (i = 0; i + 16 <= d; i += 16) {
             const void *h0 = k[j] + 2 * (size_t)i, *h1 = k[j] + 2 * (size_t)(i + 8);
@@ -2038,7 +2029,6 @@ static void kve__dot16_f16(const float *q, const unsigned char *const *k, int32_
         }
         _mm256_storeu_ps(P[j], lo);
         _mm256_storeu_ps(P[j] + 8, hi);
-#endif
         for (l = 0; l < d - i; l++) {
             uint16_t hv;
             memcpy(&hv, k[j] + 2 * (size_t)(i + l), 2);
@@ -2054,20 +2044,6 @@ static void kve__axpy4_f16(float *y, const float *a, const unsigned char *const 
     int32_t i = 0, r;
     __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]);
     __m256 a3 = _mm256_set1_ps(a[3]);
-#ifdef KVE__AVX512
-    __m512 b0 = _mm512_set1_ps(a[0]), b1 = _mm512_set1_ps(a[1]), b2 = _mm512_set1_ps(a[2]);
-    __m512 b3 = _mm512_set1_ps(a[3]);
-    for (; i + 16 <= n; i += 16) {
-        __m512 v[4];
-        for (r = 0; r < 4; r++) {
-            const void *hp = x[r] + 2 * (size_t)i;
-            v[r] = _mm512_cvtph_ps(_mm256_loadu_si256(KVE__CAST(const __m256i *, hp)));
-        }
-        __m512 s01 = _mm512_add_ps(_mm512_mul_ps(b0, v[0]), _mm512_mul_ps(b1, v[1]));
-        __m512 s23 = _mm512_add_ps(_mm512_mul_ps(b2, v[2]), _mm512_mul_ps(b3, v[3]));
-        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_add_ps(s01, s23)));
-    }
-#endif
     for (; i + 8 <= n; i += 8) {
         __m256 v[4];
         for (r = 0; r < 4; r++) {
@@ -2087,6 +2063,81 @@ static void kve__axpy4_f16(float *y, const float *a, const unsigned char *const 
         }
         y[i] += (a[0] * f[0] + a[1] * f[1]) + (a[2] * f[2] + a[3] * f[3]);
     }
+}
+#endif
+
+#ifdef KVE__AVX512
+/* 16 stored values of a row from element i (a multiple of 16) as floats in one register, exactly
+   as kve__decode gives them: f16 converted, bf16 shifted, q8_0 int8 times its block's scale */
+static __m512 kve__load16(kve_type t, const unsigned char *row, int32_t i)
+{
+    if (t == KVE_TYPE_F16) {
+        const void *h = row + 2 * (size_t)i;
+        return _mm512_cvtph_ps(_mm256_loadu_si256(KVE__CAST(const __m256i *, h)));
+    }
+    if (t == KVE_TYPE_BF16) {
+        const void *h = row + 2 * (size_t)i;
+        __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(KVE__CAST(const __m256i *, h)));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    }
+    {
+        const unsigned char *block = row + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
+        const void *q = block + 2 + i % KVE__Q8_BLOCK;
+        uint16_t dh;
+        memcpy(&dh, block, 2);
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(KVE__CAST(const __m128i *, q)))),
+                             _mm512_set1_ps(_cvtsh_ss(dh)));
+    }
+}
+
+/* element i of a stored f16 or bf16 row (the tails past the last 16; q8_0 has none) */
+static float kve__half_at(kve_type t, const unsigned char *row, int32_t i)
+{
+    uint16_t h;
+    uint32_t w;
+    float f;
+    memcpy(&h, row + 2 * (size_t)i, 2);
+    if (t == KVE_TYPE_F16) return kve__f32_from_f16(h);
+    w = (uint32_t)h << 16;
+    memcpy(&f, &w, 4);
+    return f;
+}
+
+/* kve__dot16 on stored rows of any converted type, converted in registers: the same products
+   and sums in the same order as converting the rows first */
+static void kve__dot16_typed(kve_type t, const float *q, const unsigned char *const *k, int32_t nb,
+                             int32_t d, float *out)
+{
+    float P[16][16];
+    int32_t j, l, i;
+    for (j = 0; j < nb; j++) {
+        __m512 all = _mm512_setzero_ps();
+        for (i = 0; i + 16 <= d; i += 16)
+            all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i), kve__load16(t, k[j], i)));
+        _mm512_storeu_ps(P[j], all);
+        for (l = 0; l < d - i; l++) P[j][l] += q[i + l] * kve__half_at(t, k[j], i + l);
+    }
+    kve__fold16(P, nb, out);
+}
+
+/* y += (a0 x0 + a1 x1) + (a2 x2 + a3 x3) with the x rows stored at a converted type, as
+   kve__axpy4 after conversion */
+static void kve__axpy4_typed(kve_type t, float *y, const float *a, const unsigned char *const *x,
+                             int32_t n)
+{
+    int32_t i = 0;
+    __m512 a0 = _mm512_set1_ps(a[0]), a1 = _mm512_set1_ps(a[1]), a2 = _mm512_set1_ps(a[2]);
+    __m512 a3 = _mm512_set1_ps(a[3]);
+    for (; i + 16 <= n; i += 16) {
+        __m512 s01 = _mm512_add_ps(_mm512_mul_ps(a0, kve__load16(t, x[0], i)),
+                                   _mm512_mul_ps(a1, kve__load16(t, x[1], i)));
+        __m512 s23 = _mm512_add_ps(_mm512_mul_ps(a2, kve__load16(t, x[2], i)),
+                                   _mm512_mul_ps(a3, kve__load16(t, x[3], i)));
+        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_add_ps(s01, s23)));
+    }
+    for (; i < n; i++)
+        y[i] += (a[0] * kve__half_at(t, x[0], i) + a[1] * kve__half_at(t, x[1], i)) +
+                (a[2] * kve__half_at(t, x[2], i) + a[3] * kve__half_at(t, x[3], i));
 }
 #endif
 
@@ -2156,7 +2207,23 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                 KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_FAR_ROWS + t), krow);
                 KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_FAR_ROWS + t), vrow);
             }
-#ifdef KVE__F16C
+#ifdef KVE__AVX512
+        if (!pre && c->cfg.k_type != KVE_TYPE_F32 && G == 1) { /* converted inside the dot
+                                                                 product (a group converts once) */
+            const unsigned char *kr[KVE__KEY_BLOCK];
+            for (t = 0; t < nb; t++) kr[t] = kve__kptr(c, l, h, s + t);
+            {
+                float *o = logits + (size_t)s;
+                switch (c->cfg.k_type) { /* a constant type: each call is its own loop */
+                case KVE_TYPE_F16: kve__dot16_typed(KVE_TYPE_F16, qr, kr, nb, d, o); break;
+                case KVE_TYPE_BF16: kve__dot16_typed(KVE_TYPE_BF16, qr, kr, nb, d, o); break;
+                default: kve__dot16_typed(KVE_TYPE_Q8_0, qr, kr, nb, d, o); break;
+                }
+                for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
+            }
+            continue;
+        }
+#elif defined(KVE__F16C)
         if (!pre && c->cfg.k_type == KVE_TYPE_F16 && G == 1) { /* converted inside the dot
                                                                  product (a group converts once) */
             const unsigned char *kr[KVE__KEY_BLOCK];
@@ -2230,7 +2297,21 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
     float vbuf[4][KVE_MAX_HEAD_DIM];
     const float *vr[4];
     /* four value rows at a time, each read once for the G query heads (they stay in L1) */
-#ifdef KVE__F16C
+#ifdef KVE__AVX512
+    if (c->cfg.v_type != KVE_TYPE_F32 && G == 1) /* converted inside the sums (a group: once) */
+        for (; s + 4 <= n; s += 4) {
+            const unsigned char *xr[4];
+            for (t = 0; t < 4; t++) xr[t] = kve__vptr(c, l, h, s + t);
+            if (s + KVE__PREFETCH_ROWS + 4 <= *kve__len(c, l, h))
+                for (t = 0; t < 4; t++)
+                    KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_ROWS + t), vrow);
+            switch (c->cfg.v_type) {
+            case KVE_TYPE_F16: kve__axpy4_typed(KVE_TYPE_F16, out, probs + (size_t)s, xr, d); break;
+            case KVE_TYPE_BF16: kve__axpy4_typed(KVE_TYPE_BF16, out, probs + (size_t)s, xr, d); break;
+            default: kve__axpy4_typed(KVE_TYPE_Q8_0, out, probs + (size_t)s, xr, d); break;
+            }
+        }
+#elif defined(KVE__F16C)
     if (c->cfg.v_type == KVE_TYPE_F16 && G == 1) /* converted inside the sums (a group: once) */
         for (; s + 4 <= n; s += 4) {
             const unsigned char *xr[4];

@@ -27,6 +27,7 @@ usage: python3 tests/mutate.py [--list FILE] [--jobs N] [--only ID,ID] [--area A
 """
 import argparse
 import os
+import platform
 import random
 import shutil
 import subprocess
@@ -131,6 +132,10 @@ def stages():
         Stage("test_types", ["tests/test_types.c"], [["build/test_types"]]),
         Stage("test_types_native", ["tests/test_types.c"], [["build/test_types_native"]],
               extra_flags=["-march=native"], exe_suffix="_native"),
+    ] + ([  # the kernels of x86 CPUs with AVX2 and F16C but not AVX-512
+        Stage("test_types_avx2", ["tests/test_types.c"], [["build/test_types_avx2"]],
+              extra_flags=["-march=haswell"], exe_suffix="_avx2"),
+    ] if platform.machine() in ("x86_64", "AMD64", "i386", "i686") else []) + [
         Stage("examples", ["examples/minimal.c", "examples/custom_policy.c"],
               [["sh", "tests/examples_check.sh", "build"]]),
         Stage("test_reliability", ["tests/test_reliability.c"], [["build/test_reliability"]]),

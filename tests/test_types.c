@@ -281,6 +281,68 @@ static void test_policies_on_types(void)
             policy_on_type(KVE_POLICY_SNAPKV, all_types[a], all_types[a], (kve_key_storage)keys, 40);
 }
 
+/* Attention over stored K/V of a type equals, bit for bit, attention over a float cache given the
+   same vectors rounded through the type: keys post-RoPE without rotation (stored as given), so the
+   kernels that convert inside their sums (one query head per KV head, with vector instructions)
+   are compared with converting first. Odd lengths leave rows past the last whole block of 4. */
+static void test_typed_kernels_bit_exact(void)
+{
+    static const int dims[] = {64, 40, 128};
+    int a, di, G, di_n = (int)(sizeof dims / sizeof dims[0]);
+    for (a = 1; a < 4; a++)
+        for (di = 0; di < di_n; di++)
+            for (G = 1; G <= 2; G++) {
+                int d = dims[di], Hk = 2, H = Hk * G, n = 37 + 64 * G, s, g, bad = 0;
+                kve_type ty = all_types[a];
+                kve_config c;
+                tu_cache typed, rounded;
+                float *k, *v, *q, *kr, *vr, *o1, *o2, *w1, *w2;
+                kve_attend_options opt1, opt2;
+                if (ty == KVE_TYPE_Q8_0 && d % 32) continue;
+                memset(&c, 0, sizeof c);
+                c.n_layers = 1; c.n_heads = H; c.n_kv_heads = Hk; c.head_dim = d; c.capacity = n;
+                c.rope_layout = KVE_ROPE_NONE;
+                CHECK_RESULT(tu_open(&rounded, &c), KVE_OK);
+                c.k_type = ty; c.v_type = ty;
+                CHECK_RESULT(tu_open(&typed, &c), KVE_OK);
+                k = (float *)tu_alloc((size_t)Hk * d * sizeof(float));
+                v = (float *)tu_alloc((size_t)Hk * d * sizeof(float));
+                kr = (float *)tu_alloc((size_t)Hk * d * sizeof(float));
+                vr = (float *)tu_alloc((size_t)Hk * d * sizeof(float));
+                q = (float *)tu_alloc((size_t)H * d * sizeof(float));
+                o1 = (float *)tu_alloc((size_t)H * d * sizeof(float));
+                o2 = (float *)tu_alloc((size_t)H * d * sizeof(float));
+                w1 = (float *)tu_alloc((size_t)H * n * sizeof(float));
+                w2 = (float *)tu_alloc((size_t)H * n * sizeof(float));
+                tu_seed(400 + 10 * a + di + 100 * G);
+                for (s = 0; s < n; s++) {
+                    unsigned char row[4 * 128];
+                    tu_fill(k, (size_t)Hk * d, 1.5f);
+                    tu_fill(v, (size_t)Hk * d, 1.0f);
+                    for (g = 0; g < Hk; g++) { /* the float cache gets the type's rounding */
+                        CHECK_RESULT(kve_row_from_float(ty, k + (size_t)g * d, d, row), KVE_OK);
+                        CHECK_RESULT(kve_row_to_float(ty, row, d, kr + (size_t)g * d), KVE_OK);
+                        CHECK_RESULT(kve_row_from_float(ty, v + (size_t)g * d, d, row), KVE_OK);
+                        CHECK_RESULT(kve_row_to_float(ty, row, d, vr + (size_t)g * d), KVE_OK);
+                    }
+                    CHECK_RESULT(kve_store(&typed.c, 0, s, k, v, NULL), KVE_OK);
+                    CHECK_RESULT(kve_store(&rounded.c, 0, s, kr, vr, NULL), KVE_OK);
+                }
+                tu_fill(q, (size_t)H * d, 1.0f);
+                memset(&opt1, 0, sizeof opt1); memset(&opt2, 0, sizeof opt2);
+                opt1.weights = w1; opt2.weights = w2;
+                CHECK_RESULT(kve_attend_ex(&typed.c, 0, q, o1, &opt1), KVE_OK);
+                CHECK_RESULT(kve_attend_ex(&rounded.c, 0, q, o2, &opt2), KVE_OK);
+                bad += memcmp(o1, o2, (size_t)H * d * sizeof(float)) != 0;
+                bad += memcmp(w1, w2, (size_t)H * n * sizeof(float)) != 0;
+                CHECK(bad == 0, "%s, head_dim %d, %d query head(s) per KV head: the typed cache differs "
+                      "from rounded floats", type_name[ty], d, G);
+                free(k); free(v); free(kr); free(vr); free(q); free(o1); free(o2); free(w1); free(w2);
+                tu_close(&typed);
+                tu_close(&rounded);
+            }
+}
+
 /* pos-shift re-rotates the sinks from their f32 copy whatever the key type */
 static void test_posshift_sinks_on_types(void)
 {
@@ -456,10 +518,18 @@ static void test_edges_of_range(void)
 
 int main(int argc, char **argv)
 {
+#if defined(__AVX2__) && defined(__F16C__) && (defined(__GNUC__) || defined(__clang__))
+    /* the build for AVX2 + F16C (the kernels of CPUs without AVX-512) on a CPU without them */
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("f16c")) {
+        printf("test_types: 0 passed, 0 failed (skipped: this CPU lacks AVX2 or F16C)\n");
+        return 0;
+    }
+#endif
     test_ggml_golden(argc > 1 ? argv[1] : "tests/data/ggml-conversions.txt");
     test_round_trips();
     test_policies_on_types();
     test_posshift_sinks_on_types();
+    test_typed_kernels_bit_exact();
     test_bytes_and_refusals();
     test_edges_of_range();
     (void)ref_attend; (void)rel_err_ff; /* shared helpers this file has no use for */
