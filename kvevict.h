@@ -63,6 +63,9 @@
    when max|x| / 127 would) is KVE_ERROR_OUT_OF_TYPE_RANGE; post-RoPE keys are judged by each
    rotated pair's norm, which bounds them at every position. StreamingLLM's pre-RoPE sink copies
    stay float32, so re-rotated sinks are rounded once. q8_0 needs head_dim a multiple of 32.
+   Built with F16C or AVX-512, the kernels convert rows inside their sums: the same bits as
+   converting first, as long as the compiler does not fuse a * b + c into one rounding by itself
+   (clang: never, the implementation turns it off; gcc: with -std=c11 or -ffp-contract=off).
 
    Slots: each (layer, KV head) holds its tokens in slots 0 .. len-1, in no particular order (after
    eviction slot != position); every slot knows its position. KV heads of one layer may keep
@@ -814,6 +817,13 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #ifdef KVEVICT_IMPLEMENTATION
 #ifndef KVEVICT_IMPLEMENTATION_DONE
 #define KVEVICT_IMPLEMENTATION_DONE
+
+/* Every a * b + c rounds twice, as written: the vector kernels and the portable loops then give
+   the same bits, whatever the compiler (clang fuses them into one FMA by default; gcc does not
+   with -std=c11). Restored at the end of the implementation. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 #include <math.h>
 #include <string.h>
@@ -2067,27 +2077,30 @@ static void kve__axpy4_f16(float *y, const float *a, const unsigned char *const 
 #endif
 
 #ifdef KVE__AVX512
-/* 16 stored values of a row from element i (a multiple of 16) as floats in one register, exactly
-   as kve__decode gives them: f16 converted, bf16 shifted, q8_0 int8 times its block's scale */
+/* a q8_0 block's scale in all lanes, and its 16 values from `at` (0 or 16) times it: each int8
+   is exact in float, times the scale rounded once, as kve__decode */
+static __m512 kve__q8_scale(const unsigned char *block)
+{
+    uint16_t dh;
+    memcpy(&dh, block, 2);
+    return _mm512_set1_ps(_cvtsh_ss(dh));
+}
+
+static __m512 kve__q8_half(const unsigned char *block, int32_t at, __m512 scale)
+{
+    const void *q = block + 2 + at;
+    __m128i q16 = _mm_loadu_si128(KVE__CAST(const __m128i *, q));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q16)), scale);
+}
+
+/* 16 stored f16 or bf16 values of a row from element i (a multiple of 16) as floats in one
+   register, exactly as kve__decode gives them (f16 converted, bf16 shifted) */
 static __m512 kve__load16(kve_type t, const unsigned char *row, int32_t i)
 {
-    if (t == KVE_TYPE_F16) {
-        const void *h = row + 2 * (size_t)i;
-        return _mm512_cvtph_ps(_mm256_loadu_si256(KVE__CAST(const __m256i *, h)));
-    }
-    if (t == KVE_TYPE_BF16) {
-        const void *h = row + 2 * (size_t)i;
-        __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(KVE__CAST(const __m256i *, h)));
-        return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
-    }
-    {
-        const unsigned char *block = row + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
-        const void *q = block + 2 + i % KVE__Q8_BLOCK;
-        uint16_t dh;
-        memcpy(&dh, block, 2);
-        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(KVE__CAST(const __m128i *, q)))),
-                             _mm512_set1_ps(_cvtsh_ss(dh)));
-    }
+    const void *h = row + 2 * (size_t)i;
+    __m256i h16 = _mm256_loadu_si256(KVE__CAST(const __m256i *, h));
+    if (t == KVE_TYPE_F16) return _mm512_cvtph_ps(h16);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h16), 16));
 }
 
 /* element i of a stored f16 or bf16 row (the tails past the last 16; q8_0 has none) */
@@ -2112,8 +2125,16 @@ static void kve__dot16_typed(kve_type t, const float *q, const unsigned char *co
     int32_t j, l, i;
     for (j = 0; j < nb; j++) {
         __m512 all = _mm512_setzero_ps();
-        for (i = 0; i + 16 <= d; i += 16)
-            all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i), kve__load16(t, k[j], i)));
+        if (t == KVE_TYPE_Q8_0) /* block by block: one scale for two halves */
+            for (i = 0; i < d; i += KVE__Q8_BLOCK) {
+                const unsigned char *block = k[j] + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
+                __m512 sc = kve__q8_scale(block);
+                all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i), kve__q8_half(block, 0, sc)));
+                all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i + 16), kve__q8_half(block, 16, sc)));
+            }
+        else
+            for (i = 0; i + 16 <= d; i += 16)
+                all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i), kve__load16(t, k[j], i)));
         _mm512_storeu_ps(P[j], all);
         for (l = 0; l < d - i; l++) P[j][l] += q[i + l] * kve__half_at(t, k[j], i + l);
     }
@@ -2128,6 +2149,21 @@ static void kve__axpy4_typed(kve_type t, float *y, const float *a, const unsigne
     int32_t i = 0;
     __m512 a0 = _mm512_set1_ps(a[0]), a1 = _mm512_set1_ps(a[1]), a2 = _mm512_set1_ps(a[2]);
     __m512 a3 = _mm512_set1_ps(a[3]);
+    if (t == KVE_TYPE_Q8_0) /* block by block: each row's scale once for two halves */
+        for (; i < n; i += KVE__Q8_BLOCK) {
+            size_t at = (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
+            __m512 sc0 = kve__q8_scale(x[0] + at), sc1 = kve__q8_scale(x[1] + at);
+            __m512 sc2 = kve__q8_scale(x[2] + at), sc3 = kve__q8_scale(x[3] + at);
+            int32_t half;
+            for (half = 0; half < KVE__Q8_BLOCK; half += 16) {
+                __m512 s01 = _mm512_add_ps(_mm512_mul_ps(a0, kve__q8_half(x[0] + at, half, sc0)),
+                                           _mm512_mul_ps(a1, kve__q8_half(x[1] + at, half, sc1)));
+                __m512 s23 = _mm512_add_ps(_mm512_mul_ps(a2, kve__q8_half(x[2] + at, half, sc2)),
+                                           _mm512_mul_ps(a3, kve__q8_half(x[3] + at, half, sc3)));
+                float *yy = y + i + half;
+                _mm512_storeu_ps(yy, _mm512_add_ps(_mm512_loadu_ps(yy), _mm512_add_ps(s01, s23)));
+            }
+        }
     for (; i + 16 <= n; i += 16) {
         __m512 s01 = _mm512_add_ps(_mm512_mul_ps(a0, kve__load16(t, x[0], i)),
                                    _mm512_mul_ps(a1, kve__load16(t, x[1], i)));
@@ -5016,6 +5052,9 @@ KVE_API kve_result kve_check(kve_cache *c)
     return KVE_OK;
 }
 
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
+#endif
 #endif /* KVEVICT_IMPLEMENTATION_DONE */
 #endif /* KVEVICT_IMPLEMENTATION */
 

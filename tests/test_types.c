@@ -519,9 +519,10 @@ static void test_edges_of_range(void)
 int main(int argc, char **argv)
 {
 #if defined(__AVX2__) && defined(__F16C__) && (defined(__GNUC__) || defined(__clang__))
-    /* the build for AVX2 + F16C (the kernels of CPUs without AVX-512) on a CPU without them */
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("f16c")) {
-        printf("test_types: 0 passed, 0 failed (skipped: this CPU lacks AVX2 or F16C)\n");
+    /* the build for AVX2 + F16C (the kernels of CPUs without AVX-512) on a CPU without AVX2
+       (every CPU with AVX2 has F16C, which not every compiler can ask about) */
+    if (!__builtin_cpu_supports("avx2")) {
+        printf("test_types: 0 passed, 0 failed (skipped: this CPU lacks AVX2)\n");
         return 0;
     }
 #endif
