@@ -340,6 +340,10 @@
 
    HISTORY
    -------
+   0.4.2 Faster decode attention: float rows prefetched once they come from memory
+        (KVEVICT_CACHED_BYTES), a block's softmax maximum and sum in 16 lanes, and with AVX-512
+        f16/bf16/q8_0 rows converted inside the sums; clang no longer fuses multiply-adds in the
+        implementation (its results now equal gcc's -std=c11 ones).
    0.4.1 Flash-decoding: a long KV head's chunks run on every thread, with the same bits for any
         thread count. A compression ratio that rounds to 0 keeps the newest token of a policy that
         protects it; PyramidKV's allocation refuses a layer budget of 0 when evicting. Faster
@@ -367,7 +371,7 @@
 
 #define KVEVICT_VERSION_MAJOR 0
 #define KVEVICT_VERSION_MINOR 4
-#define KVEVICT_VERSION_PATCH 1
+#define KVEVICT_VERSION_PATCH 2
 
 #ifndef KVE_API
 #if defined(KVEVICT_STATIC) && defined(__GNUC__)
