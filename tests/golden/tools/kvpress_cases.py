@@ -209,6 +209,13 @@ CASES = [
     # until kvpress's epsilon-0 selection would be rejected by the judge in some head
     C("expected-attention-epsilon", "expected_attention", q_len=32, ratio=0.5, n_future=16, n_sink=4,
       use_vnorm=True, epsilon=0.05, q_mean=1.0),
+    # head_dim 32: the smallest q8_0 can store, so these also run on every storage type (run.sh)
+    C("knorm-gqa-d32", "knorm", n_heads=4, n_kv_heads=2, head_dim=32, q_len=40, ratio=0.5),
+    C("snapkv-gqa-d32", "snapkv", n_heads=4, n_kv_heads=2, head_dim=32, q_len=48, ratio=0.6, window=6,
+      kernel=3),
+    C("tova-d32", "tova", head_dim=32, q_len=36, ratio=0.5),
+    C("observed-attention-gqa-d32", "observed_attention", n_heads=4, n_kv_heads=2, head_dim=32, q_len=40,
+      ratio=0.5),
 ]
 
 ATTENTION_POLICIES = ("snapkv", "pyramidkv", "tova", "observed_attention")
