@@ -335,6 +335,16 @@ static void test_typed_kernels_bit_exact(void)
                 CHECK_RESULT(kve_attend_ex(&rounded.c, 0, q, o2, &opt2), KVE_OK);
                 bad += memcmp(o1, o2, (size_t)H * d * sizeof(float)) != 0;
                 bad += memcmp(w1, w2, (size_t)H * n * sizeof(float)) != 0;
+                { /* causal: the last 5 tokens' queries, each blind to the keys after it */
+                    float *qp = (float *)tu_alloc((size_t)5 * H * d * sizeof(float));
+                    float *p1 = (float *)tu_alloc((size_t)5 * H * d * sizeof(float));
+                    float *p2 = (float *)tu_alloc((size_t)5 * H * d * sizeof(float));
+                    tu_fill(qp, (size_t)5 * H * d, 1.0f);
+                    CHECK_RESULT(kve_prefill(&typed.c, 0, 5, qp, NULL, p1), KVE_OK);
+                    CHECK_RESULT(kve_prefill(&rounded.c, 0, 5, qp, NULL, p2), KVE_OK);
+                    bad += memcmp(p1, p2, (size_t)5 * H * d * sizeof(float)) != 0;
+                    free(qp); free(p1); free(p2);
+                }
                 CHECK(bad == 0, "%s, head_dim %d, %d query head(s) per KV head: the typed cache differs "
                       "from rounded floats", type_name[ty], d, G);
                 free(k); free(v); free(kr); free(vr); free(q); free(o1); free(o2); free(w1); free(w2);
