@@ -1072,6 +1072,34 @@ static void kve__encode(kve_type t, const float *x, int32_t n, unsigned char *ou
     }
 }
 
+#ifdef KVE__AVX512
+/* a q8_0 block's scale in all lanes, and its 16 values from `at` (0 or 16) times it: each int8
+   is exact in float, times the scale rounded once, as kve__decode */
+static __m512 kve__q8_scale(const unsigned char *block)
+{
+    uint16_t dh;
+    memcpy(&dh, block, 2);
+    return _mm512_set1_ps(_cvtsh_ss(dh));
+}
+
+static __m512 kve__q8_half(const unsigned char *block, int32_t at, __m512 scale)
+{
+    const void *q = block + 2 + at;
+    __m128i q16 = _mm_loadu_si128(KVE__CAST(const __m128i *, q));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q16)), scale);
+}
+
+/* 16 stored f16 or bf16 values of a row from element i (a multiple of 16) as floats in one
+   register, exactly as kve__decode gives them (f16 converted, bf16 shifted) */
+static __m512 kve__load16(kve_type t, const unsigned char *row, int32_t i)
+{
+    const void *h = row + 2 * (size_t)i;
+    __m256i h16 = _mm256_loadu_si256(KVE__CAST(const __m256i *, h));
+    if (t == KVE_TYPE_F16) return _mm512_cvtph_ps(h16);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h16), 16));
+}
+#endif
+
 static void kve__decode(kve_type t, const unsigned char *in, int32_t n, float *x)
 {
     int32_t i = 0, b;
@@ -1079,10 +1107,7 @@ static void kve__decode(kve_type t, const unsigned char *in, int32_t n, float *x
         memcpy(x, in, (size_t)n * sizeof(float));
     } else if (t == KVE_TYPE_F16) {
 #ifdef KVE__AVX512
-        for (; i + 16 <= n; i += 16) {
-            const void *h16 = in + 2 * (size_t)i;
-            _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm256_loadu_si256(KVE__CAST(const __m256i *, h16))));
-        }
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, kve__load16(t, in, i));
 #endif
 #ifdef KVE__F16C
         for (; i + 8 <= n; i += 8) {
@@ -1108,19 +1133,16 @@ static void kve__decode(kve_type t, const unsigned char *in, int32_t n, float *x
             const unsigned char *ib = in + (size_t)b * KVE__Q8_BYTES;
             uint16_t dh;
             float d;
-            memcpy(&dh, ib, 2);
-            d = kve__f32_from_f16(dh);
 #ifdef KVE__AVX512
-            { /* the same products: each int8 is exact in float, times d rounded once */
-                __m512 dv = _mm512_set1_ps(d);
-                const void *q0 = ib + 2, *q1 = ib + 18;
-                __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(KVE__CAST(const __m128i *, q0))));
-                __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(KVE__CAST(const __m128i *, q1))));
-                _mm512_storeu_ps(x + (size_t)b * KVE__Q8_BLOCK, _mm512_mul_ps(lo, dv));
-                _mm512_storeu_ps(x + (size_t)b * KVE__Q8_BLOCK + 16, _mm512_mul_ps(hi, dv));
+            {
+                __m512 sc = kve__q8_scale(ib);
+                _mm512_storeu_ps(x + (size_t)b * KVE__Q8_BLOCK, kve__q8_half(ib, 0, sc));
+                _mm512_storeu_ps(x + (size_t)b * KVE__Q8_BLOCK + 16, kve__q8_half(ib, 16, sc));
                 continue;
             }
 #endif
+            memcpy(&dh, ib, 2);
+            d = kve__f32_from_f16(dh);
             for (i = 0; i < KVE__Q8_BLOCK; i++) {
                 int8_t q;
                 memcpy(&q, ib + 2 + i, 1);
@@ -2081,32 +2103,6 @@ static void kve__axpy4_f16(float *y, const float *a, const unsigned char *const 
 #endif
 
 #ifdef KVE__AVX512
-/* a q8_0 block's scale in all lanes, and its 16 values from `at` (0 or 16) times it: each int8
-   is exact in float, times the scale rounded once, as kve__decode */
-static __m512 kve__q8_scale(const unsigned char *block)
-{
-    uint16_t dh;
-    memcpy(&dh, block, 2);
-    return _mm512_set1_ps(_cvtsh_ss(dh));
-}
-
-static __m512 kve__q8_half(const unsigned char *block, int32_t at, __m512 scale)
-{
-    const void *q = block + 2 + at;
-    __m128i q16 = _mm_loadu_si128(KVE__CAST(const __m128i *, q));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q16)), scale);
-}
-
-/* 16 stored f16 or bf16 values of a row from element i (a multiple of 16) as floats in one
-   register, exactly as kve__decode gives them (f16 converted, bf16 shifted) */
-static __m512 kve__load16(kve_type t, const unsigned char *row, int32_t i)
-{
-    const void *h = row + 2 * (size_t)i;
-    __m256i h16 = _mm256_loadu_si256(KVE__CAST(const __m256i *, h));
-    if (t == KVE_TYPE_F16) return _mm512_cvtph_ps(h16);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h16), 16));
-}
-
 /* element i of a stored f16 or bf16 row (the tails past the last 16; q8_0 has none) */
 static float kve__half_at(kve_type t, const unsigned char *row, int32_t i)
 {
@@ -2181,6 +2177,49 @@ static void kve__axpy4_typed(kve_type t, float *y, const float *a, const unsigne
 }
 #endif
 
+/* Whether one query head per KV head reads rows of type t converted inside the sums (a group of
+   several converts each block once instead, then sums floats), and the two kernels that do. */
+#if defined(KVE__F16C)
+static int kve__converts_inside(kve_type t, int32_t G)
+{
+#if defined(KVE__AVX512)
+    return t != KVE_TYPE_F32 && G == 1;
+#else
+    return t == KVE_TYPE_F16 && G == 1;
+#endif
+}
+
+static void kve__dot16_stored(kve_type t, const float *q, const unsigned char *const *k, int32_t nb,
+                              int32_t d, float *out)
+{
+#if defined(KVE__AVX512)
+    switch (t) { /* a constant type: each call is its own loop */
+    case KVE_TYPE_F16: kve__dot16_typed(KVE_TYPE_F16, q, k, nb, d, out); break;
+    case KVE_TYPE_BF16: kve__dot16_typed(KVE_TYPE_BF16, q, k, nb, d, out); break;
+    default: kve__dot16_typed(KVE_TYPE_Q8_0, q, k, nb, d, out); break;
+    }
+#else
+    (void)t;
+    kve__dot16_f16(q, k, nb, d, out);
+#endif
+}
+
+static void kve__axpy4_stored(kve_type t, float *y, const float *a, const unsigned char *const *x,
+                              int32_t n)
+{
+#if defined(KVE__AVX512)
+    switch (t) {
+    case KVE_TYPE_F16: kve__axpy4_typed(KVE_TYPE_F16, y, a, x, n); break;
+    case KVE_TYPE_BF16: kve__axpy4_typed(KVE_TYPE_BF16, y, a, x, n); break;
+    default: kve__axpy4_typed(KVE_TYPE_Q8_0, y, a, x, n); break;
+    }
+#else
+    (void)t;
+    kve__axpy4_f16(y, a, x, n);
+#endif
+}
+#endif
+
 /* y += a x over n floats: vectorises everywhere; the rows being summed stay in L1 */
 static void kve__axpy(float *y, float a, const float *x, int32_t n)
 {
@@ -2247,32 +2286,13 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                 KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_FAR_ROWS + t), krow);
                 KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_FAR_ROWS + t), vrow);
             }
-#ifdef KVE__AVX512
-        if (!pre && c->cfg.k_type != KVE_TYPE_F32 && G == 1) { /* converted inside the dot
-                                                                 product (a group converts once) */
+#ifdef KVE__F16C
+        if (!pre && kve__converts_inside(c->cfg.k_type, G)) {
             const unsigned char *kr[KVE__KEY_BLOCK];
+            float *o = logits + (size_t)s; /* the one query row */
             for (t = 0; t < nb; t++) kr[t] = kve__kptr(c, l, h, s + t);
-            {
-                float *o = logits + (size_t)s;
-                switch (c->cfg.k_type) { /* a constant type: each call is its own loop */
-                case KVE_TYPE_F16: kve__dot16_typed(KVE_TYPE_F16, qr, kr, nb, d, o); break;
-                case KVE_TYPE_BF16: kve__dot16_typed(KVE_TYPE_BF16, qr, kr, nb, d, o); break;
-                default: kve__dot16_typed(KVE_TYPE_Q8_0, qr, kr, nb, d, o); break;
-                }
-                for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
-            }
-            continue;
-        }
-#elif defined(KVE__F16C)
-        if (!pre && c->cfg.k_type == KVE_TYPE_F16 && G == 1) { /* converted inside the dot
-                                                                 product (a group converts once) */
-            const unsigned char *kr[KVE__KEY_BLOCK];
-            for (t = 0; t < nb; t++) kr[t] = kve__kptr(c, l, h, s + t);
-            for (g = 0; g < G; g++) {
-                float *o = logits + (size_t)g * ld + (size_t)s;
-                kve__dot16_f16(qr + (size_t)g * (size_t)d, kr, nb, d, o);
-                for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
-            }
+            kve__dot16_stored(c->cfg.k_type, qr, kr, nb, d, o);
+            for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
             continue;
         }
 #endif
@@ -2337,30 +2357,15 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
     float vbuf[4][KVE_MAX_HEAD_DIM];
     const float *vr[4];
     /* four value rows at a time, each read once for the G query heads (they stay in L1) */
-#ifdef KVE__AVX512
-    if (c->cfg.v_type != KVE_TYPE_F32 && G == 1) /* converted inside the sums (a group: once) */
+#ifdef KVE__F16C
+    if (kve__converts_inside(c->cfg.v_type, G))
         for (; s + 4 <= n; s += 4) {
             const unsigned char *xr[4];
             for (t = 0; t < 4; t++) xr[t] = kve__vptr(c, l, h, s + t);
             if (s + KVE__PREFETCH_ROWS + 4 <= *kve__len(c, l, h))
                 for (t = 0; t < 4; t++)
                     KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_ROWS + t), vrow);
-            switch (c->cfg.v_type) {
-            case KVE_TYPE_F16: kve__axpy4_typed(KVE_TYPE_F16, out, probs + (size_t)s, xr, d); break;
-            case KVE_TYPE_BF16: kve__axpy4_typed(KVE_TYPE_BF16, out, probs + (size_t)s, xr, d); break;
-            default: kve__axpy4_typed(KVE_TYPE_Q8_0, out, probs + (size_t)s, xr, d); break;
-            }
-        }
-#elif defined(KVE__F16C)
-    if (c->cfg.v_type == KVE_TYPE_F16 && G == 1) /* converted inside the sums (a group: once) */
-        for (; s + 4 <= n; s += 4) {
-            const unsigned char *xr[4];
-            for (t = 0; t < 4; t++) xr[t] = kve__vptr(c, l, h, s + t);
-            if (s + KVE__PREFETCH_ROWS + 4 <= *kve__len(c, l, h))
-                for (t = 0; t < 4; t++)
-                    KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_ROWS + t), vrow);
-            for (g = 0; g < G; g++)
-                kve__axpy4_f16(out + (size_t)g * (size_t)d, probs + (size_t)g * ld + (size_t)s, xr, d);
+            kve__axpy4_stored(c->cfg.v_type, out, probs + (size_t)s, xr, d); /* the one row */
         }
 #endif
     for (; s + 4 <= n; s += 4) {
