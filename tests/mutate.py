@@ -40,6 +40,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -241,13 +242,17 @@ def run_stage(w, st, deadline_scale=None, objects=None):
     limit = st.timeout if deadline_scale is None else deadline_scale
     for cmd in st.runs:
         left = limit - (time.time() - t0)
+        # its own process group: a program run by a shell is stopped with the shell when past time
+        p = subprocess.Popen(cmd, cwd=w, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
         try:
-            p = subprocess.run(cmd, cwd=w, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, timeout=max(left, 1.0))
+            output = p.communicate(timeout=max(left, 1.0))[0]
         except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()  # reaps it
             return "timeout", "past %.0f s" % limit, time.time() - t0
         if p.returncode != 0:
-            out = p.stdout.decode(errors="replace").splitlines()
+            out = output.decode(errors="replace").splitlines()
             fails = [x for x in out if "FAIL" in x or "mismatch" in x.lower()]
             why = (fails[0] if fails else (out[-1] if out else "")).strip()
             if p.returncode < 0:
