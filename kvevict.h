@@ -2237,6 +2237,11 @@ static void kve__axpy4(float *y, const float *a, const float *x0, const float *x
     for (i = 0; i < n; i++) y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
 }
 
+/* The floats between consecutive rows of a kernel's block of converted or rotated rows: head_dim
+   rounded up to whole 64-byte lines. Rows KVE_MAX_HEAD_DIM floats (4 KiB) apart would all fall
+   into the same few L1 sets and evict each other within a block. */
+static size_t kve__packed_stride(int32_t d) { return ((size_t)d + 15) & ~(size_t)15; }
+
 /* whether a decode step reads layer l's K/V rows from memory: every layer at l's length passes
    what a last-level cache holds (a layer read again at once, as in a benchmark, stays cached and
    asking for it would only cost instructions) */
@@ -2263,7 +2268,8 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     size_t krow = kve__row_bytes(c->cfg.k_type, d), vrow = kve__row_bytes(c->cfg.v_type, d);
     int far = c->cfg.k_type == KVE_TYPE_F32 && c->cfg.v_type == KVE_TYPE_F32 &&
               kve__rows_from_memory(c, l);
-    float kbuf[KVE__KEY_BLOCK][KVE_MAX_HEAD_DIM];
+    float kbuf[KVE__KEY_BLOCK * KVE_MAX_HEAD_DIM]; /* converted or rotated keys, packed */
+    size_t kstride = kve__packed_stride(d);
     const float *kp[KVE__KEY_BLOCK];
     for (s = s0; s < n; s += KVE__KEY_BLOCK) {
         int32_t nb = n - s < KVE__KEY_BLOCK ? n - s : KVE__KEY_BLOCK, visible = 0;
@@ -2305,11 +2311,11 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             if (pre) {
                 int32_t slot = s + t;
                 int64_t p = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
-                kve__rotate_eff(c, row, p, kbuf[t]);
+                kve__rotate_eff(c, row, p, kbuf + (size_t)t * kstride);
             } else {
-                kve__decode(c->cfg.k_type, row, d, kbuf[t]);
+                kve__decode(c->cfg.k_type, row, d, kbuf + (size_t)t * kstride);
             }
-            kp[t] = kbuf[t];
+            kp[t] = kbuf + (size_t)t * kstride;
         }
         /* the block's keys (in L1 now) against each query row of the group */
         for (g = 0; g < G; g++) {
@@ -2354,7 +2360,8 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
     int32_t d = c->cfg.head_dim, G = c->group, g, t;
     int in_place = c->cfg.v_type == KVE_TYPE_F32;
     size_t vrow = kve__row_bytes(c->cfg.v_type, d);
-    float vbuf[4][KVE_MAX_HEAD_DIM];
+    float vbuf[4 * KVE_MAX_HEAD_DIM]; /* converted values, packed */
+    size_t vstride = kve__packed_stride(d);
     const float *vr[4];
     /* four value rows at a time, each read once for the G query heads (they stay in L1) */
 #ifdef KVE__F16C
@@ -2377,8 +2384,8 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
             if (in_place) {
                 vr[t] = kve__f32_row(row);
             } else {
-                kve__decode(c->cfg.v_type, row, d, vbuf[t]);
-                vr[t] = vbuf[t];
+                kve__decode(c->cfg.v_type, row, d, vbuf + (size_t)t * vstride);
+                vr[t] = vbuf + (size_t)t * vstride;
             }
         }
         v0 = vr[0]; v1 = vr[1]; v2 = vr[2]; v3 = vr[3];
@@ -2390,9 +2397,9 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
                            v3, d);
     }
     for (; s < n; s++) {
-        const float *vp = vbuf[0];
+        const float *vp = vbuf;
         if (in_place) vp = kve__f32_row(kve__vptr(c, l, h, s));
-        else kve__decode(c->cfg.v_type, kve__vptr(c, l, h, s), d, vbuf[0]);
+        else kve__decode(c->cfg.v_type, kve__vptr(c, l, h, s), d, vbuf);
         for (g = 0; g < G; g++)
             kve__axpy(out + (size_t)g * (size_t)d, probs[(size_t)g * ld + (size_t)s], vp, d);
     }
