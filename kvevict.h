@@ -340,6 +340,8 @@
 
    HISTORY
    -------
+   0.4.3 The rows a kernel block converts or rotates (f16/bf16/q8_0 keys and values under GQA,
+        pre-RoPE keys) are packed instead of 4 KiB apart, where they evicted each other from L1.
    0.4.2 Faster decode attention: float rows prefetched once they come from memory
         (KVEVICT_CACHED_BYTES), a block's softmax maximum and sum in 16 lanes, and with AVX-512
         f16/bf16/q8_0 rows converted inside the sums; clang no longer fuses multiply-adds in the
@@ -371,7 +373,7 @@
 
 #define KVEVICT_VERSION_MAJOR 0
 #define KVEVICT_VERSION_MINOR 4
-#define KVEVICT_VERSION_PATCH 2
+#define KVEVICT_VERSION_PATCH 3
 
 #ifndef KVE_API
 #if defined(KVEVICT_STATIC) && defined(__GNUC__)
