@@ -2306,6 +2306,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
 #endif
         for (t = 0; t < nb; t++) {
             const unsigned char *row = kve__kptr(c, l, h, s + t);
+            float *packed = kbuf + (size_t)t * kstride;
             if (in_place) {
                 kp[t] = kve__f32_row(row);
                 continue;
@@ -2313,11 +2314,11 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             if (pre) {
                 int32_t slot = s + t;
                 int64_t p = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
-                kve__rotate_eff(c, row, p, kbuf + (size_t)t * kstride);
+                kve__rotate_eff(c, row, p, packed);
             } else {
-                kve__decode(c->cfg.k_type, row, d, kbuf + (size_t)t * kstride);
+                kve__decode(c->cfg.k_type, row, d, packed);
             }
-            kp[t] = kbuf + (size_t)t * kstride;
+            kp[t] = packed;
         }
         /* the block's keys (in L1 now) against each query row of the group */
         for (g = 0; g < G; g++) {
@@ -2386,8 +2387,9 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
             if (in_place) {
                 vr[t] = kve__f32_row(row);
             } else {
-                kve__decode(c->cfg.v_type, row, d, vbuf + (size_t)t * vstride);
-                vr[t] = vbuf + (size_t)t * vstride;
+                float *packed = vbuf + (size_t)t * vstride;
+                kve__decode(c->cfg.v_type, row, d, packed);
+                vr[t] = packed;
             }
         }
         v0 = vr[0]; v1 = vr[1]; v2 = vr[2]; v3 = vr[3];

@@ -124,16 +124,17 @@ static void tu_close(tu_cache *t)
 /* reference RoPE in double. layout 1 interleaved, 2 half, 3 none */
 static void ref_rope(double *x, int d, int rot, int layout, double theta, double pos)
 {
-    /* the frequencies of the last (theta, rot) asked for: the reference is called per key */
+    /* the frequencies of the last (theta, rot) asked for: the reference is called per key
+       (rot <= 1024, the largest head_dim) */
     static double freq[512], freq_theta = 0;
     static int freq_rot = 0;
     int i, half = rot / 2;
     if (theta != freq_theta || rot != freq_rot) {
-        for (i = 0; i < half && i < 512; i++) freq[i] = pow(theta, -2.0 * i / rot);
+        for (i = 0; i < half; i++) freq[i] = pow(theta, -2.0 * i / rot);
         freq_theta = theta; freq_rot = rot;
     }
     for (i = 0; i < half && layout != 3; i++) {
-        double f = i < 512 ? freq[i] : pow(theta, -2.0 * i / rot), a = pos * f, c = cos(a), s = sin(a);
+        double f = freq[i], a = pos * f, c = cos(a), s = sin(a);
         int ia = layout == 1 ? 2 * i : i, ib = layout == 1 ? 2 * i + 1 : i + half;
         double xa = x[ia], xb = x[ib];
         x[ia] = xa * c - xb * s;
