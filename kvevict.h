@@ -2105,6 +2105,18 @@ static void kve__axpy4_f16(float *y, const float *a, const unsigned char *const 
 #endif
 
 #ifdef KVE__AVX512
+/* The AVX-512 kernels: every type read where it is stored and converted in registers, products
+   summed with fused multiply-adds. In such a build every cache (any type, G, key storage) goes
+   through them, so a typed cache still gives exactly what a float cache holding the type-rounded
+   rows gives; the portable kernels round each product, so the two builds differ in the last bits. */
+#if defined(__GNUC__) || defined(__clang__)
+#define KVE__INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define KVE__INLINE static __forceinline
+#else
+#define KVE__INLINE static inline
+#endif
+
 /* element i of a stored f16 or bf16 row (the tails past the last 16; q8_0 has none) */
 static float kve__half_at(kve_type t, const unsigned char *row, int32_t i)
 {
@@ -2118,107 +2130,193 @@ static float kve__half_at(kve_type t, const unsigned char *row, int32_t i)
     return f;
 }
 
-/* kve__dot16 on stored rows of any converted type, converted in registers: the same products
-   and sums in the same order as converting the rows first */
-static void kve__dot16_typed(kve_type t, const float *q, const unsigned char *const *k, int32_t nb,
-                             int32_t d, float *out)
+/* 16 values of a row stored at type t from element i, as kve__decode gives them; lanes at or
+   past d are 0 and nothing past the row is read */
+KVE__INLINE __m512 kve__row16(kve_type t, const unsigned char *row, int32_t i, int32_t d)
 {
-    float P[16][16];
-    int32_t j, l, i;
-    for (j = 0; j < nb; j++) {
-        __m512 all = _mm512_setzero_ps();
-        if (t == KVE_TYPE_Q8_0) /* block by block: one scale for two halves */
-            for (i = 0; i < d; i += KVE__Q8_BLOCK) {
-                const unsigned char *block = k[j] + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
-                __m512 sc = kve__q8_scale(block);
-                all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i), kve__q8_half(block, 0, sc)));
-                all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i + 16), kve__q8_half(block, 16, sc)));
-            }
-        else
-            for (i = 0; i + 16 <= d; i += 16)
-                all = _mm512_add_ps(all, _mm512_mul_ps(_mm512_loadu_ps(q + i), kve__load16(t, k[j], i)));
-        _mm512_storeu_ps(P[j], all);
-        for (l = 0; l < d - i; l++) P[j][l] += q[i + l] * kve__half_at(t, k[j], i + l);
+    float x[16];
+    int32_t l;
+    if (i + 16 <= d) {
+        if (t == KVE_TYPE_F32) return _mm512_loadu_ps(kve__f32_row(row) + i);
+        if (t == KVE_TYPE_Q8_0) {
+            const unsigned char *block = row + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
+            return kve__q8_half(block, i % KVE__Q8_BLOCK, kve__q8_scale(block));
+        }
+        return kve__load16(t, row, i);
     }
-    kve__fold16(P, nb, out);
+    if (i >= d) return _mm512_setzero_ps();
+    for (l = 0; l < 16; l++) /* a tail: q8_0 rows are whole blocks, so f32, f16 or bf16 */
+        x[l] = i + l >= d ? 0.0f : t == KVE_TYPE_F32 ? kve__f32_row(row)[i + l] : kve__half_at(t, row, i + l);
+    return _mm512_loadu_ps(x);
 }
 
-/* y += (a0 x0 + a1 x1) + (a2 x2 + a3 x3) with the x rows stored at a converted type, as
-   kve__axpy4 after conversion */
-static void kve__axpy4_typed(kve_type t, float *y, const float *a, const unsigned char *const *x,
-                             int32_t n)
+/* the lanes of 16 floats from p that lie before element d of its row (the rest 0, not read) */
+KVE__INLINE __mmask16 kve__lanes_before(int32_t i, int32_t d)
 {
-    int32_t i = 0;
-    __m512 a0 = _mm512_set1_ps(a[0]), a1 = _mm512_set1_ps(a[1]), a2 = _mm512_set1_ps(a[2]);
-    __m512 a3 = _mm512_set1_ps(a[3]);
-    if (t == KVE_TYPE_Q8_0) /* block by block: each row's scale once for two halves */
-        for (; i < n; i += KVE__Q8_BLOCK) {
-            size_t at = (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
-            __m512 sc0 = kve__q8_scale(x[0] + at), sc1 = kve__q8_scale(x[1] + at);
-            __m512 sc2 = kve__q8_scale(x[2] + at), sc3 = kve__q8_scale(x[3] + at);
-            int32_t half;
-            for (half = 0; half < KVE__Q8_BLOCK; half += 16) {
-                __m512 s01 = _mm512_add_ps(_mm512_mul_ps(a0, kve__q8_half(x[0] + at, half, sc0)),
-                                           _mm512_mul_ps(a1, kve__q8_half(x[1] + at, half, sc1)));
-                __m512 s23 = _mm512_add_ps(_mm512_mul_ps(a2, kve__q8_half(x[2] + at, half, sc2)),
-                                           _mm512_mul_ps(a3, kve__q8_half(x[3] + at, half, sc3)));
-                float *yy = y + i + half;
-                _mm512_storeu_ps(yy, _mm512_add_ps(_mm512_loadu_ps(yy), _mm512_add_ps(s01, s23)));
+    return (__mmask16)(d - i >= 16 ? 0xFFFFu : d - i > 0 ? (1u << (d - i)) - 1u : 0u);
+}
+
+/* Rows a kernel asks for ahead of their use (NULL: none): with each pair of keys of a block, the
+   key rows `k` and value rows `v` as many slots on, so that the requests spread over the block
+   (all at once, they stall on the fill buffers). */
+typedef struct kve__ahead {
+    const unsigned char *k, *v;
+    size_t kstride, vstride, kbytes, vbytes;
+} kve__ahead;
+
+/* P[r][j]: the 16 lane sums of query row r (q + r*d) against key j (k0 + j*kstride, stored at t),
+   j < nb; lane l adds the products of elements l, l + 16, ... in order, one rounding each, as
+   kve__fold16 then folds. Two keys at a time: 2R independent sums. */
+KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, const float *q, int32_t d,
+                                 const unsigned char *k0, size_t kstride, int32_t nb,
+                                 const kve__ahead *ahead, float (*P)[16][16])
+{
+    int32_t j, i, r;
+    for (j = 0; j < nb; j += 2) {
+        const unsigned char *ka = k0 + (size_t)j * kstride, *kb = j + 1 < nb ? ka + kstride : ka;
+        __m512 acc[4][2];
+        for (r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        if (ahead) {
+            KVE__PREFETCH(ahead->k + (size_t)j * ahead->kstride, ahead->kbytes);
+            KVE__PREFETCH(ahead->k + (size_t)(j + 1) * ahead->kstride, ahead->kbytes);
+            KVE__PREFETCH(ahead->v + (size_t)j * ahead->vstride, ahead->vbytes);
+            KVE__PREFETCH(ahead->v + (size_t)(j + 1) * ahead->vstride, ahead->vbytes);
+        }
+        for (i = 0; i < d; i += 16) {
+            __m512 xa = kve__row16(t, ka, i, d), xb = kve__row16(t, kb, i, d);
+            __mmask16 m = kve__lanes_before(i, d);
+            for (r = 0; r < R; r++) {
+                __m512 qv = _mm512_maskz_loadu_ps(m, q + (size_t)r * (size_t)d + (size_t)i);
+                acc[r][0] = _mm512_fmadd_ps(qv, xa, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(qv, xb, acc[r][1]);
             }
         }
-    for (; i + 16 <= n; i += 16) {
-        __m512 s01 = _mm512_add_ps(_mm512_mul_ps(a0, kve__load16(t, x[0], i)),
-                                   _mm512_mul_ps(a1, kve__load16(t, x[1], i)));
-        __m512 s23 = _mm512_add_ps(_mm512_mul_ps(a2, kve__load16(t, x[2], i)),
-                                   _mm512_mul_ps(a3, kve__load16(t, x[3], i)));
-        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_add_ps(s01, s23)));
+        for (r = 0; r < R; r++) {
+            _mm512_storeu_ps(P[r][j], acc[r][0]);
+            if (j + 1 < nb) _mm512_storeu_ps(P[r][j + 1], acc[r][1]);
+        }
     }
-    for (; i < n; i++)
-        y[i] += (a[0] * kve__half_at(t, x[0], i) + a[1] * kve__half_at(t, x[1], i)) +
-                (a[2] * kve__half_at(t, x[2], i) + a[3] * kve__half_at(t, x[3], i));
+}
+
+/* the G query rows (qr, stride d) against nb <= 16 keys: row g's dot products to out + g*ld;
+   query rows four (or two, or one) at a time, so each key is converted once per four rows */
+KVE__INLINE void kve__dots_block(kve_type t, int32_t d, const float *qr, int32_t G,
+                                 const unsigned char *k0, size_t kstride, int32_t nb,
+                                 const kve__ahead *ahead, float *out, size_t ld)
+{
+    float P[4][16][16];
+    int32_t g = 0, r, R;
+    for (; g < G; g += R) {
+        const float *q = qr + (size_t)g * (size_t)d;
+        const kve__ahead *a = g ? NULL : ahead; /* once per block */
+        R = G - g >= 4 ? 4 : G - g >= 2 ? 2 : 1;
+        if (R == 4) kve__lanes_rows(t, 4, q, d, k0, kstride, nb, a, P);
+        else if (R == 2) kve__lanes_rows(t, 2, q, d, k0, kstride, nb, a, P);
+        else kve__lanes_rows(t, 1, q, d, k0, kstride, nb, a, P);
+        for (r = 0; r < R; r++) kve__fold16(P[r], nb, out + (size_t)(g + r) * ld);
+    }
+}
+
+/* kve__dots_block with the type and the common head_dim 128 as constants: each its own loop */
+static void kve__dots(kve_type t, int32_t d, const float *qr, int32_t G, const unsigned char *k0,
+                      size_t kstride, int32_t nb, const kve__ahead *ahead, float *out, size_t ld)
+{
+#define KVE__DOTS(type)                                                                            \
+    do {                                                                                           \
+        if (d == 128) kve__dots_block(type, 128, qr, G, k0, kstride, nb, ahead, out, ld);           \
+        else kve__dots_block(type, d, qr, G, k0, kstride, nb, ahead, out, ld);                      \
+    } while (0)
+    switch (t) {
+    case KVE_TYPE_F16: KVE__DOTS(KVE_TYPE_F16); break;
+    case KVE_TYPE_BF16: KVE__DOTS(KVE_TYPE_BF16); break;
+    case KVE_TYPE_Q8_0: KVE__DOTS(KVE_TYPE_Q8_0); break;
+    default: KVE__DOTS(KVE_TYPE_F32); break;
+    }
+#undef KVE__DOTS
+}
+
+/* out (R rows, stride d) += the sum over slots s < n of p[r*ld + s] times value row s (v0 +
+   s*vstride, stored at t): each element adds its slots in order, one fused multiply-add each.
+   16U columns of the R rows at a time stay in registers over all n slots. */
+KVE__INLINE void kve__wsum_rows(kve_type t, int32_t R, int32_t U, float *out, int32_t d,
+                                const float *p, size_t ld, const unsigned char *v0, size_t vstride,
+                                int32_t n)
+{
+    int32_t c0, s, r, u;
+    for (c0 = 0; c0 < d; c0 += 16 * U) {
+        __m512 acc[4][8], x[8];
+        __mmask16 m[8];
+        for (u = 0; u < U; u++) {
+            m[u] = kve__lanes_before(c0 + 16 * u, d);
+            for (r = 0; r < R; r++)
+                acc[r][u] = _mm512_maskz_loadu_ps(m[u], out + (size_t)r * (size_t)d + (size_t)(c0 + 16 * u));
+        }
+        for (s = 0; s < n; s++) {
+            const unsigned char *row = v0 + (size_t)s * vstride;
+            for (u = 0; u < U; u++) x[u] = kve__row16(t, row, c0 + 16 * u, d);
+            for (r = 0; r < R; r++) {
+                __m512 w = _mm512_set1_ps(p[(size_t)r * ld + (size_t)s]);
+                for (u = 0; u < U; u++) acc[r][u] = _mm512_fmadd_ps(w, x[u], acc[r][u]);
+            }
+        }
+        for (u = 0; u < U; u++)
+            for (r = 0; r < R; r++)
+                _mm512_mask_storeu_ps(out + (size_t)r * (size_t)d + (size_t)(c0 + 16 * u), m[u], acc[r][u]);
+    }
+}
+
+/* the G output rows (stride d) += their weights (rows of p, stride ld) times n value rows: four
+   rows of 64 columns, or two or one of 128, at a time (16 accumulators or fewer) */
+KVE__INLINE void kve__wsum_block(kve_type t, int32_t d, float *out, int32_t G, const float *p,
+                                 size_t ld, const unsigned char *v0, size_t vstride, int32_t n)
+{
+    int32_t g, R;
+    for (g = 0; g < G; g += R) {
+        float *o = out + (size_t)g * (size_t)d;
+        const float *pg = p + (size_t)g * ld;
+        R = G - g >= 4 ? 4 : G - g >= 2 ? 2 : 1;
+        if (R == 4) kve__wsum_rows(t, 4, 4, o, d, pg, ld, v0, vstride, n);
+        else if (R == 2) kve__wsum_rows(t, 2, 8, o, d, pg, ld, v0, vstride, n);
+        else kve__wsum_rows(t, 1, 8, o, d, pg, ld, v0, vstride, n);
+    }
+}
+
+static void kve__wsum(kve_type t, int32_t d, float *out, int32_t G, const float *p, size_t ld,
+                      const unsigned char *v0, size_t vstride, int32_t n)
+{
+#define KVE__WSUM(type)                                                                            \
+    do {                                                                                           \
+        if (d == 128) kve__wsum_block(type, 128, out, G, p, ld, v0, vstride, n);                    \
+        else kve__wsum_block(type, d, out, G, p, ld, v0, vstride, n);                               \
+    } while (0)
+    switch (t) {
+    case KVE_TYPE_F16: KVE__WSUM(KVE_TYPE_F16); break;
+    case KVE_TYPE_BF16: KVE__WSUM(KVE_TYPE_BF16); break;
+    case KVE_TYPE_Q8_0: KVE__WSUM(KVE_TYPE_Q8_0); break;
+    default: KVE__WSUM(KVE_TYPE_F32); break;
+    }
+#undef KVE__WSUM
 }
 #endif
 
-/* Whether one query head per KV head reads rows of type t converted inside the sums (a group of
-   several converts each block once instead, then sums floats), and the two kernels that do. */
-#if defined(KVE__F16C)
-static int kve__converts_inside(kve_type t, int32_t G)
-{
-#if defined(KVE__AVX512)
-    return t != KVE_TYPE_F32 && G == 1;
-#else
-    return t == KVE_TYPE_F16 && G == 1;
-#endif
-}
+/* Whether one query head per KV head reads f16 rows converted inside the sums (a group of
+   several converts each block once instead, then sums floats), and the two kernels that do
+   (F16C without AVX-512; with it, every type is converted inside kve__dots and kve__wsum). */
+#if defined(KVE__F16C) && !defined(KVE__AVX512)
+static int kve__converts_inside(kve_type t, int32_t G) { return t == KVE_TYPE_F16 && G == 1; }
 
 static void kve__dot16_stored(kve_type t, const float *q, const unsigned char *const *k, int32_t nb,
                               int32_t d, float *out)
 {
-#if defined(KVE__AVX512)
-    switch (t) { /* a constant type: each call is its own loop */
-    case KVE_TYPE_F16: kve__dot16_typed(KVE_TYPE_F16, q, k, nb, d, out); break;
-    case KVE_TYPE_BF16: kve__dot16_typed(KVE_TYPE_BF16, q, k, nb, d, out); break;
-    default: kve__dot16_typed(KVE_TYPE_Q8_0, q, k, nb, d, out); break;
-    }
-#else
     (void)t;
     kve__dot16_f16(q, k, nb, d, out);
-#endif
 }
 
 static void kve__axpy4_stored(kve_type t, float *y, const float *a, const unsigned char *const *x,
                               int32_t n)
 {
-#if defined(KVE__AVX512)
-    switch (t) {
-    case KVE_TYPE_F16: kve__axpy4_typed(KVE_TYPE_F16, y, a, x, n); break;
-    case KVE_TYPE_BF16: kve__axpy4_typed(KVE_TYPE_BF16, y, a, x, n); break;
-    default: kve__axpy4_typed(KVE_TYPE_Q8_0, y, a, x, n); break;
-    }
-#else
     (void)t;
     kve__axpy4_f16(y, a, x, n);
-#endif
 }
 #endif
 
@@ -2270,6 +2368,16 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     size_t krow = kve__row_bytes(c->cfg.k_type, d), vrow = kve__row_bytes(c->cfg.v_type, d);
     int far = c->cfg.k_type == KVE_TYPE_F32 && c->cfg.v_type == KVE_TYPE_F32 &&
               kve__rows_from_memory(c, l);
+    /* the rows asked for ahead, in slots from the block's first (key_ahead < 0: none) */
+    int32_t key_ahead = c->cfg.k_type != KVE_TYPE_F32 ? KVE__PREFETCH_ROWS : far ? KVE__PREFETCH_FAR_ROWS : -1;
+    int32_t value_ahead = c->cfg.k_type != KVE_TYPE_F32 ? 0 : KVE__PREFETCH_FAR_ROWS;
+#ifdef KVE__AVX512
+    kve__ahead ahead, *pa = NULL;
+    ahead.kstride = c->k_stride[2];
+    ahead.vstride = c->v_stride[2];
+    ahead.kbytes = krow;
+    ahead.vbytes = vrow;
+#endif
     float kbuf[KVE__KEY_BLOCK * KVE_MAX_HEAD_DIM]; /* converted or rotated keys, packed */
     size_t kstride = kve__packed_stride(d);
     const float *kp[KVE__KEY_BLOCK];
@@ -2283,18 +2391,41 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
         }
         /* converted keys ahead, and the values summed next; float rows from memory: keys and
            values further ahead (cached float rows stream well without) */
-        if (c->cfg.k_type != KVE_TYPE_F32 &&
-            s + KVE__PREFETCH_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
+        if (key_ahead >= 0 && s + key_ahead + KVE__KEY_BLOCK <= *kve__len(c, l, h) &&
+            s + value_ahead + KVE__KEY_BLOCK <= *kve__len(c, l, h)) {
+#ifdef KVE__AVX512
+            ahead.k = kve__kptr(c, l, h, s + key_ahead); /* asked for by kve__dots, key by key */
+            ahead.v = kve__vptr(c, l, h, s + value_ahead);
+            pa = &ahead;
+#else
             for (t = 0; t < KVE__KEY_BLOCK; t++) {
-                KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_ROWS + t), krow);
-                KVE__PREFETCH(kve__vptr(c, l, h, s + t), vrow);
+                KVE__PREFETCH(kve__kptr(c, l, h, s + key_ahead + t), krow);
+                KVE__PREFETCH(kve__vptr(c, l, h, s + value_ahead + t), vrow);
             }
-        else if (far && s + KVE__PREFETCH_FAR_ROWS + KVE__KEY_BLOCK <= *kve__len(c, l, h))
-            for (t = 0; t < KVE__KEY_BLOCK; t++) {
-                KVE__PREFETCH(kve__kptr(c, l, h, s + KVE__PREFETCH_FAR_ROWS + t), krow);
-                KVE__PREFETCH(kve__vptr(c, l, h, s + KVE__PREFETCH_FAR_ROWS + t), vrow);
+#endif
+        }
+        if (pre) /* the block's keys rotated at their effective positions, packed */
+            for (t = 0; t < nb; t++) {
+                int32_t slot = s + t;
+                int64_t p = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
+                kve__rotate_eff(c, kve__kptr(c, l, h, slot), p, kbuf + (size_t)t * kstride);
             }
-#ifdef KVE__F16C
+#ifdef KVE__AVX512
+        if (pre) {
+            kve__dots(KVE_TYPE_F32, d, qr, G, KVE__CAST(const unsigned char *, kbuf),
+                      kstride * sizeof(float), nb, pa, logits + (size_t)s, ld);
+        } else {
+            kve__dots(c->cfg.k_type, d, qr, G, kve__kptr(c, l, h, s), c->k_stride[2], nb, pa,
+                      logits + (size_t)s, ld);
+        }
+        pa = NULL;
+        for (g = 0; g < G; g++) {
+            float *o = logits + (size_t)g * ld + (size_t)s;
+            for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
+        }
+        continue;
+#endif
+#if defined(KVE__F16C) && !defined(KVE__AVX512)
         if (!pre && kve__converts_inside(c->cfg.k_type, G)) {
             const unsigned char *kr[KVE__KEY_BLOCK];
             float *o = logits + (size_t)s; /* the one query row */
@@ -2311,13 +2442,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                 kp[t] = kve__f32_row(row);
                 continue;
             }
-            if (pre) {
-                int32_t slot = s + t;
-                int64_t p = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
-                kve__rotate_eff(c, row, p, packed);
-            } else {
-                kve__decode(c->cfg.k_type, row, d, packed);
-            }
+            if (!pre) kve__decode(c->cfg.k_type, row, d, packed);
             kp[t] = packed;
         }
         /* the block's keys (in L1 now) against each query row of the group */
@@ -2366,8 +2491,13 @@ static void kve__add_weighted_values(const kve_cache *c, int32_t l, int32_t h, c
     float vbuf[4 * KVE_MAX_HEAD_DIM]; /* converted values, packed */
     size_t vstride = kve__packed_stride(d);
     const float *vr[4];
+#ifdef KVE__AVX512
+    if (s < n) /* in registers, every type */
+        kve__wsum(c->cfg.v_type, d, out, G, probs + (size_t)s, ld, kve__vptr(c, l, h, s), c->v_stride[2], n - s);
+    return;
+#endif
     /* four value rows at a time, each read once for the G query heads (they stay in L1) */
-#ifdef KVE__F16C
+#if defined(KVE__F16C) && !defined(KVE__AVX512)
     if (kve__converts_inside(c->cfg.v_type, G))
         for (; s + 4 <= n; s += 4) {
             const unsigned char *xr[4];

@@ -259,7 +259,7 @@ static void test_policies_on_types(void)
 {
     static const kve_policy_kind kinds[] = {KVE_POLICY_FULL, KVE_POLICY_STREAMINGLLM, KVE_POLICY_SNAPKV,
                                             KVE_POLICY_PYRAMIDKV, KVE_POLICY_H2O};
-    int a, b, i, keys;
+    int a, b, i, g, keys;
     for (a = 0; a < 4; a++)
         for (keys = 1; keys <= 2; keys++)
             for (i = 0; i < 5; i++) policy_on_type(kinds[i], all_types[a], all_types[a], (kve_key_storage)keys, 64);
@@ -276,6 +276,12 @@ static void test_policies_on_types(void)
             if (all_types[a] != KVE_TYPE_Q8_0) /* and past the last whole 16 of head_dim */
                 policy_on_type_heads(KVE_POLICY_SNAPKV, all_types[a], all_types[a], (kve_key_storage)keys, 40, 2);
         }
+    for (a = 0; a < 4; a++) /* 3, 4 and 5 query heads per KV head: the vector kernels take query
+                               rows four, two or one at a time */
+        for (keys = 1; keys <= 2; keys++)
+            for (g = 3; g <= 5; g++)
+                policy_on_type_heads(KVE_POLICY_FULL, all_types[a], all_types[a], (kve_key_storage)keys,
+                                     all_types[a] == KVE_TYPE_Q8_0 ? 64 : 40, 2 * g);
     for (a = 0; a < 3; a++) /* a head_dim that is not a multiple of 16 (q8_0 needs 32) */
         for (keys = 1; keys <= 2; keys++)
             policy_on_type(KVE_POLICY_SNAPKV, all_types[a], all_types[a], (kve_key_storage)keys, 40);
@@ -291,7 +297,7 @@ static void test_typed_kernels_bit_exact(void)
     int a, di, G, di_n = (int)(sizeof dims / sizeof dims[0]);
     for (a = 1; a < 4; a++)
         for (di = 0; di < di_n; di++)
-            for (G = 1; G <= 2; G++) {
+            for (G = 1; G <= 5; G++) {
                 int d = dims[di], Hk = 2, H = Hk * G, n = 37 + 64 * G, s, g, bad = 0;
                 kve_type ty = all_types[a];
                 kve_config c;
