@@ -63,9 +63,14 @@
    when max|x| / 127 would) is KVE_ERROR_OUT_OF_TYPE_RANGE; post-RoPE keys are judged by each
    rotated pair's norm, which bounds them at every position. StreamingLLM's pre-RoPE sink copies
    stay float32, so re-rotated sinks are rounded once. q8_0 needs head_dim a multiple of 32.
-   Built with F16C or AVX-512, the kernels convert rows inside their sums: the same bits as
-   converting first, as long as the compiler does not fuse a * b + c into one rounding by itself
-   (clang: never, the implementation turns it off; gcc: with -std=c11 or -ffp-contract=off).
+   Built with F16C, the f16 kernels convert rows inside their sums: the same bits as converting
+   first and as the portable build, as long as the compiler does not fuse a * b + c into one
+   rounding by itself (clang: never, the implementation turns it off; gcc: with -std=c11 or
+   -ffp-contract=off). Built with AVX-512, attention reads every type (f32 too) through kernels
+   that convert in registers and use fused multiply-adds: within such a build a typed cache still
+   gives exactly what a float cache holding the type-rounded rows gives, and thread counts agree
+   bit for bit, but its last bits differ from the portable build's (both stay within float
+   rounding of a double-precision reference). KVEVICT_NO_SIMD builds the portable kernels only.
 
    Slots: each (layer, KV head) holds its tokens in slots 0 .. len-1, in no particular order (after
    eviction slot != position); every slot knows its position. KV heads of one layer may keep
@@ -340,6 +345,10 @@
 
    HISTORY
    -------
+   0.5.0 With AVX-512, decode attention and scoring read every storage type through one pair of
+        kernels: rows converted in registers, four query rows per key, value sums kept in
+        registers, fused multiply-adds, rows asked for ahead a key at a time. Results in such
+        builds differ from the portable build in the last bits (see STORAGE TYPES).
    0.4.3 The rows a kernel block converts or rotates (f16/bf16/q8_0 keys and values under GQA,
         pre-RoPE keys) are packed instead of 4 KiB apart, where they evicted each other from L1.
    0.4.2 Faster decode attention: float rows prefetched once they come from memory
@@ -372,8 +381,8 @@
 #include <stdint.h>
 
 #define KVEVICT_VERSION_MAJOR 0
-#define KVEVICT_VERSION_MINOR 4
-#define KVEVICT_VERSION_PATCH 3
+#define KVEVICT_VERSION_MINOR 5
+#define KVEVICT_VERSION_PATCH 0
 
 #ifndef KVE_API
 #if defined(KVEVICT_STATIC) && defined(__GNUC__)
@@ -824,9 +833,10 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #ifndef KVEVICT_IMPLEMENTATION_DONE
 #define KVEVICT_IMPLEMENTATION_DONE
 
-/* Every a * b + c rounds twice, as written: the vector kernels and the portable loops then give
+/* Every a * b + c rounds twice, as written: the portable loops and the F16C kernels then give
    the same bits, whatever the compiler (clang fuses them into one FMA by default; gcc does not
-   with -std=c11). Restored at the end of the implementation. */
+   with -std=c11); the AVX-512 kernels fuse where they say so. Restored at the end of the
+   implementation. */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
@@ -838,6 +848,13 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #if defined(__F16C__) && (defined(__x86_64__) || defined(__i386__)) && !defined(KVEVICT_NO_SIMD)
 #include <immintrin.h>
 #define KVE__F16C 1
+#if defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+/* g++ before 13 warns that its own AVX-512 intrinsics read an undefined register; restored at
+   the end of the implementation */
+#define KVE__QUIET_INTRINSICS 1
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 /* AVX-512 does 16 lanes in one register: the kernels' 16-lane sums in one instruction each */
 #if defined(__AVX512F__)
 #define KVE__AVX512 1
@@ -2048,7 +2065,7 @@ static void kve__dot16(const float *q, const float *const *k, int32_t nb, int32_
     kve__fold16(P, nb, out);
 }
 
-#if defined(KVE__F16C) && !defined(KVE__AVX512) /* with AVX-512: kve__dot16_typed */
+#if defined(KVE__F16C) && !defined(KVE__AVX512) /* with AVX-512: kve__dots */
 /* kve__dot16 on keys stored as f16, converted in registers (8 per instruction, exactly): the
    same products and sums in the same order as converting the row first */
 static void kve__dot16_f16(const float *q, const unsigned char *const *k, int32_t nb, int32_t d,
@@ -5204,6 +5221,9 @@ KVE_API kve_result kve_check(kve_cache *c)
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT DEFAULT
+#endif
+#ifdef KVE__QUIET_INTRINSICS
+#pragma GCC diagnostic pop
 #endif
 #endif /* KVEVICT_IMPLEMENTATION_DONE */
 #endif /* KVEVICT_IMPLEMENTATION */

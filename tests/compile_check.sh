@@ -46,6 +46,7 @@ for cxx in g++ clang++; do
     try "$cxx -x c++ -std=$std -O2" "$tmp/t.c"
   done
   try "$cxx -x c++ -std=c++17 -O2 -fopenmp" "$tmp/t.c"
+  try "$cxx -x c++ -std=c++17 -O2 -march=native" "$tmp/t.c" # the vector kernels as C++
 done
 echo "compile_check: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
