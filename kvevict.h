@@ -2147,22 +2147,19 @@ static float kve__half_at(kve_type t, const unsigned char *row, int32_t i)
     return f;
 }
 
-/* 16 values of a row stored at type t from element i, as kve__decode gives them; lanes at or
-   past d are 0 and nothing past the row is read */
+/* 16 values of a row stored at type t (f32, f16 or bf16; the kernels read q8_0 block by block)
+   from element i, as kve__decode gives them; lanes at or past d are 0 and nothing past the row
+   is read */
 KVE__INLINE __m512 kve__row16(kve_type t, const unsigned char *row, int32_t i, int32_t d)
 {
     float x[16];
     int32_t l;
     if (i + 16 <= d) {
         if (t == KVE_TYPE_F32) return _mm512_loadu_ps(kve__f32_row(row) + i);
-        if (t == KVE_TYPE_Q8_0) {
-            const unsigned char *block = row + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
-            return kve__q8_half(block, i % KVE__Q8_BLOCK, kve__q8_scale(block));
-        }
         return kve__load16(t, row, i);
     }
     if (i >= d) return _mm512_setzero_ps();
-    for (l = 0; l < 16; l++) /* a tail: q8_0 rows are whole blocks, so f32, f16 or bf16 */
+    for (l = 0; l < 16; l++) /* a tail */
         x[l] = i + l >= d ? 0.0f : t == KVE_TYPE_F32 ? kve__f32_row(row)[i + l] : kve__half_at(t, row, i + l);
     return _mm512_loadu_ps(x);
 }
@@ -2180,6 +2177,19 @@ typedef struct kve__ahead {
     const unsigned char *k, *v;
     size_t kstride, vstride, kbytes, vbytes;
 } kve__ahead;
+
+/* acc[r][0] += the 16 floats of query row r at q (rows d apart; lanes m) times xa, acc[r][1] the
+   same times xb, for rows r < R */
+KVE__INLINE void kve__fma_pair(int32_t R, const float *q, int32_t d, __mmask16 m, __m512 xa,
+                               __m512 xb, __m512 (*acc)[2])
+{
+    int32_t r;
+    for (r = 0; r < R; r++) {
+        __m512 qv = _mm512_maskz_loadu_ps(m, q + (size_t)r * (size_t)d);
+        acc[r][0] = _mm512_fmadd_ps(qv, xa, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(qv, xb, acc[r][1]);
+    }
+}
 
 /* P[r][j]: the 16 lane sums of query row r (q + r*d) against key j (k0 + j*kstride, stored at t),
    j < nb; lane l adds the products of elements l, l + 16, ... in order, one rounding each, as
@@ -2199,15 +2209,20 @@ KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, const float *q, int32_t 
             KVE__PREFETCH(ahead->v + (size_t)j * ahead->vstride, ahead->vbytes);
             KVE__PREFETCH(ahead->v + (size_t)(j + 1) * ahead->vstride, ahead->vbytes);
         }
-        for (i = 0; i < d; i += 16) {
-            __m512 xa = kve__row16(t, ka, i, d), xb = kve__row16(t, kb, i, d);
-            __mmask16 m = kve__lanes_before(i, d);
-            for (r = 0; r < R; r++) {
-                __m512 qv = _mm512_maskz_loadu_ps(m, q + (size_t)r * (size_t)d + (size_t)i);
-                acc[r][0] = _mm512_fmadd_ps(qv, xa, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(qv, xb, acc[r][1]);
+        if (t == KVE_TYPE_Q8_0) /* block by block: each key's scale once for two halves */
+            for (i = 0; i < d; i += KVE__Q8_BLOCK) {
+                const unsigned char *ba = ka + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
+                const unsigned char *bb = kb + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
+                __m512 sa = kve__q8_scale(ba), sb = kve__q8_scale(bb);
+                int32_t at;
+                for (at = 0; at < KVE__Q8_BLOCK; at += 16)
+                    kve__fma_pair(R, q + i + at, d, 0xFFFFu, kve__q8_half(ba, at, sa),
+                                  kve__q8_half(bb, at, sb), acc);
             }
-        }
+        else
+            for (i = 0; i < d; i += 16)
+                kve__fma_pair(R, q + i, d, kve__lanes_before(i, d), kve__row16(t, ka, i, d),
+                              kve__row16(t, kb, i, d), acc);
         for (r = 0; r < R; r++) {
             _mm512_storeu_ps(P[r][j], acc[r][0]);
             if (j + 1 < nb) _mm512_storeu_ps(P[r][j + 1], acc[r][1]);
@@ -2270,7 +2285,20 @@ KVE__INLINE void kve__wsum_rows(kve_type t, int32_t R, int32_t U, float *out, in
         }
         for (s = 0; s < n; s++) {
             const unsigned char *row = v0 + (size_t)s * vstride;
-            for (u = 0; u < U; u++) x[u] = kve__row16(t, row, c0 + 16 * u, d);
+            if (t == KVE_TYPE_Q8_0) /* whole blocks (c0 is a multiple of 32): one scale per two */
+                for (u = 0; u < U; u += 2) {
+                    const unsigned char *block = row + (size_t)((c0 + 16 * u) / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
+                    __m512 sc;
+                    if (c0 + 16 * u >= d) {
+                        x[u] = x[u + 1] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    sc = kve__q8_scale(block);
+                    x[u] = kve__q8_half(block, 0, sc);
+                    x[u + 1] = kve__q8_half(block, 16, sc);
+                }
+            else
+                for (u = 0; u < U; u++) x[u] = kve__row16(t, row, c0 + 16 * u, d);
             for (r = 0; r < R; r++) {
                 __m512 w = _mm512_set1_ps(p[(size_t)r * ld + (size_t)s]);
                 for (u = 0; u < U; u++) acc[r][u] = _mm512_fmadd_ps(w, x[u], acc[r][u]);
