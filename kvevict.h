@@ -2398,6 +2398,14 @@ static int kve__rows_from_memory(const kve_cache *c, int32_t l)
            KVEVICT_CACHED_BYTES;
 }
 
+/* a block's nb dot products made logits in place: scaled by 1/sqrt(d), or -inf for the keys
+   whose position is above `limit` (causal) */
+static void kve__scale_or_mask(float *o, const int64_t *pos, int32_t nb, int64_t limit, float scale)
+{
+    int32_t t;
+    for (t = 0; t < nb; t++) o[t] = pos[t] > limit ? -INFINITY : o[t] * scale;
+}
+
 /* Logits of the G query rows (rotated, G x d) of KV head h against its slots s0 .. s1-1, scaled
    by 1/sqrt(d); slots whose position is above `limit` get -inf (causal). Row g goes to
    logits + g*ld (indexed by slot). */
@@ -2464,10 +2472,8 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                       logits + (size_t)s, ld);
         }
         pa = NULL;
-        for (g = 0; g < G; g++) {
-            float *o = logits + (size_t)g * ld + (size_t)s;
-            for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
-        }
+        for (g = 0; g < G; g++)
+            kve__scale_or_mask(logits + (size_t)g * ld + (size_t)s, pos + s, nb, limit, scale);
         continue;
 #endif
 #if defined(KVE__F16C) && !defined(KVE__AVX512)
@@ -2476,7 +2482,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             float *o = logits + (size_t)s; /* the one query row */
             for (t = 0; t < nb; t++) kr[t] = kve__kptr(c, l, h, s + t);
             kve__dot16_stored(c->cfg.k_type, qr, kr, nb, d, o);
-            for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
+            kve__scale_or_mask(o, pos + s, nb, limit, scale);
             continue;
         }
 #endif
@@ -2497,7 +2503,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                 kve__dot16(qr + (size_t)g * 128, kp, nb, 128, o);
             else
                 kve__dot16(qr + (size_t)g * (size_t)d, kp, nb, d, o);
-            for (t = 0; t < nb; t++) o[t] = pos[s + t] > limit ? -INFINITY : o[t] * scale;
+            kve__scale_or_mask(o, pos + s, nb, limit, scale);
         }
     }
 }

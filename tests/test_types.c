@@ -198,6 +198,9 @@ static void policy_on_type_heads(kve_policy_kind kind, kve_type kt, kve_type vt,
             CHECK_RESULT(kve_prefill(&t.c, l, 16, q + (size_t)(prompt - 16) * H * d, NULL, out), KVE_OK);
             worst = fmax(worst, check_against_reference(&t.c, l, q + (size_t)(prompt - 1) * H * d, prompt - 1,
                                                         out + (size_t)15 * H * d, 0));
+            /* and the first query of the chunk, blind to the 15 keys after it */
+            worst = fmax(worst, check_against_reference(&t.c, l, q + (size_t)(prompt - 16) * H * d, prompt - 16,
+                                                        out, 0));
         }
     }
     CHECK_RESULT(kve_compress_all(&t.c), KVE_OK);
