@@ -2425,7 +2425,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     int32_t key_ahead = c->cfg.k_type != KVE_TYPE_F32 ? KVE__PREFETCH_ROWS : far ? KVE__PREFETCH_FAR_ROWS : -1;
     int32_t value_ahead = c->cfg.k_type != KVE_TYPE_F32 ? 0 : KVE__PREFETCH_FAR_ROWS;
 #ifdef KVE__AVX512
-    kve__ahead ahead, *pa = NULL;
+    kve__ahead ahead;
     ahead.kstride = c->k_stride[2];
     ahead.vstride = c->v_stride[2];
     ahead.kbytes = krow;
@@ -2436,6 +2436,9 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     const float *kp[KVE__KEY_BLOCK];
     for (s = s0; s < n; s += KVE__KEY_BLOCK) {
         int32_t nb = n - s < KVE__KEY_BLOCK ? n - s : KVE__KEY_BLOCK, visible = 0;
+#ifdef KVE__AVX512
+        const kve__ahead *pa = NULL; /* this block's rows ahead, if any */
+#endif
         for (t = 0; t < nb; t++) visible |= pos[s + t] <= limit;
         if (!visible) { /* a causal prefill skips keys after its query */
             for (g = 0; g < G; g++)
@@ -2471,7 +2474,6 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             kve__dots(c->cfg.k_type, d, qr, G, kve__kptr(c, l, h, s), c->k_stride[2], nb, pa,
                       logits + (size_t)s, ld);
         }
-        pa = NULL;
         for (g = 0; g < G; g++)
             kve__scale_or_mask(logits + (size_t)g * ld + (size_t)s, pos + s, nb, limit, scale);
         continue;
