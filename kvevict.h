@@ -654,7 +654,9 @@ typedef struct kve_cache {
                                       eviction, summed (the next eviction's window scores), or NULL */
     int64_t *window_sum_queries;   /* [layer] queries in window_sum; -1: it does not hold the window */
     double *freq;                  /* [rope_dims/2] */
-    float *rope_cos, *rope_sin;    /* [capacity][rope_dims/2] for positions < capacity */
+    float *rope_table;             /* [capacity][rope_dims] cos and sin of positions < capacity,
+                                      as the layout pairs elements: (cos, sin) of pair i at 2i and
+                                      2i+1 (interleaved), or cos at i and sin at rope_dims/2 + i */
     float *scratch_q;              /* [n_heads][head_dim] */
     float *scratch_f1, *scratch_f2;/* [n_heads][capacity] */
     float *scratch_split;          /* [n_kv_heads][chunks of the capacity][group][head_dim + 2]:
@@ -1432,7 +1434,7 @@ static size_t kve__split_chunks(size_t n)
 typedef struct kve__plan {
     size_t generation, limit, budget, pos, len, newest, stored, ring_next, sink_anchor_done, sink_keys, sink_cos, sink_sin, sink_angle_pos, scores, queries,
         query_pos, query_count, recent_pos, window_sum, window_sum_queries, qstat_count, qstat_sum,
-        qstat_outer, freq, rope_cos, rope_sin, scratch_q, scratch_f1, scratch_f2,
+        qstat_outer, freq, rope_table, scratch_q, scratch_f1, scratch_f2,
         scratch_split, scratch_f3, scratch_i1, scratch_i2, scratch_u8, ada_score, ada_index, ada_order, ada_keep,
         total;
     int32_t obs_window, sinks, wants_scores;
@@ -1511,10 +1513,9 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
                   sizeof(double));
     kve__plan_add(&ok, &at, &p->freq, half, sizeof(double));
     t = c->key_storage == KVE_KEYS_PRE_ROPE && c->rope_layout != KVE_ROPE_NONE
-            ? kve__mul(cap, half, &ok) /* the angle table of pre-RoPE keys */
+            ? kve__mul(cap, kve__mul(half, 2, &ok), &ok) /* the angle table of pre-RoPE keys */
             : 0;
-    kve__plan_add(&ok, &at, &p->rope_cos, t, sizeof(float));
-    kve__plan_add(&ok, &at, &p->rope_sin, t, sizeof(float));
+    kve__plan_add(&ok, &at, &p->rope_table, t, sizeof(float));
     kve__plan_add(&ok, &at, &p->scratch_q, kve__mul(H, d, &ok), sizeof(float));
     kve__plan_add(&ok, &at, &p->scratch_f1, kve__mul(H, cap, &ok), sizeof(float));
     kve__plan_add(&ok, &at, &p->scratch_f2, kve__mul(H, cap, &ok), sizeof(float));
@@ -1720,8 +1721,7 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
                             : NULL;
     cache->window_sum_queries = cache->window_sum ? KVE__CAST(int64_t *, m + p.window_sum_queries) : NULL;
     cache->freq = KVE__CAST(double *, m + p.freq);
-    cache->rope_cos = KVE__CAST(float *, m + p.rope_cos);
-    cache->rope_sin = KVE__CAST(float *, m + p.rope_sin);
+    cache->rope_table = KVE__CAST(float *, m + p.rope_table);
     cache->scratch_q = KVE__CAST(float *, m + p.scratch_q);
     cache->scratch_f1 = KVE__CAST(float *, m + p.scratch_f1);
     cache->scratch_f2 = KVE__CAST(float *, m + p.scratch_f2);
@@ -1753,11 +1753,13 @@ KVE_API kve_result kve_cache_init(const kve_config *cfg, const kve_buffers *b, v
         cache->freq[i] = pow(c.rope_theta, -2.0 * (double)i / (double)c.rope_dims);
     if (c.key_storage == KVE_KEYS_PRE_ROPE && c.rope_layout != KVE_ROPE_NONE) {
         size_t half = (size_t)c.rope_dims / 2, pp;
+        int pairs = c.rope_layout == KVE_ROPE_INTERLEAVED;
         for (pp = 0; pp < (size_t)c.capacity; pp++)
             for (i = 0; i < half; i++) {
                 double a = ((double)pp / c.rope_linear_factor) * cache->freq[i];
-                cache->rope_cos[pp * half + i] = (float)cos(a);
-                cache->rope_sin[pp * half + i] = (float)sin(a);
+                float *row = cache->rope_table + pp * 2 * half;
+                row[pairs ? 2 * i : i] = (float)cos(a);
+                row[pairs ? 2 * i + 1 : half + i] = (float)sin(a);
             }
     }
     for (i = 0; i < (size_t)c.n_layers; i++) cache->budget[i] = kve__layer_budget_of(&c, (int32_t)i);
@@ -1966,27 +1968,27 @@ static kve__posmap kve__make_posmap(const kve_cache *c, int32_t l)
 }
 
 /* ---- attention kernels ------------------------------------------------------------------------ */
-/* kve__rotate_cs from a float row into another (no overlap): the same products and sums, in
-   loops the compiler vectorises (the in-place one may alias its angles) */
+/* kve__rotate_cs from a float row into another (no overlap), by a row of the angle table: the
+   same products and sums, in loops the compiler vectorises */
 #if defined(__GNUC__) || defined(__clang__)
 #define KVE__RESTRICT __restrict__
 #else
 #define KVE__RESTRICT
 #endif
-static void kve__rotate_cs_into(const kve_config *c, const float *KVE__RESTRICT x,
-                                float *KVE__RESTRICT y, const float *KVE__RESTRICT cs,
-                                const float *KVE__RESTRICT sn)
+static void kve__rotate_row_into(const kve_config *c, const float *KVE__RESTRICT x,
+                                 float *KVE__RESTRICT y, const float *KVE__RESTRICT row)
 {
     int32_t half = c->rope_dims / 2, d = c->head_dim, i;
     if (c->rope_layout == KVE_ROPE_INTERLEAVED) {
         for (i = 0; i < half; i++) {
-            y[2 * i] = x[2 * i] * cs[i] - x[2 * i + 1] * sn[i];
-            y[2 * i + 1] = x[2 * i + 1] * cs[i] + x[2 * i] * sn[i];
+            y[2 * i] = x[2 * i] * row[2 * i] - x[2 * i + 1] * row[2 * i + 1];
+            y[2 * i + 1] = x[2 * i + 1] * row[2 * i] + x[2 * i] * row[2 * i + 1];
         }
     } else {
+        const float *sn = row + half;
         for (i = 0; i < half; i++) {
-            y[i] = x[i] * cs[i] - x[i + half] * sn[i];
-            y[i + half] = x[i + half] * cs[i] + x[i] * sn[i];
+            y[i] = x[i] * row[i] - x[i + half] * sn[i];
+            y[i + half] = x[i + half] * row[i] + x[i] * sn[i];
         }
     }
     for (i = 2 * half; i < d; i++) y[i] = x[i]; /* past the rotary dimensions */
@@ -1996,19 +1998,18 @@ static void kve__rotate_cs_into(const kve_config *c, const float *KVE__RESTRICT 
    small; float rows straight from the buffer) */
 static void kve__rotate_eff(const kve_cache *c, const unsigned char *row, int64_t p, float *out)
 {
-    size_t half = (size_t)c->cfg.rope_dims / 2;
-    int in_table = p >= 0 && p < c->cfg.capacity;
-    if (c->cfg.rope_layout != KVE_ROPE_NONE && in_table && c->cfg.k_type == KVE_TYPE_F32) {
-        kve__rotate_cs_into(&c->cfg, kve__f32_row(row), out, c->rope_cos + (size_t)p * half,
-                            c->rope_sin + (size_t)p * half); /* from the row, no copy first */
+    float x[KVE_MAX_HEAD_DIM];
+    if (c->cfg.rope_layout != KVE_ROPE_NONE && p >= 0 && p < c->cfg.capacity) {
+        const float *in = kve__f32_row(row); /* float rows straight from the buffer */
+        if (c->cfg.k_type != KVE_TYPE_F32) {
+            kve__decode(c->cfg.k_type, row, c->cfg.head_dim, x);
+            in = x;
+        }
+        kve__rotate_row_into(&c->cfg, in, out, c->rope_table + (size_t)p * (size_t)c->cfg.rope_dims);
         return;
     }
     kve__decode(c->cfg.k_type, row, c->cfg.head_dim, out);
-    if (c->cfg.rope_layout == KVE_ROPE_NONE) return;
-    if (in_table)
-        kve__rotate_cs(&c->cfg, out, c->rope_cos + (size_t)p * half, c->rope_sin + (size_t)p * half);
-    else
-        kve__rotate(&c->cfg, c->freq, out, p);
+    if (c->cfg.rope_layout != KVE_ROPE_NONE) kve__rotate(&c->cfg, c->freq, out, p);
 }
 
 /* Kernels. The G query heads that share a KV head are computed together, so each key and value
@@ -2178,6 +2179,40 @@ typedef struct kve__ahead {
     size_t kstride, vstride, kbytes, vbytes;
 } kve__ahead;
 
+/* Pre-RoPE keys rotated inside kve__dots, from the angle table: each key's cos and sin rows
+   (rope_dims == head_dim; pairs: head_dim a multiple of 16, halves: of 32) */
+#define KVE__ROT_PAIRS 1  /* KVE_ROPE_INTERLEAVED: pairs (2i, 2i+1) */
+#define KVE__ROT_HALVES 2 /* KVE_ROPE_HALF: pairs (i, i + head_dim/2) */
+typedef struct kve__key_angles {
+    int32_t rot;
+    const float *row[16]; /* each key's row of the angle table */
+} kve__key_angles;
+
+/* 16 values of a key from element i (a multiple of 16), any type */
+KVE__INLINE __m512 kve__key16(kve_type t, const unsigned char *row, int32_t i, int32_t d)
+{
+    if (t == KVE_TYPE_Q8_0) {
+        const unsigned char *block = row + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
+        return kve__q8_half(block, i % KVE__Q8_BLOCK, kve__q8_scale(block));
+    }
+    return kve__row16(t, row, i, d);
+}
+
+/* 16 interleaved values (8 pairs) rotated by the table's 8 (cos, sin) pairs at cs */
+KVE__INLINE __m512 kve__rope_pairs16(__m512 x, const float *cs)
+{
+    __m512 t = _mm512_loadu_ps(cs), c = _mm512_moveldup_ps(t), s = _mm512_movehdup_ps(t);
+    return _mm512_fmaddsub_ps(x, c, _mm512_mul_ps(_mm512_permute_ps(x, 0xB1), s)); /* even: a c - b s */
+}
+
+/* 16 values of each half (x at i, y at i + d/2) rotated by pairs i .. i+15: out[0], out[1] */
+KVE__INLINE void kve__rope_halves16(__m512 x, __m512 y, const float *cs, const float *sn, __m512 *out)
+{
+    __m512 c = _mm512_loadu_ps(cs), s = _mm512_loadu_ps(sn);
+    out[0] = _mm512_fmsub_ps(x, c, _mm512_mul_ps(y, s));
+    out[1] = _mm512_fmadd_ps(y, c, _mm512_mul_ps(x, s));
+}
+
 /* acc[r][0] += the 16 floats of query row r at q (rows d apart; lanes m) times xa, acc[r][1] the
    same times xb, for rows r < R */
 KVE__INLINE void kve__fma_pair(int32_t R, const float *q, int32_t d, __mmask16 m, __m512 xa,
@@ -2194,13 +2229,14 @@ KVE__INLINE void kve__fma_pair(int32_t R, const float *q, int32_t d, __mmask16 m
 /* P[r][j]: the 16 lane sums of query row r (q + r*d) against key j (k0 + j*kstride, stored at t),
    j < nb; lane l adds the products of elements l, l + 16, ... in order, one rounding each, as
    kve__fold16 then folds. Two keys at a time: 2R independent sums. */
-KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, const float *q, int32_t d,
+KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, int32_t rot, const float *q, int32_t d,
                                  const unsigned char *k0, size_t kstride, int32_t nb,
-                                 const kve__ahead *ahead, float (*P)[16][16])
+                                 const kve__ahead *ahead, const kve__key_angles *ka_, float (*P)[16][16])
 {
     int32_t j, i, r;
     for (j = 0; j < nb; j += 2) {
         const unsigned char *ka = k0 + (size_t)j * kstride, *kb = j + 1 < nb ? ka + kstride : ka;
+        int32_t jb = j + 1 < nb ? j + 1 : j;
         __m512 acc[4][2];
         for (r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
         if (ahead) {
@@ -2209,7 +2245,22 @@ KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, const float *q, int32_t 
             KVE__PREFETCH(ahead->v + (size_t)j * ahead->vstride, ahead->vbytes);
             KVE__PREFETCH(ahead->v + (size_t)(j + 1) * ahead->vstride, ahead->vbytes);
         }
-        if (t == KVE_TYPE_Q8_0) /* block by block: each key's scale once for two halves */
+        if (rot == KVE__ROT_PAIRS)
+            for (i = 0; i < d; i += 16)
+                kve__fma_pair(R, q + i, d, 0xFFFFu,
+                              kve__rope_pairs16(kve__key16(t, ka, i, d), ka_->row[j] + i),
+                              kve__rope_pairs16(kve__key16(t, kb, i, d), ka_->row[jb] + i), acc);
+        else if (rot == KVE__ROT_HALVES)
+            for (i = 0; i < d / 2; i += 16) {
+                __m512 ra[2], rb[2];
+                kve__rope_halves16(kve__key16(t, ka, i, d), kve__key16(t, ka, i + d / 2, d),
+                                   ka_->row[j] + i, ka_->row[j] + d / 2 + i, ra);
+                kve__rope_halves16(kve__key16(t, kb, i, d), kve__key16(t, kb, i + d / 2, d),
+                                   ka_->row[jb] + i, ka_->row[jb] + d / 2 + i, rb);
+                kve__fma_pair(R, q + i, d, 0xFFFFu, ra[0], rb[0], acc);
+                kve__fma_pair(R, q + i + d / 2, d, 0xFFFFu, ra[1], rb[1], acc);
+            }
+        else if (t == KVE_TYPE_Q8_0) /* block by block: each key's scale once for two halves */
             for (i = 0; i < d; i += KVE__Q8_BLOCK) {
                 const unsigned char *ba = ka + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
                 const unsigned char *bb = kb + (size_t)(i / KVE__Q8_BLOCK) * KVE__Q8_BYTES;
@@ -2232,9 +2283,9 @@ KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, const float *q, int32_t 
 
 /* the G query rows (qr, stride d) against nb <= 16 keys: row g's dot products to out + g*ld;
    query rows four (or two, or one) at a time, so each key is converted once per four rows */
-KVE__INLINE void kve__dots_block(kve_type t, int32_t d, const float *qr, int32_t G,
+KVE__INLINE void kve__dots_block(kve_type t, int32_t rot, int32_t d, const float *qr, int32_t G,
                                  const unsigned char *k0, size_t kstride, int32_t nb,
-                                 const kve__ahead *ahead, float *out, size_t ld)
+                                 const kve__ahead *ahead, const kve__key_angles *ang, float *out, size_t ld)
 {
     float P[4][16][16];
     int32_t g = 0, r, R;
@@ -2242,21 +2293,27 @@ KVE__INLINE void kve__dots_block(kve_type t, int32_t d, const float *qr, int32_t
         const float *q = qr + (size_t)g * (size_t)d;
         const kve__ahead *a = g ? NULL : ahead; /* once per block */
         R = G - g >= 4 ? 4 : G - g >= 2 ? 2 : 1;
-        if (R == 4) kve__lanes_rows(t, 4, q, d, k0, kstride, nb, a, P);
-        else if (R == 2) kve__lanes_rows(t, 2, q, d, k0, kstride, nb, a, P);
-        else kve__lanes_rows(t, 1, q, d, k0, kstride, nb, a, P);
+        if (R == 4) kve__lanes_rows(t, 4, rot, q, d, k0, kstride, nb, a, ang, P);
+        else if (R == 2) kve__lanes_rows(t, 2, rot, q, d, k0, kstride, nb, a, ang, P);
+        else kve__lanes_rows(t, 1, rot, q, d, k0, kstride, nb, a, ang, P);
         for (r = 0; r < R; r++) kve__fold16(P[r], nb, out + (size_t)(g + r) * ld);
     }
 }
 
 /* kve__dots_block with the type and the common head_dim 128 as constants: each its own loop */
 static void kve__dots(kve_type t, int32_t d, const float *qr, int32_t G, const unsigned char *k0,
-                      size_t kstride, int32_t nb, const kve__ahead *ahead, float *out, size_t ld)
+                      size_t kstride, int32_t nb, const kve__ahead *ahead, const kve__key_angles *ang,
+                      float *out, size_t ld)
 {
 #define KVE__DOTS(type)                                                                            \
     do {                                                                                           \
-        if (d == 128) kve__dots_block(type, 128, qr, G, k0, kstride, nb, ahead, out, ld);           \
-        else kve__dots_block(type, d, qr, G, k0, kstride, nb, ahead, out, ld);                      \
+        if (ang && ang->rot == KVE__ROT_PAIRS)                                                     \
+            kve__dots_block(type, KVE__ROT_PAIRS, d, qr, G, k0, kstride, nb, ahead, ang, out, ld); \
+        else if (ang)                                                                              \
+            kve__dots_block(type, KVE__ROT_HALVES, d, qr, G, k0, kstride, nb, ahead, ang, out, ld);\
+        else if (d == 128)                                                                         \
+            kve__dots_block(type, 0, 128, qr, G, k0, kstride, nb, ahead, NULL, out, ld);           \
+        else kve__dots_block(type, 0, d, qr, G, k0, kstride, nb, ahead, NULL, out, ld);            \
     } while (0)
     switch (t) {
     case KVE_TYPE_F16: KVE__DOTS(KVE_TYPE_F16); break;
@@ -2424,8 +2481,14 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     /* the rows asked for ahead, in slots from the block's first (key_ahead < 0: none) */
     int32_t key_ahead = c->cfg.k_type != KVE_TYPE_F32 ? KVE__PREFETCH_ROWS : far ? KVE__PREFETCH_FAR_ROWS : -1;
     int32_t value_ahead = c->cfg.k_type != KVE_TYPE_F32 ? 0 : KVE__PREFETCH_FAR_ROWS;
+    int64_t eff[KVE__KEY_BLOCK]; /* pre-RoPE: the block's effective positions */
 #ifdef KVE__AVX512
+    kve__key_angles angles;
+    /* pre-RoPE keys the kernel rotates (blocks whose positions are all in the table) */
+    int rot = pre && c->cfg.rope_dims == d &&
+              (c->cfg.rope_layout == KVE_ROPE_INTERLEAVED ? d % 16 == 0 : d % 32 == 0);
     kve__ahead ahead;
+    angles.rot = c->cfg.rope_layout == KVE_ROPE_INTERLEAVED ? KVE__ROT_PAIRS : KVE__ROT_HALVES;
     ahead.kstride = c->k_stride[2];
     ahead.vstride = c->v_stride[2];
     ahead.kbytes = krow;
@@ -2439,6 +2502,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
 #ifdef KVE__AVX512
         const kve__ahead *pa = NULL; /* this block's rows ahead, if any */
 #endif
+        int in_table = 1, fused = 0; /* fused: the kernel rotates the keys */
         for (t = 0; t < nb; t++) visible |= pos[s + t] <= limit;
         if (!visible) { /* a causal prefill skips keys after its query */
             for (g = 0; g < G; g++)
@@ -2460,19 +2524,28 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             }
 #endif
         }
-        if (pre) /* the block's keys rotated at their effective positions, packed */
+        if (pre) { /* the keys' effective positions: with all in the table, rotated by the kernel */
             for (t = 0; t < nb; t++) {
                 int32_t slot = s + t;
-                int64_t p = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
-                kve__rotate_eff(c, kve__kptr(c, l, h, slot), p, kbuf + (size_t)t * kstride);
+                eff[t] = slot < pm->sinks ? (int64_t)slot : pos[slot] - pm->base;
+                in_table &= eff[t] >= 0 && eff[t] < c->cfg.capacity;
             }
+        }
 #ifdef KVE__AVX512
-        if (pre) {
+        fused = rot && in_table;
+        if (fused)
+            for (t = 0; t < nb; t++) angles.row[t] = c->rope_table + (size_t)eff[t] * (size_t)d;
+#endif
+        if (pre && !fused) /* the block's keys rotated at their effective positions, packed */
+            for (t = 0; t < nb; t++)
+                kve__rotate_eff(c, kve__kptr(c, l, h, s + t), eff[t], kbuf + (size_t)t * kstride);
+#ifdef KVE__AVX512
+        if (pre && !fused) {
             kve__dots(KVE_TYPE_F32, d, qr, G, KVE__CAST(const unsigned char *, kbuf),
-                      kstride * sizeof(float), nb, pa, logits + (size_t)s, ld);
+                      kstride * sizeof(float), nb, pa, NULL, logits + (size_t)s, ld);
         } else {
             kve__dots(c->cfg.k_type, d, qr, G, kve__kptr(c, l, h, s), c->k_stride[2], nb, pa,
-                      logits + (size_t)s, ld);
+                      fused ? &angles : NULL, logits + (size_t)s, ld);
         }
         for (g = 0; g < G; g++)
             kve__scale_or_mask(logits + (size_t)g * ld + (size_t)s, pos + s, nb, limit, scale);

@@ -133,8 +133,8 @@ static void test_round_trips(void)
 
 /* ---- attention and policies on every type ----------------------------------------------------- */
 /* the reference over what the cache holds, with K and V as the cache rounded them */
-static double check_against_reference(const kve_cache *c, int layer, const float *q, int64_t qpos,
-                                      const float *out, int64_t shift_base)
+static double check_against_reference_sinks(const kve_cache *c, int layer, const float *q, int64_t qpos,
+                                            const float *out, int64_t shift_base, int64_t sinks)
 {
     int H = c->cfg.n_heads, G = c->group, d = c->cfg.head_dim, head, j, i;
     double worst = 0, ref[128], qd[128], kd[128];
@@ -150,7 +150,8 @@ static double check_against_reference(const kve_cache *c, int layer, const float
             int64_t p = kve_slot_position(c, layer, kvh, j);
             kve_read_key(c, layer, kvh, j, kf);
             for (i = 0; i < d; i++) kd[i] = kf[i];
-            if (c->cfg.key_storage == KVE_KEYS_PRE_ROPE) ref_rope(kd, d, d, rot_layout, 10000.0, (double)(p - shift_base));
+            if (c->cfg.key_storage == KVE_KEYS_PRE_ROPE) /* sinks keep their positions */
+                ref_rope(kd, d, d, rot_layout, 10000.0, (double)(p < sinks ? p : p - shift_base));
             for (i = 0; i < d; i++) dot += qd[i] * kd[i];
             lg[j] = p > qpos ? -INFINITY : dot / sqrt((double)d);
             if (lg[j] > mx) mx = lg[j];
@@ -166,6 +167,12 @@ static double check_against_reference(const kve_cache *c, int layer, const float
         free(lg);
     }
     return worst;
+}
+
+static double check_against_reference(const kve_cache *c, int layer, const float *q, int64_t qpos,
+                                      const float *out, int64_t shift_base)
+{
+    return check_against_reference_sinks(c, layer, q, qpos, out, shift_base, 0);
 }
 
 static void policy_on_type_heads(kve_policy_kind kind, kve_type kt, kve_type vt, kve_key_storage keys,
@@ -362,6 +369,70 @@ static void test_typed_kernels_bit_exact(void)
             }
 }
 
+/* Pre-RoPE keys whose effective positions are in the angle table are rotated inside the vector
+   kernels (both RoPE layouts; head_dim 48 takes that path for interleaved pairs only). StreamingLLM
+   with pos-shift numbers them in cache order: sinks at their own positions, the window from
+   `sinks` on. Against the reference at those positions, and a typed cache against floats holding
+   the type-rounded rows, bit for bit, for 1 to 5 query heads per KV head. */
+static void test_prerope_rotated_in_kernels(void)
+{
+    static const int dims[] = {64, 48};
+    static const kve_rope_layout layouts[] = {KVE_ROPE_INTERLEAVED, KVE_ROPE_HALF};
+    int li, di, G, a;
+    for (li = 0; li < 2; li++)
+        for (di = 0; di < 2; di++)
+            for (G = 1; G <= 5; G++)
+                for (a = 0; a < 4; a++) {
+                    int d = dims[di], Hk = 2, H = Hk * G, sinks = 4, s, bad = 0, j;
+                    kve_type ty = all_types[a];
+                    kve_config c;
+                    tu_cache typed, rounded;
+                    float q[10 * 64], k[2 * 64], v[2 * 64], kr[2 * 64], vr[2 * 64], o1[10 * 64], o2[10 * 64];
+                    double worst = 0;
+                    if (ty == KVE_TYPE_Q8_0 && d % 32) continue;
+                    memset(&c, 0, sizeof c);
+                    c.n_layers = 1; c.n_heads = H; c.n_kv_heads = Hk; c.head_dim = d; c.capacity = 40;
+                    c.key_storage = KVE_KEYS_PRE_ROPE; c.rope_layout = layouts[li];
+                    c.policy.kind = KVE_POLICY_STREAMINGLLM; c.policy.sinks = sinks;
+                    c.policy.pos_shift = KVE_POS_SHIFT_ON;
+                    CHECK_RESULT(tu_open(&rounded, &c), KVE_OK);
+                    c.k_type = ty; c.v_type = ty;
+                    CHECK_RESULT(tu_open(&typed, &c), KVE_OK);
+                    tu_seed(900 + 100 * li + 10 * di + G + 1000 * a);
+                    for (s = 0; s < 75; s++) {
+                        unsigned char row[4 * 64];
+                        int64_t oldest = INT64_MAX;
+                        tu_fill(q, (size_t)H * d, 1.0f);
+                        tu_fill(k, (size_t)Hk * d, 1.5f);
+                        tu_fill(v, (size_t)Hk * d, 1.0f);
+                        for (j = 0; j < Hk; j++) {
+                            CHECK_RESULT(kve_row_from_float(ty, k + (size_t)j * d, d, row), KVE_OK);
+                            CHECK_RESULT(kve_row_to_float(ty, row, d, kr + (size_t)j * d), KVE_OK);
+                            CHECK_RESULT(kve_row_from_float(ty, v + (size_t)j * d, d, row), KVE_OK);
+                            CHECK_RESULT(kve_row_to_float(ty, row, d, vr + (size_t)j * d), KVE_OK);
+                        }
+                        CHECK_RESULT(kve_store(&typed.c, 0, s, k, v, NULL), KVE_OK);
+                        CHECK_RESULT(kve_store(&rounded.c, 0, s, kr, vr, NULL), KVE_OK);
+                        CHECK_RESULT(kve_attend(&typed.c, 0, q, o1), KVE_OK);
+                        CHECK_RESULT(kve_attend(&rounded.c, 0, q, o2), KVE_OK);
+                        bad += memcmp(o1, o2, (size_t)H * d * sizeof(float)) != 0;
+                        for (j = 0; j < kve_length(&typed.c, 0, 0); j++) {
+                            int64_t p = kve_slot_position(&typed.c, 0, 0, j);
+                            if (p >= sinks && p < oldest) oldest = p;
+                        }
+                        if (oldest == INT64_MAX) oldest = sinks; /* no window yet */
+                        worst = fmax(worst, check_against_reference_sinks(&typed.c, 0, q, s, o1,
+                                                                          oldest - sinks, sinks));
+                    }
+                    CHECK(worst < 1e-5, "pre-RoPE %s, layout %d, head_dim %d, %d query head(s) per KV head: "
+                          "error %g against the reference", type_name[ty], (int)layouts[li], d, G, worst);
+                    CHECK(bad == 0, "pre-RoPE %s, layout %d, head_dim %d, %d query head(s) per KV head: %d "
+                          "steps differ from rounded floats", type_name[ty], (int)layouts[li], d, G, bad);
+                    tu_close(&typed);
+                    tu_close(&rounded);
+                }
+}
+
 /* pos-shift re-rotates the sinks from their f32 copy whatever the key type */
 static void test_posshift_sinks_on_types(void)
 {
@@ -550,6 +621,7 @@ int main(int argc, char **argv)
     test_policies_on_types();
     test_posshift_sinks_on_types();
     test_typed_kernels_bit_exact();
+    test_prerope_rotated_in_kernels();
     test_bytes_and_refusals();
     test_edges_of_range();
     (void)ref_attend; (void)rel_err_ff; /* shared helpers this file has no use for */
