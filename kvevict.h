@@ -2488,6 +2488,10 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     int rot = pre && c->cfg.rope_dims == d &&
               (c->cfg.rope_layout == KVE_ROPE_INTERLEAVED ? d % 16 == 0 : d % 32 == 0);
     kve__ahead ahead;
+#else
+    int rot = 0; /* the portable kernels read keys rotated into a packed buffer */
+#endif
+#ifdef KVE__AVX512
     angles.rot = c->cfg.rope_layout == KVE_ROPE_INTERLEAVED ? KVE__ROT_PAIRS : KVE__ROT_HALVES;
     ahead.kstride = c->k_stride[2];
     ahead.vstride = c->v_stride[2];
@@ -2531,8 +2535,8 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
                 in_table &= eff[t] >= 0 && eff[t] < c->cfg.capacity;
             }
         }
-#ifdef KVE__AVX512
         fused = rot && in_table;
+#ifdef KVE__AVX512
         if (fused)
             for (t = 0; t < nb; t++) angles.row[t] = c->rope_table + (size_t)eff[t] * (size_t)d;
 #endif
