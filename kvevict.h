@@ -1938,8 +1938,16 @@ static int64_t kve__sink_anchor(const kve_cache *c, int32_t l)
         for (kve__pf_off_ = 0; kve__pf_off_ < (bytes); kve__pf_off_ += 64)                      \
             __builtin_prefetch(kve__pf_ + kve__pf_off_);                                        \
     } while (0)
+#define KVE__PREFETCH_L2(p, bytes) /* into L2 only: L1 keeps the rows being summed */          \
+    do {                                                                                       \
+        const unsigned char *kve__pf_ = (p);                                                    \
+        size_t kve__pf_off_;                                                                    \
+        for (kve__pf_off_ = 0; kve__pf_off_ < (bytes); kve__pf_off_ += 64)                      \
+            __builtin_prefetch(kve__pf_ + kve__pf_off_, 0, 2);                                  \
+    } while (0)
 #else
 #define KVE__PREFETCH(p, bytes) ((void)(p))
+#define KVE__PREFETCH_L2(p, bytes) ((void)(p))
 #endif
 
 /* Effective positions in pre-RoPE mode, numbered from the first sink (the original's cache-order
@@ -2240,10 +2248,10 @@ KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, int32_t rot, const float
         __m512 acc[4][2];
         for (r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
         if (ahead) {
-            KVE__PREFETCH(ahead->k + (size_t)j * ahead->kstride, ahead->kbytes);
-            KVE__PREFETCH(ahead->k + (size_t)(j + 1) * ahead->kstride, ahead->kbytes);
-            KVE__PREFETCH(ahead->v + (size_t)j * ahead->vstride, ahead->vbytes);
-            KVE__PREFETCH(ahead->v + (size_t)(j + 1) * ahead->vstride, ahead->vbytes);
+            KVE__PREFETCH_L2(ahead->k + (size_t)j * ahead->kstride, ahead->kbytes);
+            KVE__PREFETCH_L2(ahead->k + (size_t)(j + 1) * ahead->kstride, ahead->kbytes);
+            KVE__PREFETCH_L2(ahead->v + (size_t)j * ahead->vstride, ahead->vbytes);
+            KVE__PREFETCH_L2(ahead->v + (size_t)(j + 1) * ahead->vstride, ahead->vbytes);
         }
         if (rot == KVE__ROT_PAIRS)
             for (i = 0; i < d; i += 16)
@@ -2281,6 +2289,31 @@ KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, int32_t rot, const float
     }
 }
 
+/* kve__lanes_rows for one query row and keys not rotated: the row's 16-float pieces stay in
+   registers and each key is read in one run of loads (few instructions per key, so the core keeps
+   more rows in flight); the same sums in the same order */
+KVE__INLINE void kve__lanes_one(kve_type t, const float *q, int32_t d, const unsigned char *k0,
+                                size_t kstride, int32_t nb, float (*P)[16])
+{
+    __m512 qv[KVE_MAX_HEAD_DIM / 16];
+    int32_t j, i, pieces = (d + 15) / 16;
+    for (i = 0; i < pieces; i++) qv[i] = _mm512_maskz_loadu_ps(kve__lanes_before(16 * i, d), q + 16 * i);
+    for (j = 0; j < nb; j++) {
+        const unsigned char *k = k0 + (size_t)j * kstride;
+        __m512 acc = _mm512_setzero_ps();
+        if (t == KVE_TYPE_Q8_0) /* block by block: the scale once for two halves */
+            for (i = 0; i < pieces; i += 2) {
+                const unsigned char *block = k + (size_t)(i / 2) * KVE__Q8_BYTES;
+                __m512 sc = kve__q8_scale(block);
+                acc = _mm512_fmadd_ps(qv[i], kve__q8_half(block, 0, sc), acc);
+                acc = _mm512_fmadd_ps(qv[i + 1], kve__q8_half(block, 16, sc), acc);
+            }
+        else
+            for (i = 0; i < pieces; i++) acc = _mm512_fmadd_ps(qv[i], kve__row16(t, k, 16 * i, d), acc);
+        _mm512_storeu_ps(P[j], acc);
+    }
+}
+
 /* the G query rows (qr, stride d) against nb <= 16 keys: row g's dot products to out + g*ld;
    query rows four (or two, or one) at a time, so each key is converted once per four rows */
 KVE__INLINE void kve__dots_block(kve_type t, int32_t rot, int32_t d, const float *qr, int32_t G,
@@ -2291,10 +2324,13 @@ KVE__INLINE void kve__dots_block(kve_type t, int32_t rot, int32_t d, const float
     int32_t g = 0, r, R;
     for (; g < G; g += R) {
         const float *q = qr + (size_t)g * (size_t)d;
-        const kve__ahead *a = g ? NULL : ahead; /* once per block */
+        /* rows asked for once per block, by several query rows' pass (one row's keys stream
+           well without: its few instructions per key keep enough rows in flight) */
+        const kve__ahead *a = g || G - g < 2 ? NULL : ahead;
         R = G - g >= 4 ? 4 : G - g >= 2 ? 2 : 1;
         if (R == 4) kve__lanes_rows(t, 4, rot, q, d, k0, kstride, nb, a, ang, P);
         else if (R == 2) kve__lanes_rows(t, 2, rot, q, d, k0, kstride, nb, a, ang, P);
+        else if (rot == 0) kve__lanes_one(t, q, d, k0, kstride, nb, P[0]);
         else kve__lanes_rows(t, 1, rot, q, d, k0, kstride, nb, a, ang, P);
         for (r = 0; r < R; r++) kve__fold16(P[r], nb, out + (size_t)(g + r) * ld);
     }
