@@ -2221,12 +2221,23 @@ KVE__INLINE void kve__rope_halves16(__m512 x, __m512 y, const float *cs, const f
     out[1] = _mm512_fmadd_ps(y, c, _mm512_mul_ps(x, s));
 }
 
+/* Keeps a loaded vector in a register: without it, gcc folds the load into each multiply-add that
+   uses it, and a key read for four query rows is loaded four times (the loads, not the
+   multiply-adds, then bound the kernel) */
+#if defined(__GNUC__) || defined(__clang__)
+#define KVE__IN_REGISTER(x) __asm__("" : "+v"(x))
+#else
+#define KVE__IN_REGISTER(x) ((void)0)
+#endif
+
 /* acc[r][0] += the 16 floats of query row r at q (rows d apart; lanes m) times xa, acc[r][1] the
    same times xb, for rows r < R */
 KVE__INLINE void kve__fma_pair(int32_t R, const float *q, int32_t d, __mmask16 m, __m512 xa,
                                __m512 xb, __m512 (*acc)[2])
 {
     int32_t r;
+    KVE__IN_REGISTER(xa);
+    KVE__IN_REGISTER(xb);
     for (r = 0; r < R; r++) {
         __m512 qv = _mm512_maskz_loadu_ps(m, q + (size_t)r * (size_t)d);
         acc[r][0] = _mm512_fmadd_ps(qv, xa, acc[r][0]);
@@ -2392,6 +2403,8 @@ KVE__INLINE void kve__wsum_rows(kve_type t, int32_t R, int32_t U, float *out, in
                 }
             else
                 for (u = 0; u < U; u++) x[u] = kve__row16(t, row, c0 + 16 * u, d);
+            if (R > 1)
+                for (u = 0; u < U; u++) KVE__IN_REGISTER(x[u]);
             for (r = 0; r < R; r++) {
                 __m512 w = _mm512_set1_ps(p[(size_t)r * ld + (size_t)s]);
                 for (u = 0; u < U; u++) acc[r][u] = _mm512_fmadd_ps(w, x[u], acc[r][u]);
