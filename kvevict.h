@@ -2303,8 +2303,9 @@ KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, int32_t rot, const float
 /* kve__lanes_rows for one query row and keys not rotated: the row's 16-float pieces stay in
    registers and each key is read in one run of loads (few instructions per key, so the core keeps
    more rows in flight); the same sums in the same order */
-KVE__INLINE void kve__lanes_one(kve_type t, const float *q, int32_t d, const unsigned char *k0,
-                                size_t kstride, int32_t nb, float (*P)[16])
+KVE__INLINE void kve__lanes_one(kve_type t, int32_t rot, const float *q, int32_t d,
+                                const unsigned char *k0, size_t kstride, int32_t nb,
+                                const kve__ahead *ahead, const kve__key_angles *ka_, float (*P)[16])
 {
     __m512 qv[KVE_MAX_HEAD_DIM / 16];
     int32_t j, i, pieces = (d + 15) / 16;
@@ -2312,7 +2313,22 @@ KVE__INLINE void kve__lanes_one(kve_type t, const float *q, int32_t d, const uns
     for (j = 0; j < nb; j++) {
         const unsigned char *k = k0 + (size_t)j * kstride;
         __m512 acc = _mm512_setzero_ps();
-        if (t == KVE_TYPE_Q8_0) /* block by block: the scale once for two halves */
+        if (ahead) {
+            KVE__PREFETCH_L2(ahead->k + (size_t)j * ahead->kstride, ahead->kbytes);
+            KVE__PREFETCH_L2(ahead->v + (size_t)j * ahead->vstride, ahead->vbytes);
+        }
+        if (rot == KVE__ROT_PAIRS) /* as kve__lanes_rows rotates and sums */
+            for (i = 0; i < pieces; i++)
+                acc = _mm512_fmadd_ps(qv[i], kve__rope_pairs16(kve__key16(t, k, 16 * i, d), ka_->row[j] + 16 * i), acc);
+        else if (rot == KVE__ROT_HALVES)
+            for (i = 0; i < pieces / 2; i++) {
+                __m512 rk[2];
+                kve__rope_halves16(kve__key16(t, k, 16 * i, d), kve__key16(t, k, 16 * i + d / 2, d),
+                                   ka_->row[j] + 16 * i, ka_->row[j] + d / 2 + 16 * i, rk);
+                acc = _mm512_fmadd_ps(qv[i], rk[0], acc);
+                acc = _mm512_fmadd_ps(qv[i + pieces / 2], rk[1], acc);
+            }
+        else if (t == KVE_TYPE_Q8_0) /* block by block: the scale once for two halves */
             for (i = 0; i < pieces; i += 2) {
                 const unsigned char *block = k + (size_t)(i / 2) * KVE__Q8_BYTES;
                 __m512 sc = kve__q8_scale(block);
@@ -2337,12 +2353,11 @@ KVE__INLINE void kve__dots_block(kve_type t, int32_t rot, int32_t d, const float
         const float *q = qr + (size_t)g * (size_t)d;
         /* rows asked for once per block, by several query rows' pass (one row's keys stream
            well without: its few instructions per key keep enough rows in flight) */
-        const kve__ahead *a = g || G - g < 2 ? NULL : ahead;
+        const kve__ahead *a = g || (G - g < 2 && !rot) ? NULL : ahead;
         R = G - g >= 4 ? 4 : G - g >= 2 ? 2 : 1;
         if (R == 4) kve__lanes_rows(t, 4, rot, q, d, k0, kstride, nb, a, ang, P);
         else if (R == 2) kve__lanes_rows(t, 2, rot, q, d, k0, kstride, nb, a, ang, P);
-        else if (rot == 0) kve__lanes_one(t, q, d, k0, kstride, nb, P[0]);
-        else kve__lanes_rows(t, 1, rot, q, d, k0, kstride, nb, a, ang, P);
+        else kve__lanes_one(t, rot, q, d, k0, kstride, nb, a, ang, P[0]);
         for (r = 0; r < R; r++) kve__fold16(P[r], nb, out + (size_t)(g + r) * ld);
     }
 }
