@@ -345,6 +345,13 @@
 
    HISTORY
    -------
+   0.5.1 With AVX-512: pre-RoPE keys rotated inside the key kernel from the angle table (whose
+        rows now hold each position's cos and sin as the layout pairs the elements); one query
+        head per KV head reads each key in one run with its query in registers and asks for no
+        rows ahead; several heads ask for rows ahead into L2 only, and keep a key or value piece
+        that several rows multiply in a register instead of loading it once per row. Pre-RoPE
+        results of such builds change in the last bits (one fused multiply-add per rotated
+        element).
    0.5.0 With AVX-512, decode attention and scoring read every storage type through one pair of
         kernels: rows converted in registers, four query rows per key, value sums kept in
         registers, fused multiply-adds, rows asked for ahead a key at a time. Results in such
@@ -382,7 +389,7 @@
 
 #define KVEVICT_VERSION_MAJOR 0
 #define KVEVICT_VERSION_MINOR 5
-#define KVEVICT_VERSION_PATCH 0
+#define KVEVICT_VERSION_PATCH 1
 
 #ifndef KVE_API
 #if defined(KVEVICT_STATIC) && defined(__GNUC__)
