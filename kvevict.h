@@ -2249,6 +2249,7 @@ KVE__INLINE void kve__fma_pair(int32_t R, const float *q, int32_t d, __mmask16 m
     KVE__IN_REGISTER(xb);
     for (r = 0; r < R; r++) {
         __m512 qv = _mm512_maskz_loadu_ps(m, q + (size_t)r * (size_t)d);
+        KVE__IN_REGISTER(qv); /* once for both keys */
         acc[r][0] = _mm512_fmadd_ps(qv, xa, acc[r][0]);
         acc[r][1] = _mm512_fmadd_ps(qv, xb, acc[r][1]);
     }
