@@ -18,6 +18,8 @@
        KVEVICT_NO_OPENMP   ignore OpenMP even when compiling with -fopenmp
        KVEVICT_CACHED_BYTES  K/V bytes (all layers) a last-level cache keeps between two decode
                            steps (default 64 MiB); past it, float rows are prefetched ahead
+                           (with AVX-512, only by the kernels that sum several query heads or
+                           rotate keys: one head's keys stream better without)
 
    QUICK START: the calls an engine makes
    --------------------------------------
@@ -333,8 +335,9 @@
    ------
    positions: int64 in [0, KVE_MAX_POSITION = 2^52], strictly increasing per layer (kve_remove
    lowers the newest; kve_shift renumbers).
-   stack: an attention call uses about 110 KB of each thread's stack (key and value rows of a
-   block, per-row maxima and sums); threads with smaller stacks need them raised.
+   stack: an attention call uses about 110 KB of each thread's stack when optimised (key and
+   value rows of a block, per-row maxima and sums), about 450 KB unoptimised (-O0 keeps each
+   inlined copy of the kernels' arrays); threads with smaller stacks need them raised.
    capacity <= KVE_MAX_CAPACITY (2^30) slots; head_dim <= KVE_MAX_HEAD_DIM (1024), even with RoPE.
    K/V types: f32, f16, bf16, q8_0 (head_dim a multiple of 32).
 
@@ -348,10 +351,13 @@
    0.5.1 With AVX-512: pre-RoPE keys rotated inside the key kernel from the angle table (whose
         rows now hold each position's cos and sin as the layout pairs the elements); one query
         head per KV head reads each key in one run with its query in registers and asks for no
-        rows ahead; several heads ask for rows ahead into L2 only, and keep a key or value piece
-        that several rows multiply in a register instead of loading it once per row. Pre-RoPE
-        results of such builds change in the last bits (one fused multiply-add per rotated
-        element).
+        rows ahead (unless it rotates them); several heads ask for rows ahead into L2 only, and
+        keep a key or value piece that several rows multiply in a register instead of loading
+        it once per row. Pre-RoPE results of such builds change in the last bits where the
+        kernel rotates (one fused multiply-add per rotated element: rope_dims == head_dim, a
+        multiple of 16, or of 32 in the half layout, and every key of a 16-key block in the
+        table). In every build, one query head per KV head sums its online softmax in blocks
+        of 32 slots instead of 64, so such caches change in the last bits too.
    0.5.0 With AVX-512, decode attention and scoring read every storage type through one pair of
         kernels: rows converted in registers, four query rows per key, value sums kept in
         registers, fused multiply-adds, rows asked for ahead a key at a time. Results in such
@@ -863,6 +869,7 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #define KVE__QUIET_INTRINSICS 1
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized" /* the same, at -O1 and -Os */
 #endif
 /* AVX-512 does 16 lanes in one register: the kernels' 16-lane sums in one instruction each */
 #if defined(__AVX512F__)
@@ -2256,7 +2263,8 @@ KVE__INLINE void kve__fma_pair(int32_t R, const float *q, int32_t d, __mmask16 m
 }
 
 /* P[r][j]: the 16 lane sums of query row r (q + r*d) against key j (k0 + j*kstride, stored at t),
-   j < nb; lane l adds the products of elements l, l + 16, ... in order, one rounding each, as
+   j < nb; lane l adds the products of elements l, l + 16, ... in order (keys rotated here in the
+   half layout: l, l + d/2, l + 16, l + 16 + d/2, ...), one rounding each, as
    kve__fold16 then folds. Two keys at a time: 2R independent sums. */
 KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, int32_t rot, const float *q, int32_t d,
                                  const unsigned char *k0, size_t kstride, int32_t nb,
@@ -2310,7 +2318,7 @@ KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, int32_t rot, const float
     }
 }
 
-/* kve__lanes_rows for one query row and keys not rotated: the row's 16-float pieces stay in
+/* kve__lanes_rows for one query row (keys rotated or not): the row's 16-float pieces stay in
    registers and each key is read in one run of loads (few instructions per key, so the core keeps
    more rows in flight); the same sums in the same order */
 KVE__INLINE void kve__lanes_one(kve_type t, int32_t rot, const float *q, int32_t d,
