@@ -1947,24 +1947,18 @@ static int64_t kve__sink_anchor(const kve_cache *c, int32_t l)
 #define KVEVICT_CACHED_BYTES (64.0 * 1024 * 1024) /* K/V of all layers up to this stay cached */
 #endif
 #if defined(__GNUC__) || defined(__clang__)
-#define KVE__PREFETCH(p, bytes)                                                                   \
+#define KVE__PREFETCH_TO(p, bytes, locality)                                                    \
     do {                                                                                       \
         const unsigned char *kve__pf_ = (p);                                                    \
         size_t kve__pf_off_;                                                                    \
         for (kve__pf_off_ = 0; kve__pf_off_ < (bytes); kve__pf_off_ += 64)                      \
-            __builtin_prefetch(kve__pf_ + kve__pf_off_);                                        \
-    } while (0)
-#define KVE__PREFETCH_L2(p, bytes) /* into L2 only: L1 keeps the rows being summed */          \
-    do {                                                                                       \
-        const unsigned char *kve__pf_ = (p);                                                    \
-        size_t kve__pf_off_;                                                                    \
-        for (kve__pf_off_ = 0; kve__pf_off_ < (bytes); kve__pf_off_ += 64)                      \
-            __builtin_prefetch(kve__pf_ + kve__pf_off_, 0, 2);                                  \
+            __builtin_prefetch(kve__pf_ + kve__pf_off_, 0, locality);                           \
     } while (0)
 #else
-#define KVE__PREFETCH(p, bytes) ((void)(p))
-#define KVE__PREFETCH_L2(p, bytes) ((void)(p))
+#define KVE__PREFETCH_TO(p, bytes, locality) ((void)(p))
 #endif
+#define KVE__PREFETCH(p, bytes) KVE__PREFETCH_TO(p, bytes, 3)
+#define KVE__PREFETCH_L2(p, bytes) KVE__PREFETCH_TO(p, bytes, 2) /* L1 keeps the rows being summed */
 
 /* Effective positions in pre-RoPE mode, numbered from the first sink (the original's cache-order
    numbering, so they stay below capacity and hit the angle table): slots below `sinks` sit at their
@@ -2570,15 +2564,13 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     int rot = pre && c->cfg.rope_dims == d &&
               (c->cfg.rope_layout == KVE_ROPE_INTERLEAVED ? d % 16 == 0 : d % 32 == 0);
     kve__ahead ahead;
-#else
-    int rot = 0; /* the portable kernels read keys rotated into a packed buffer */
-#endif
-#ifdef KVE__AVX512
     angles.rot = c->cfg.rope_layout == KVE_ROPE_INTERLEAVED ? KVE__ROT_PAIRS : KVE__ROT_HALVES;
     ahead.kstride = c->k_stride[2];
     ahead.vstride = c->v_stride[2];
     ahead.kbytes = krow;
     ahead.vbytes = vrow;
+#else
+    int rot = 0; /* the portable kernels read keys rotated into a packed buffer */
 #endif
     float kbuf[KVE__KEY_BLOCK * KVE_MAX_HEAD_DIM]; /* converted or rotated keys, packed */
     size_t kstride = kve__packed_stride(d);

@@ -297,6 +297,18 @@ static void test_policies_on_types(void)
             policy_on_type(KVE_POLICY_SNAPKV, all_types[a], all_types[a], (kve_key_storage)keys, 40);
 }
 
+/* out = each of `rows` rows of d floats at x rounded through type t (what a cache of that type
+   stores), for a float cache that must give the typed cache's bits */
+static void round_rows(kve_type t, const float *x, int rows, int d, float *out)
+{
+    unsigned char row[4 * 128];
+    int r;
+    for (r = 0; r < rows; r++) {
+        CHECK_RESULT(kve_row_from_float(t, x + (size_t)r * d, d, row), KVE_OK);
+        CHECK_RESULT(kve_row_to_float(t, row, d, out + (size_t)r * d), KVE_OK);
+    }
+}
+
 /* Attention over stored K/V of a type equals, bit for bit, attention over a float cache given the
    same vectors rounded through the type: keys post-RoPE without rotation (stored as given), so the
    kernels that convert inside their sums (one query head per KV head, with vector instructions)
@@ -308,7 +320,7 @@ static void test_typed_kernels_bit_exact(void)
     for (a = 1; a < 4; a++)
         for (di = 0; di < di_n; di++)
             for (G = 1; G <= 5; G++) {
-                int d = dims[di], Hk = 2, H = Hk * G, n = 37 + 64 * G, s, g, bad = 0;
+                int d = dims[di], Hk = 2, H = Hk * G, n = 37 + 64 * G, s, bad = 0;
                 kve_type ty = all_types[a];
                 kve_config c;
                 tu_cache typed, rounded;
@@ -332,15 +344,10 @@ static void test_typed_kernels_bit_exact(void)
                 w2 = (float *)tu_alloc((size_t)H * n * sizeof(float));
                 tu_seed(400 + 10 * a + di + 100 * G);
                 for (s = 0; s < n; s++) {
-                    unsigned char row[4 * 128];
                     tu_fill(k, (size_t)Hk * d, 1.5f);
                     tu_fill(v, (size_t)Hk * d, 1.0f);
-                    for (g = 0; g < Hk; g++) { /* the float cache gets the type's rounding */
-                        CHECK_RESULT(kve_row_from_float(ty, k + (size_t)g * d, d, row), KVE_OK);
-                        CHECK_RESULT(kve_row_to_float(ty, row, d, kr + (size_t)g * d), KVE_OK);
-                        CHECK_RESULT(kve_row_from_float(ty, v + (size_t)g * d, d, row), KVE_OK);
-                        CHECK_RESULT(kve_row_to_float(ty, row, d, vr + (size_t)g * d), KVE_OK);
-                    }
+                    round_rows(ty, k, Hk, d, kr); /* the float cache gets the type's rounding */
+                    round_rows(ty, v, Hk, d, vr);
                     CHECK_RESULT(kve_store(&typed.c, 0, s, k, v, NULL), KVE_OK);
                     CHECK_RESULT(kve_store(&rounded.c, 0, s, kr, vr, NULL), KVE_OK);
                 }
@@ -400,17 +407,12 @@ static void test_prerope_rotated_in_kernels(void)
                     CHECK_RESULT(tu_open(&typed, &c), KVE_OK);
                     tu_seed(900 + 100 * li + 10 * di + G + 1000 * a);
                     for (s = 0; s < 75; s++) {
-                        unsigned char row[4 * 64];
                         int64_t oldest = INT64_MAX;
                         tu_fill(q, (size_t)H * d, 1.0f);
                         tu_fill(k, (size_t)Hk * d, 1.5f);
                         tu_fill(v, (size_t)Hk * d, 1.0f);
-                        for (j = 0; j < Hk; j++) {
-                            CHECK_RESULT(kve_row_from_float(ty, k + (size_t)j * d, d, row), KVE_OK);
-                            CHECK_RESULT(kve_row_to_float(ty, row, d, kr + (size_t)j * d), KVE_OK);
-                            CHECK_RESULT(kve_row_from_float(ty, v + (size_t)j * d, d, row), KVE_OK);
-                            CHECK_RESULT(kve_row_to_float(ty, row, d, vr + (size_t)j * d), KVE_OK);
-                        }
+                        round_rows(ty, k, Hk, d, kr);
+                        round_rows(ty, v, Hk, d, vr);
                         CHECK_RESULT(kve_store(&typed.c, 0, s, k, v, NULL), KVE_OK);
                         CHECK_RESULT(kve_store(&rounded.c, 0, s, kr, vr, NULL), KVE_OK);
                         CHECK_RESULT(kve_attend(&typed.c, 0, q, o1), KVE_OK);
