@@ -37,6 +37,9 @@ $(BUILD)/%: tests/%.c kvevict.h tests/testutil.h tests/golden_case.h | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 $(BUILD)/%: examples/%.c kvevict.h examples/engine.h | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+# the kernels' helpers, portable and with this machine's vector instructions: the same bits
+$(BUILD)/test_kernels_native: tests/test_kernels.c kvevict.h tests/testutil.h | $(BUILD)
+	$(CC) $(WARN) -O2 -march=native $(OMPFLAG) -I. $< -o $@ $(LDLIBS)
 # the storage-type tests again with this machine's vector instructions (F16C conversions)
 $(BUILD)/test_types_native: tests/test_types.c kvevict.h tests/testutil.h | $(BUILD)
 	$(CC) $(WARN) -O2 -march=native $(OMPFLAG) -I. $< -o $@ $(LDLIBS)
@@ -57,7 +60,7 @@ $(BUILD)/bench: bench/bench.c kvevict.h | $(BUILD)
 
 # The test command: unit tests, golden cases through build/kvcase, the model-free examples, the
 # command-line programs (tests/cli_check.sh), then the compile matrix.
-test: $(addprefix $(BUILD)/,$(TESTS) test_types_native test_types_avx2 kvcase kvcase_native judge minimal custom_policy \
+test: $(addprefix $(BUILD)/,$(TESTS) test_kernels test_kernels_native test_types_native test_types_avx2 kvcase kvcase_native judge minimal custom_policy \
         compare generate)
 	@sh tests/run.sh $(BUILD)
 

@@ -11,7 +11,10 @@
        #include "kvevict.h"
    Everywhere else include it without the define. Link with -lm. Compile with -fopenmp to run
    attention over heads, and long heads over chunks of their tokens, in parallel (results are
-   bit-identical with and without OpenMP).
+   bit-identical with and without OpenMP). Compile that file with optimisation (-O2 is enough:
+   the kernels do not wait for -O3's vectoriser) and your target's vector instructions
+   (-march=native, or -mavx512f -mf16c): AVX-512 kernels read every storage type, F16C converts
+   f16; without them the kernels are portable C.
 
    OPTIONS (define before the include that has KVEVICT_IMPLEMENTATION)
        KVEVICT_STATIC      every function becomes static (private to that file)
@@ -348,6 +351,11 @@
 
    HISTORY
    -------
+   0.5.2 With AVX-512, attention runs as fast at -O2 as at -O3: the exponential, the fold of a
+        key block's lane sums and a block's maximum and sum are written with AVX-512
+        instructions instead of left to the compiler's vectoriser (which gcc runs fully at -O3
+        only), and gcc unrolls the kernels' loops over query rows at every level. The same
+        operations in the same order: results are unchanged, bit for bit.
    0.5.1 With AVX-512: pre-RoPE keys rotated inside the key kernel from the angle table (whose
         rows now hold each position's cos and sin as the layout pairs the elements); one query
         head per KV head reads each key in one run with its query in registers and asks for no
@@ -395,7 +403,7 @@
 
 #define KVEVICT_VERSION_MAJOR 0
 #define KVEVICT_VERSION_MINOR 5
-#define KVEVICT_VERSION_PATCH 1
+#define KVEVICT_VERSION_PATCH 2
 
 #ifndef KVE_API
 #if defined(KVEVICT_STATIC) && defined(__GNUC__)
@@ -884,6 +892,16 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #define KVE__OMP(x)
 #endif
 
+/* the small vector helpers and kernels, inlined at every optimisation level: their constants
+   (type, query rows, head_dim) then specialise each copy */
+#if defined(__GNUC__) || defined(__clang__)
+#define KVE__INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define KVE__INLINE static __forceinline
+#else
+#define KVE__INLINE static inline
+#endif
+
 #define KVE__MAGIC 0x4b564556u
 #define KVE__ALIGN 64
 /* below this many multiply-adds a call stays on one thread: the fork costs more */
@@ -975,11 +993,48 @@ static size_t kve__mul(size_t a, size_t b, int *ok)
     return r;
 }
 
+#ifdef KVE__AVX512
+/* the lanes of 16 floats from element i that lie before element d (the rest 0, not read) */
+KVE__INLINE __mmask16 kve__lanes_before(int32_t i, int32_t d)
+{
+    return (__mmask16)(d - i >= 16 ? 0xFFFFu : d - i > 0 ? (1u << (d - i)) - 1u : 0u);
+}
+
+/* kve__exp_inplace's formula on 16 lanes: the same operations in the same order (no fused
+   multiply-add: the portable code has none either), so the same bits */
+KVE__INLINE __m512 kve__exp16(__m512 v)
+{
+    const __m512 magic = _mm512_set1_ps(12582912.0f), low = _mm512_set1_ps(-87.0f);
+    __m512 vc = _mm512_max_ps(low, v); /* a NaN stays NaN, as in the comparison below */
+    __m512 t = _mm512_add_ps(_mm512_mul_ps(vc, _mm512_set1_ps(1.44269504088896341f)), magic);
+    __m512 k = _mm512_sub_ps(t, magic), r, p, scale;
+    __m512i e;
+    r = _mm512_sub_ps(vc, _mm512_mul_ps(k, _mm512_set1_ps(0.693359375f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(k, _mm512_set1_ps(-2.12194440e-4f)));
+    p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r), _mm512_set1_ps(1.0f));
+    e = _mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127));
+    scale = _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+    return _mm512_maskz_mul_ps(~_mm512_cmp_ps_mask(v, low, _CMP_LT_OQ), p, scale);
+}
+#endif
+
 /* exp(x) for x <= 0 over an array, branch-free so it vectorises; x < -87 gives exactly 0 */
 static void kve__exp_inplace(float *x, int32_t n)
 {
-    int32_t i;
-    for (i = 0; i < n; i++) {
+    int32_t i = 0;
+#ifdef KVE__AVX512 /* the compiler vectorises the loop below at -O3 only */
+    for (; i < n; i += 16) {
+        __mmask16 m = kve__lanes_before(i, n);
+        _mm512_mask_storeu_ps(x + i, m, kve__exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+#endif
+    for (; i < n; i++) {
         float v = x[i];
         float vc = v < -87.0f ? -87.0f : v;
         float t = vc * 1.44269504088896341f + 12582912.0f; /* round to nearest via 1.5*2^23 */
@@ -1110,14 +1165,14 @@ static void kve__encode(kve_type t, const float *x, int32_t n, unsigned char *ou
 #ifdef KVE__AVX512
 /* a q8_0 block's scale in all lanes, and its 16 values from `at` (0 or 16) times it: each int8
    is exact in float, times the scale rounded once, as kve__decode */
-static __m512 kve__q8_scale(const unsigned char *block)
+KVE__INLINE __m512 kve__q8_scale(const unsigned char *block)
 {
     uint16_t dh;
     memcpy(&dh, block, 2);
     return _mm512_set1_ps(_cvtsh_ss(dh));
 }
 
-static __m512 kve__q8_half(const unsigned char *block, int32_t at, __m512 scale)
+KVE__INLINE __m512 kve__q8_half(const unsigned char *block, int32_t at, __m512 scale)
 {
     const void *q = block + 2 + at;
     __m128i q16 = _mm_loadu_si128(KVE__CAST(const __m128i *, q));
@@ -1126,7 +1181,7 @@ static __m512 kve__q8_half(const unsigned char *block, int32_t at, __m512 scale)
 
 /* 16 stored f16 or bf16 values of a row from element i (a multiple of 16) as floats in one
    register, exactly as kve__decode gives them (f16 converted, bf16 shifted) */
-static __m512 kve__load16(kve_type t, const unsigned char *row, int32_t i)
+KVE__INLINE __m512 kve__load16(kve_type t, const unsigned char *row, int32_t i)
 {
     const void *h = row + 2 * (size_t)i;
     __m256i h16 = _mm256_loadu_si256(KVE__CAST(const __m256i *, h));
@@ -2040,6 +2095,26 @@ static void kve__rotate_eff(const kve_cache *c, const unsigned char *row, int64_
 /* the 16 lane sums of key j in P[j] are folded into out[j], j < nb */
 static void kve__fold16(float P[16][16], int32_t nb, float *out)
 {
+#ifdef KVE__AVX512 /* the same adds on whole registers (the compiler vectorises the loops below at
+                      -O3 only) */
+    __m512 A[8], B[4], C[2], x, y;
+    int32_t j;
+    for (j = 0; j < 8; j++) { /* A[j]: 8 lanes of key 2j, then 8 of key 2j+1 */
+        x = 2 * j < nb ? _mm512_loadu_ps(P[2 * j]) : _mm512_setzero_ps();
+        y = 2 * j + 1 < nb ? _mm512_loadu_ps(P[2 * j + 1]) : _mm512_setzero_ps();
+        A[j] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
+    }
+    for (j = 0; j < 4; j++) /* B[j]: 4 lanes each of keys 4j .. 4j+3 */
+        B[j] = _mm512_add_ps(_mm512_shuffle_f32x4(A[2 * j], A[2 * j + 1], 0x88),
+                             _mm512_shuffle_f32x4(A[2 * j], A[2 * j + 1], 0xDD));
+    for (j = 0; j < 2; j++) /* C[j]: block b holds lanes 2b, 2b+1, 2b+8, 2b+9 of the C[j] below */
+        C[j] = _mm512_add_ps(_mm512_shuffle_ps(B[2 * j], B[2 * j + 1], 0x44),
+                             _mm512_shuffle_ps(B[2 * j], B[2 * j + 1], 0xEE));
+    /* block b: keys b, b + 4, b + 8, b + 12; then in key order */
+    x = _mm512_add_ps(_mm512_shuffle_ps(C[0], C[1], 0x88), _mm512_shuffle_ps(C[0], C[1], 0xDD));
+    x = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), x);
+    _mm512_mask_storeu_ps(out, kve__lanes_before(0, nb), x);
+#else
     float A[8][16], B[4][16], C[2][16];
     int32_t j, l, m;
     for (j = nb; j < 16; j++) memset(P[j], 0, sizeof P[j]);
@@ -2066,6 +2141,7 @@ static void kve__fold16(float P[16][16], int32_t nb, float *out)
         if (l < nb) out[l] = x;
         if (8 + l < nb) out[8 + l] = y;
     }
+#endif
 }
 
 static void kve__dot16(const float *q, const float *const *k, int32_t nb, int32_t d, float *out)
@@ -2145,13 +2221,6 @@ static void kve__axpy4_f16(float *y, const float *a, const unsigned char *const 
    summed with fused multiply-adds. In such a build every cache (any type, G, key storage) goes
    through them, so a typed cache still gives exactly what a float cache holding the type-rounded
    rows gives; the portable kernels round each product, so the two builds differ in the last bits. */
-#if defined(__GNUC__) || defined(__clang__)
-#define KVE__INLINE static inline __attribute__((always_inline))
-#elif defined(_MSC_VER)
-#define KVE__INLINE static __forceinline
-#else
-#define KVE__INLINE static inline
-#endif
 
 /* element i of a stored f16 or bf16 row (the tails past the last 16; q8_0 has none) */
 static float kve__half_at(kve_type t, const unsigned char *row, int32_t i)
@@ -2181,12 +2250,6 @@ KVE__INLINE __m512 kve__row16(kve_type t, const unsigned char *row, int32_t i, i
     for (l = 0; l < 16; l++) /* a tail */
         x[l] = i + l >= d ? 0.0f : t == KVE_TYPE_F32 ? kve__f32_row(row)[i + l] : kve__half_at(t, row, i + l);
     return _mm512_loadu_ps(x);
-}
-
-/* the lanes of 16 floats from p that lie before element d of its row (the rest 0, not read) */
-KVE__INLINE __mmask16 kve__lanes_before(int32_t i, int32_t d)
-{
-    return (__mmask16)(d - i >= 16 ? 0xFFFFu : d - i > 0 ? (1u << (d - i)) - 1u : 0u);
 }
 
 /* Rows a kernel asks for ahead of their use (NULL: none): with each pair of keys of a block, the
@@ -2239,6 +2302,14 @@ KVE__INLINE void kve__rope_halves16(__m512 x, __m512 y, const float *cs, const f
 #else
 #define KVE__IN_REGISTER(x) ((void)0)
 #endif
+/* Unrolls the loop that follows completely (its count is a constant once inlined): its arrays of
+   registers (one sum per query row, the query's pieces) then stay in registers. gcc does so by
+   itself only at -O3; clang does at -O2, and warns about the pragma where it cannot. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define KVE__UNROLL _Pragma("GCC unroll 16")
+#else
+#define KVE__UNROLL
+#endif
 
 /* acc[r][0] += the 16 floats of query row r at q (rows d apart; lanes m) times xa, acc[r][1] the
    same times xb, for rows r < R */
@@ -2248,6 +2319,7 @@ KVE__INLINE void kve__fma_pair(int32_t R, const float *q, int32_t d, __mmask16 m
     int32_t r;
     KVE__IN_REGISTER(xa);
     KVE__IN_REGISTER(xb);
+    KVE__UNROLL
     for (r = 0; r < R; r++) {
         __m512 qv = _mm512_maskz_loadu_ps(m, q + (size_t)r * (size_t)d);
         KVE__IN_REGISTER(qv); /* once for both keys */
@@ -2269,6 +2341,7 @@ KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, int32_t rot, const float
         const unsigned char *ka = k0 + (size_t)j * kstride, *kb = j + 1 < nb ? ka + kstride : ka;
         int32_t jb = j + 1 < nb ? j + 1 : j;
         __m512 acc[4][2];
+        KVE__UNROLL
         for (r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
         if (ahead) {
             KVE__PREFETCH_L2(ahead->k + (size_t)j * ahead->kstride, ahead->kbytes);
@@ -2305,6 +2378,7 @@ KVE__INLINE void kve__lanes_rows(kve_type t, int32_t R, int32_t rot, const float
             for (i = 0; i < d; i += 16)
                 kve__fma_pair(R, q + i, d, kve__lanes_before(i, d), kve__row16(t, ka, i, d),
                               kve__row16(t, kb, i, d), acc);
+        KVE__UNROLL
         for (r = 0; r < R; r++) {
             _mm512_storeu_ps(P[r][j], acc[r][0]);
             if (j + 1 < nb) _mm512_storeu_ps(P[r][j + 1], acc[r][1]);
@@ -2321,6 +2395,7 @@ KVE__INLINE void kve__lanes_one(kve_type t, int32_t rot, const float *q, int32_t
 {
     __m512 qv[KVE_MAX_HEAD_DIM / 16];
     int32_t j, i, pieces = (d + 15) / 16;
+    KVE__UNROLL
     for (i = 0; i < pieces; i++) qv[i] = _mm512_maskz_loadu_ps(kve__lanes_before(16 * i, d), q + 16 * i);
     for (j = 0; j < nb; j++) {
         const unsigned char *k = k0 + (size_t)j * kstride;
@@ -2330,9 +2405,11 @@ KVE__INLINE void kve__lanes_one(kve_type t, int32_t rot, const float *q, int32_t
             KVE__PREFETCH_L2(ahead->v + (size_t)j * ahead->vstride, ahead->vbytes);
         }
         if (rot == KVE__ROT_PAIRS) /* as kve__lanes_rows rotates and sums */
+            KVE__UNROLL
             for (i = 0; i < pieces; i++)
                 acc = _mm512_fmadd_ps(qv[i], kve__rope_pairs16(kve__key16(t, k, 16 * i, d), ka_->row[j] + 16 * i), acc);
         else if (rot == KVE__ROT_HALVES)
+            KVE__UNROLL
             for (i = 0; i < pieces / 2; i++) {
                 __m512 rk[2];
                 kve__rope_halves16(kve__key16(t, k, 16 * i, d), kve__key16(t, k, 16 * i + d / 2, d),
@@ -2341,6 +2418,7 @@ KVE__INLINE void kve__lanes_one(kve_type t, int32_t rot, const float *q, int32_t
                 acc = _mm512_fmadd_ps(qv[i + pieces / 2], rk[1], acc);
             }
         else if (t == KVE_TYPE_Q8_0) /* block by block: the scale once for two halves */
+            KVE__UNROLL
             for (i = 0; i < pieces; i += 2) {
                 const unsigned char *block = k + (size_t)(i / 2) * KVE__Q8_BYTES;
                 __m512 sc = kve__q8_scale(block);
@@ -2348,6 +2426,7 @@ KVE__INLINE void kve__lanes_one(kve_type t, int32_t rot, const float *q, int32_t
                 acc = _mm512_fmadd_ps(qv[i + 1], kve__q8_half(block, 16, sc), acc);
             }
         else
+            KVE__UNROLL
             for (i = 0; i < pieces; i++) acc = _mm512_fmadd_ps(qv[i], kve__row16(t, k, 16 * i, d), acc);
         _mm512_storeu_ps(P[j], acc);
     }
@@ -2409,8 +2488,10 @@ KVE__INLINE void kve__wsum_rows(kve_type t, int32_t R, int32_t U, float *out, in
     for (c0 = 0; c0 < d; c0 += 16 * U) {
         __m512 acc[4][8], x[8];
         __mmask16 m[8];
+        KVE__UNROLL
         for (u = 0; u < U; u++) {
             m[u] = kve__lanes_before(c0 + 16 * u, d);
+            KVE__UNROLL
             for (r = 0; r < R; r++)
                 acc[r][u] = _mm512_maskz_loadu_ps(m[u], out + (size_t)r * (size_t)d + (size_t)(c0 + 16 * u));
         }
@@ -2429,15 +2510,21 @@ KVE__INLINE void kve__wsum_rows(kve_type t, int32_t R, int32_t U, float *out, in
                     x[u + 1] = kve__q8_half(block, 16, sc);
                 }
             else
+                KVE__UNROLL
                 for (u = 0; u < U; u++) x[u] = kve__row16(t, row, c0 + 16 * u, d);
             if (R > 1)
+                KVE__UNROLL
                 for (u = 0; u < U; u++) KVE__IN_REGISTER(x[u]);
+            KVE__UNROLL
             for (r = 0; r < R; r++) {
                 __m512 w = _mm512_set1_ps(p[(size_t)r * ld + (size_t)s]);
+                KVE__UNROLL
                 for (u = 0; u < U; u++) acc[r][u] = _mm512_fmadd_ps(w, x[u], acc[r][u]);
             }
         }
+        KVE__UNROLL
         for (u = 0; u < U; u++)
+            KVE__UNROLL
             for (r = 0; r < R; r++)
                 _mm512_mask_storeu_ps(out + (size_t)r * (size_t)d + (size_t)(c0 + 16 * u), m[u], acc[r][u]);
     }
@@ -2827,10 +2914,17 @@ static float kve__max_over(const float *x, int32_t n, float m)
 {
     float lane[16];
     int32_t i, l;
+#ifdef KVE__AVX512 /* the lanes in a register (the compiler vectorises the loops below at -O3 only) */
+    __m512 v = _mm512_set1_ps(m);
+    for (i = 0; i < n; i += 16) /* max(x, lane) is lane when x is a NaN */
+        v = _mm512_mask_max_ps(v, kve__lanes_before(i, n), _mm512_maskz_loadu_ps(kve__lanes_before(i, n), x + i), v);
+    _mm512_storeu_ps(lane, v);
+#else
     for (l = 0; l < 16; l++) lane[l] = m;
     for (i = 0; i + 16 <= n; i += 16)
         for (l = 0; l < 16; l++) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
     for (l = 0; i + l < n; l++) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+#endif
     for (l = 0; l < 16; l++) m = lane[l] > m ? lane[l] : m;
     return m;
 }
@@ -2841,10 +2935,17 @@ static float kve__sum_lanes(const float *x, int32_t n)
 {
     float lane[16];
     int32_t i, l, w;
+#ifdef KVE__AVX512 /* the lanes in a register: the same adds */
+    __m512 v = _mm512_setzero_ps();
+    for (i = 0; i < n; i += 16)
+        v = _mm512_mask_add_ps(v, kve__lanes_before(i, n), v, _mm512_maskz_loadu_ps(kve__lanes_before(i, n), x + i));
+    _mm512_storeu_ps(lane, v);
+#else
     for (l = 0; l < 16; l++) lane[l] = 0.0f;
     for (i = 0; i + 16 <= n; i += 16)
         for (l = 0; l < 16; l++) lane[l] += x[i + l];
     for (l = 0; i + l < n; l++) lane[l] += x[i + l];
+#endif
     for (w = 8; w >= 1; w /= 2)
         for (l = 0; l < w; l++) lane[l] += lane[l + w];
     return lane[0];

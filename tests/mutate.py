@@ -6,7 +6,8 @@ kvevict.h and what it becomes. For each mutant this script writes the mutated he
 copy of the project (the real kvevict.h is never touched), builds the test programs and runs them,
 stopping at the first failure, in this order:
 
-    test_core, test_lifecycle, the golden cases (keys post- and pre-RoPE), test_policies,
+    test_core, test_kernels (portable, then native; only for mutants of the areas softmax and
+    attention), test_lifecycle, the golden cases (keys post- and pre-RoPE), test_policies,
     test_properties, test_types (portable, then with this machine's vector instructions), the
     examples' own checks (minimal, custom_policy), test_reliability
 
@@ -17,7 +18,8 @@ which program is named for it, and the run takes about half as long.
 The test programs use only the public API, so a mutant of the implementation (everything after
 `#ifdef KVEVICT_IMPLEMENTATION`) is built as one object of the implementation, linked with the test
 programs' objects, which are compiled once for the whole run without it; a mutant of the
-declarations rebuilds every program from source.
+declarations rebuilds every program from source. test_kernels reads the implementation's internal
+helpers: it is compiled from source with every mutant it runs for.
 
 A mutant is *killed* when a program fails, crashes or runs past its time limit; *survived* when
 everything passes; *invalid* when it does not compile. Mutants marked `equivalent:` in the list
@@ -126,9 +128,12 @@ def apply(source, m):
 class Stage:
     """One test program (or a group of runs) of the suite; `timeout` scales its clean time."""
 
-    def __init__(self, name, programs, runs, extra_flags=(), exe_suffix=""):
+    def __init__(self, name, programs, runs, extra_flags=(), exe_suffix="", internal=False, areas=()):
         self.name, self.programs, self.runs = name, programs, runs
         self.extra_flags, self.exe_suffix = list(extra_flags), exe_suffix
+        # internal: the program includes the implementation to read its internals, so it is
+        # compiled whole with each mutant; areas: it runs only for mutants of these (all if empty)
+        self.internal, self.areas = internal, tuple(areas)
         self.timeout = 120.0
         self.clean_seconds = 1.0
 
@@ -145,9 +150,16 @@ def golden_runs():
     return runs
 
 
+KERNEL_AREAS = ("softmax", "attention")  # what tests/test_kernels.c checks
+
+
 def stages():
     return [
         Stage("test_core", ["tests/test_core.c"], [["build/test_core"]]),
+        Stage("test_kernels", ["tests/test_kernels.c"], [["build/test_kernels"]],
+              internal=True, areas=KERNEL_AREAS),
+        Stage("test_kernels_native", ["tests/test_kernels.c"], [["build/test_kernels_native"]],
+              extra_flags=["-march=native"], exe_suffix="_native", internal=True, areas=KERNEL_AREAS),
         Stage("test_lifecycle", ["tests/test_lifecycle.c"], [["build/test_lifecycle"]]),
         Stage("golden", ["tests/kvcase.c", "tests/judge.c"], golden_runs()),
         Stage("test_policies", ["tests/test_policies.c"], [["build/test_policies"]]),
@@ -201,6 +213,8 @@ def program_objects(base, sts):
     links. Returns their directory, or exits when one does not compile."""
     d = os.path.join(base, "objects")
     for st in sts:
+        if st.internal:
+            continue
         for src in st.programs:
             name = os.path.splitext(os.path.basename(src))[0]
             with open(os.path.join(ROOT, src), encoding="utf-8") as f:
@@ -226,7 +240,7 @@ def run_stage(w, st, deadline_scale=None, objects=None):
     t0 = time.time()
     for src in st.programs:
         exe = os.path.join("build", os.path.splitext(os.path.basename(src))[0] + st.exe_suffix)
-        if objects:
+        if objects and not st.internal:
             impl = os.path.join("build", "kvevict_impl" + st.exe_suffix + ".o")
             why = None
             if not os.path.exists(os.path.join(w, impl)):
@@ -342,6 +356,8 @@ def main():
                 t0 = time.time()
                 m.status, m.detail = "survived", ""
                 for st in (sts if a.all_stages else order(m.area)):
+                    if st.areas and m.area not in st.areas:
+                        continue
                     res, why, _ = run_stage(w, st, objects=split)
                     if res in ("fail", "timeout"):
                         with lock:

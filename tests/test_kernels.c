@@ -1,0 +1,124 @@
+/* The helpers every attention kernel shares, against their formulas written out here one rounding
+   per statement, as the header's comments give them: exp's polynomial, the fold of 16 lanes of 16
+   keys, the running maximum and the 16-lane sum. The build with this machine's vector
+   instructions must give the same bits as the portable build; both are checked here.
+   (This program reads the implementation's internals: it includes it.) */
+#define KVEVICT_IMPLEMENTATION
+#include "kvevict.h"
+#include "testutil.h"
+
+static float formula_exp(float v)
+{
+    float vc = v < -87.0f ? -87.0f : v, t, k, r, p, scale;
+    uint32_t bits;
+    if (v != v) return v;
+    t = vc * 1.44269504088896341f;
+    t = t + 12582912.0f;
+    k = t - 12582912.0f;
+    r = k * 0.693359375f;
+    r = vc - r;
+    p = k * -2.12194440e-4f;
+    r = r - p;
+    p = 1.9875691500e-4f;
+    p = p * r; p = p + 1.3981999507e-3f;
+    p = p * r; p = p + 8.3334519073e-3f;
+    p = p * r; p = p + 4.1665795894e-2f;
+    p = p * r; p = p + 1.6666665459e-1f;
+    p = p * r; p = p + 5.0000001201e-1f;
+    p = p * r; p = p * r; p = p + r; p = p + 1.0f;
+    bits = (uint32_t)((int32_t)k + 127) << 23;
+    memcpy(&scale, &bits, 4);
+    return v < -87.0f ? 0.0f : p * scale;
+}
+
+#ifdef KVE__AVX512
+#define KVE_TEST_EXP_NAN NAN /* the portable code converts NaN to int: undefined, not tested */
+#else
+#define KVE_TEST_EXP_NAN -50.0f
+#endif
+
+static int same_bits(float a, float b) { return memcmp(&a, &b, 4) == 0 || (a != a && b != b); }
+
+static void test_helpers_match_formulas(void)
+{
+    static float x[4096], want[4096];
+    float P[16][16], Z[16][16], out[16], fold[16], A[8][16], B[4][16], C[2][16];
+    int i, n, nb, j, l, m, bad = 0;
+    /* exp: a sweep over [-100, 1], the edges of its clamp, zeros, -inf, NaN, every array length
+       to 40 (the vector loop's tails) */
+    for (i = 0; i < 4000; i++) x[i] = -100.0f + 101.0f * (float)i / 4000.0f + (float)tu_uniform() * 0.02f;
+    x[4000] = -87.0f; x[4001] = -87.00001f; x[4002] = -86.99999f; x[4003] = 0.0f; x[4004] = -0.0f;
+    x[4005] = -INFINITY; x[4006] = KVE_TEST_EXP_NAN; x[4007] = -1e-30f; x[4008] = -103.2f; x[4009] = 0.6931472f;
+    for (i = 0; i < 4010; i++) want[i] = formula_exp(x[i]);
+    kve__exp_inplace(x, 4010);
+    for (i = 0; i < 4010; i++) bad += !same_bits(x[i], want[i]);
+    CHECK(bad == 0, "exp: %d of 4010 values differ from the formula's bits", bad);
+    for (n = 0, bad = 0; n <= 40; n++) {
+        for (i = 0; i < 48; i++) x[i] = -5.0f * (float)tu_uniform();
+        for (i = 0; i < 48; i++) want[i] = i < n ? formula_exp(x[i]) : x[i];
+        kve__exp_inplace(x, n);
+        for (i = 0; i < 48; i++) bad += !same_bits(x[i], want[i]);
+    }
+    CHECK(bad == 0, "exp over 0..40 values: %d values wrong or written past the end", bad);
+
+    /* the fold of 16 keys' lane sums: magnitudes far apart, so another order rounds otherwise */
+    for (nb = 1, bad = 0; nb <= 16; nb++) {
+        for (j = 0; j < 16; j++)
+            for (l = 0; l < 16; l++) {
+                P[j][l] = (float)(tu_uniform() - 0.5) * (tu_uniform() < 0.3 ? 1e6f : 1.0f);
+                Z[j][l] = j < nb ? P[j][l] : 0.0f;
+            }
+        for (j = 0; j < 8; j++)
+            for (l = 0; l < 8; l++) {
+                A[j][l] = Z[2 * j][l] + Z[2 * j][l + 8];
+                A[j][l + 8] = Z[2 * j + 1][l] + Z[2 * j + 1][l + 8];
+            }
+        for (j = 0; j < 4; j++)
+            for (l = 0; l < 4; l++) {
+                B[j][l] = A[2 * j][l] + A[2 * j][l + 4];
+                B[j][l + 4] = A[2 * j][l + 8] + A[2 * j][l + 12];
+                B[j][l + 8] = A[2 * j + 1][l] + A[2 * j + 1][l + 4];
+                B[j][l + 12] = A[2 * j + 1][l + 8] + A[2 * j + 1][l + 12];
+            }
+        for (j = 0; j < 2; j++)
+            for (l = 0; l < 2; l++)
+                for (m = 0; m < 4; m++) {
+                    C[j][m * 2 + l] = B[2 * j][m * 4 + l] + B[2 * j][m * 4 + l + 2];
+                    C[j][8 + m * 2 + l] = B[2 * j + 1][m * 4 + l] + B[2 * j + 1][m * 4 + l + 2];
+                }
+        for (l = 0; l < 8; l++) {
+            fold[l] = C[0][2 * l] + C[0][2 * l + 1];
+            fold[8 + l] = C[1][2 * l] + C[1][2 * l + 1];
+        }
+        for (l = 0; l < 16; l++) out[l] = 12345.0f;
+        kve__fold16(P, nb, out);
+        for (l = 0; l < 16; l++) bad += l < nb ? !same_bits(out[l], fold[l]) : out[l] != 12345.0f;
+    }
+    CHECK(bad == 0, "fold of 16 keys: %d sums differ from the fixed order, or written past nb", bad);
+
+    /* the running maximum (a NaN is never taken) and the 16-lane sum folded in halves */
+    for (n = 0, bad = 0; n <= 70; n++) {
+        float mx = -INFINITY, lane[16], start = n % 3 ? -INFINITY : 0.25f, got;
+        for (i = 0; i < n; i++) x[i] = (float)(tu_uniform() - 0.7) * (i % 5 ? 1.0f : 1e5f);
+        if (n > 3) x[n / 2] = NAN;
+        mx = start;
+        for (i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+        got = kve__max_over(x, n, start);
+        bad += !same_bits(got, mx);
+        if (n > 3) x[n / 2] = 1.0f;
+        for (l = 0; l < 16; l++) lane[l] = 0.0f;
+        for (i = 0; i < n; i++) lane[i % 16] += x[i];
+        for (m = 8; m >= 1; m /= 2)
+            for (l = 0; l < m; l++) lane[l] += lane[l + m];
+        bad += !same_bits(kve__sum_lanes(x, n), lane[0]);
+    }
+    CHECK(bad == 0, "maximum and 16-lane sum over 0..70 values: %d wrong", bad);
+}
+
+int main(void)
+{
+    test_helpers_match_formulas();
+    (void)tu_fill; (void)tu_alloc; (void)tu_open; (void)tu_close; (void)tu_seed; (void)rel_err_ff; (void)ref_attend;
+    (void)tu_normal; /* shared helpers this file has no use for */
+    return tu_summary("test_kernels");
+}
