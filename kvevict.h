@@ -902,6 +902,15 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #define KVE__INLINE static inline
 #endif
 
+/* Unrolls the loop that follows completely (its count is a constant once inlined): its arrays of
+   registers (one sum per query row, the query's pieces) then stay in registers. gcc does so by
+   itself only at -O3; clang does at -O2, and warns about the pragma where it cannot. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define KVE__UNROLL _Pragma("GCC unroll 16")
+#else
+#define KVE__UNROLL
+#endif
+
 #define KVE__MAGIC 0x4b564556u
 #define KVE__ALIGN 64
 /* below this many multiply-adds a call stays on one thread: the fork costs more */
@@ -1054,6 +1063,32 @@ static void kve__exp_inplace(float *x, int32_t n)
         memcpy(&scale, &bits, 4);
         x[i] = v < -87.0f ? 0.0f : p * scale;
     }
+}
+
+/* out[i] = exp(x[i] - shift): the difference rounded, then the formula above */
+static void kve__exp_shifted(const float *x, float shift, float *out, int32_t n)
+{
+    int32_t i;
+#ifdef KVE__AVX512
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = kve__lanes_before(i, n);
+        __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(shift));
+        _mm512_mask_storeu_ps(out + i, m, kve__exp16(v));
+    }
+#else
+    for (i = 0; i < n; i++) out[i] = x[i] - shift;
+    kve__exp_inplace(out, n);
+#endif
+}
+
+/* x[i] *= f, i < n */
+static void kve__scale_floats(float *x, int32_t n, float f)
+{
+    int32_t i = 0;
+#ifdef KVE__AVX512
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(f)));
+#endif
+    for (; i < n; i++) x[i] *= f;
 }
 
 /* ---- storage types ---------------------------------------------------------------------------- */
@@ -2099,14 +2134,17 @@ static void kve__fold16(float P[16][16], int32_t nb, float *out)
                       -O3 only) */
     __m512 A[8], B[4], C[2], x, y;
     int32_t j;
+    KVE__UNROLL
     for (j = 0; j < 8; j++) { /* A[j]: 8 lanes of key 2j, then 8 of key 2j+1 */
         x = 2 * j < nb ? _mm512_loadu_ps(P[2 * j]) : _mm512_setzero_ps();
         y = 2 * j + 1 < nb ? _mm512_loadu_ps(P[2 * j + 1]) : _mm512_setzero_ps();
         A[j] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
     }
+    KVE__UNROLL
     for (j = 0; j < 4; j++) /* B[j]: 4 lanes each of keys 4j .. 4j+3 */
         B[j] = _mm512_add_ps(_mm512_shuffle_f32x4(A[2 * j], A[2 * j + 1], 0x88),
                              _mm512_shuffle_f32x4(A[2 * j], A[2 * j + 1], 0xDD));
+    KVE__UNROLL
     for (j = 0; j < 2; j++) /* C[j]: block b holds lanes 2b, 2b+1, 2b+8, 2b+9 of the C[j] below */
         C[j] = _mm512_add_ps(_mm512_shuffle_ps(B[2 * j], B[2 * j + 1], 0x44),
                              _mm512_shuffle_ps(B[2 * j], B[2 * j + 1], 0xEE));
@@ -2301,14 +2339,6 @@ KVE__INLINE void kve__rope_halves16(__m512 x, __m512 y, const float *cs, const f
 #define KVE__IN_REGISTER(x) __asm__("" : "+v"(x))
 #else
 #define KVE__IN_REGISTER(x) ((void)0)
-#endif
-/* Unrolls the loop that follows completely (its count is a constant once inlined): its arrays of
-   registers (one sum per query row, the query's pieces) then stay in registers. gcc does so by
-   itself only at -O3; clang does at -O2, and warns about the pragma where it cannot. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define KVE__UNROLL _Pragma("GCC unroll 16")
-#else
-#define KVE__UNROLL
 #endif
 
 /* acc[r][0] += the 16 floats of query row r at q (rows d apart; lanes m) times xa, acc[r][1] the
@@ -2965,7 +2995,7 @@ static float *kve__split_state(const kve_cache *c, int32_t h, int32_t k)
 static void kve__group_chunk(kve_cache *c, int32_t l, int32_t h, int64_t qpos,
                              const kve__posmap *pm, int32_t k)
 {
-    int32_t n = *kve__len(c, l, h), G = c->group, d = c->cfg.head_dim, g, s, b0, b1, i;
+    int32_t n = *kve__len(c, l, h), G = c->group, d = c->cfg.head_dim, g, b0, b1;
     int32_t from = k * KVE__SPLIT_TOKENS;
     int32_t to = n - from < KVE__SPLIT_TOKENS ? n : from + KVE__SPLIT_TOKENS;
     int32_t block = G == 1 ? KVE__ATTN_BLOCK / 2 : KVE__ATTN_BLOCK;
@@ -2992,12 +3022,11 @@ static void kve__group_chunk(kve_cache *c, int32_t l, int32_t h, int64_t qpos,
             if (bm > mx[g]) { /* a new running max: rescale what was summed so far */
                 float r = mx[g] - bm;
                 kve__exp_inplace(&r, 1);
-                for (i = 0; i < d; i++) o[(size_t)g * (size_t)d + (size_t)i] *= r;
+                kve__scale_floats(o + (size_t)g * (size_t)d, d, r);
                 sum[g] *= r;
                 mx[g] = bm;
             }
-            for (s = b0; s < b1; s++) p[s] = row[s] - bm;
-            kve__exp_inplace(p + b0, b1 - b0);
+            kve__exp_shifted(row + b0, bm, p + b0, b1 - b0);
             part = kve__sum_lanes(p + b0, b1 - b0);
             sum[g] += part;
         }
@@ -3041,9 +3070,8 @@ static const float *kve__group_finish(kve_cache *c, int32_t l, int32_t h, float 
         {
             float *row = lg + (size_t)g * cap;
             if (total > 0.0f) {
-                for (s = 0; s < n; s++) row[s] -= top;
-                kve__exp_inplace(row, n);
-                for (s = 0; s < n; s++) row[s] *= inv;
+                kve__exp_shifted(row, top, row, n);
+                kve__scale_floats(row, n, inv);
             } else { /* the query saw no key: no weight anywhere (not -inf * 0) */
                 memset(row, 0, (size_t)n * sizeof(float));
             }

@@ -60,6 +60,20 @@ static void test_helpers_match_formulas(void)
         for (i = 0; i < 48; i++) bad += !same_bits(x[i], want[i]);
     }
     CHECK(bad == 0, "exp over 0..40 values: %d values wrong or written past the end", bad);
+    for (n = 0, bad = 0; n <= 40; n++) { /* exp(x - shift) into another array, and in place */
+        float shift = 2.0f * (float)tu_uniform(), y[48];
+        for (i = 0; i < 48; i++) x[i] = 3.0f * (float)tu_uniform() - 1.0f;
+        for (i = 0; i < 48; i++) {
+            float diff = x[i] - shift;
+            want[i] = i < n ? formula_exp(diff) : -7.0f;
+            y[i] = -7.0f;
+        }
+        kve__exp_shifted(x, shift, y, n);
+        for (i = 0; i < 48; i++) bad += !same_bits(y[i], want[i]);
+        kve__exp_shifted(x, shift, x, n);
+        for (i = 0; i < n; i++) bad += !same_bits(x[i], want[i]);
+    }
+    CHECK(bad == 0, "exp(x - shift) over 0..40 values: %d values wrong or written past the end", bad);
 
     /* the fold of 16 keys' lane sums: magnitudes far apart, so another order rounds otherwise */
     for (nb = 1, bad = 0; nb <= 16; nb++) {
