@@ -117,4 +117,4 @@ fuzz: | $(BUILD)
 	  -artifact_prefix=$(BUILD)/state- $(BUILD)/fuzz-state-corpus
 
 clean:
-	rm -rf build build-san build-noomp
+	rm -rf build build-san build-noomp build-avx2-O3

@@ -355,7 +355,9 @@
         key block's lane sums and a block's maximum and sum are written with AVX-512
         instructions instead of left to the compiler's vectoriser (which gcc runs fully at -O3
         only), and gcc unrolls the kernels' loops over query rows at every level. The same
-        operations in the same order: results are unchanged, bit for bit.
+        operations in the same order: results are unchanged, bit for bit. Builds for CPUs with
+        AVX2 and FMA but not AVX-512 at -O3 now give the portable build's bits for pre-RoPE keys
+        too (gcc 12 fused the interleaved rotation into vfmaddsub despite -ffp-contract=off).
    0.5.1 With AVX-512: pre-RoPE keys rotated inside the key kernel from the angle table (whose
         rows now hold each position's cos and sin as the layout pairs the elements); one query
         head per KV head reads each key in one run with its query in registers and asks for no
@@ -1905,7 +1907,11 @@ static void kve__rotate_cs(const kve_config *c, float *x, const float *cs, const
     if (c->rope_layout == KVE_ROPE_INTERLEAVED) {
         for (i = 0; i < half; i++) {
             float a = x[2 * i], b = x[2 * i + 1];
-            x[2 * i] = a * cs[i] - b * sn[i];
+            /* a c + (-b) s, not a c - b s (the same value): gcc 12 at -O3 with FMA turns a pair
+               of lines, one subtracting and one adding, into a fused vfmaddsub even with
+               -ffp-contract=off (the build would then differ from the portable one); with two
+               additions it does not */
+            x[2 * i] = a * cs[i] + -b * sn[i];
             x[2 * i + 1] = b * cs[i] + a * sn[i];
         }
     } else if (c->rope_layout == KVE_ROPE_HALF) {
@@ -2089,7 +2095,7 @@ static void kve__rotate_row_into(const kve_config *c, const float *KVE__RESTRICT
     int32_t half = c->rope_dims / 2, d = c->head_dim, i;
     if (c->rope_layout == KVE_ROPE_INTERLEAVED) {
         for (i = 0; i < half; i++) {
-            y[2 * i] = x[2 * i] * row[2 * i] - x[2 * i + 1] * row[2 * i + 1];
+            y[2 * i] = x[2 * i] * row[2 * i] + -x[2 * i + 1] * row[2 * i + 1]; /* see kve__rotate_cs */
             y[2 * i + 1] = x[2 * i + 1] * row[2 * i] + x[2 * i] * row[2 * i + 1];
         }
     } else {
