@@ -52,6 +52,12 @@ ifneq ($(X86),)
 else
 	printf '#!/bin/sh\necho "test_types: 0 passed, 0 failed (skipped: not an x86 CPU)"\n' > $@ && chmod +x $@
 endif
+$(BUILD)/test_kernels_avx2: tests/test_kernels.c kvevict.h tests/testutil.h | $(BUILD)
+ifneq ($(X86),)
+	$(CC) $(WARN) -O2 -march=haswell $(OMPFLAG) -I. $< -o $@ $(LDLIBS)
+else
+	printf '#!/bin/sh\necho "test_kernels: 0 passed, 0 failed (skipped: not an x86 CPU)"\n' > $@ && chmod +x $@
+endif
 # the golden cases' type check with them too (tests/run.sh)
 $(BUILD)/kvcase_native: tests/kvcase.c kvevict.h tests/golden_case.h | $(BUILD)
 	$(CC) $(WARN) -O2 -march=native $(OMPFLAG) -I. $< -o $@ $(LDLIBS)
@@ -60,7 +66,7 @@ $(BUILD)/bench: bench/bench.c kvevict.h | $(BUILD)
 
 # The test command: unit tests, golden cases through build/kvcase, the model-free examples, the
 # command-line programs (tests/cli_check.sh), then the compile matrix.
-test: $(addprefix $(BUILD)/,$(TESTS) test_kernels test_kernels_native test_types_native test_types_avx2 kvcase kvcase_native judge minimal custom_policy \
+test: $(addprefix $(BUILD)/,$(TESTS) test_kernels test_kernels_native test_kernels_avx2 test_types_native test_types_avx2 kvcase kvcase_native judge minimal custom_policy \
         compare generate)
 	@sh tests/run.sh $(BUILD)
 

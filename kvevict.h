@@ -358,6 +358,9 @@
         operations in the same order: results are unchanged, bit for bit. Builds for CPUs with
         AVX2 and FMA but not AVX-512 at -O3 now give the portable build's bits for pre-RoPE keys
         too (gcc 12 fused the interleaved rotation into vfmaddsub despite -ffp-contract=off).
+        Such builds (AVX, F16C) also sum f32 keys and values, the exponential (with AVX2), a
+        block's maximum and sum and the fold of each key's lanes in 8-float registers instead
+        of leaving them to the vectoriser: at -O2 as fast as at -O3, with the portable bits.
    0.5.1 With AVX-512: pre-RoPE keys rotated inside the key kernel from the angle table (whose
         rows now hold each position's cos and sin as the layout pairs the elements); one query
         head per KV head reads each key in one run with its query in registers and asks for no
@@ -884,6 +887,8 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 /* AVX-512 does 16 lanes in one register: the kernels' 16-lane sums in one instruction each */
 #if defined(__AVX512F__)
 #define KVE__AVX512 1
+#else /* AVX without AVX-512 (every F16C CPU has AVX): 16 lanes in two 8-float registers */
+#define KVE__AVX256 1
 #endif
 #endif
 
@@ -1035,6 +1040,32 @@ KVE__INLINE __m512 kve__exp16(__m512 v)
 }
 #endif
 
+#if defined(KVE__AVX256) && defined(__AVX2__)
+#define KVE__EXP8 1
+/* kve__exp16 on 8 lanes (AVX2 for the exponent's integer shift) */
+static __m256 kve__exp8(__m256 v)
+{
+    const __m256 magic = _mm256_set1_ps(12582912.0f), low = _mm256_set1_ps(-87.0f);
+    __m256 vc = _mm256_max_ps(low, v); /* a NaN stays NaN, as in the comparison below */
+    __m256 t = _mm256_add_ps(_mm256_mul_ps(vc, _mm256_set1_ps(1.44269504088896341f)), magic);
+    __m256 k = _mm256_sub_ps(t, magic), r, p, scale;
+    __m256i e;
+    r = _mm256_sub_ps(vc, _mm256_mul_ps(k, _mm256_set1_ps(0.693359375f)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(k, _mm256_set1_ps(-2.12194440e-4f)));
+    p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, r), r), r), _mm256_set1_ps(1.0f));
+    e = _mm256_add_epi32(_mm256_cvttps_epi32(k), _mm256_set1_epi32(127));
+    scale = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+    /* 0 where v < -87 (a NaN is kept, as the portable comparison does) */
+    return _mm256_and_ps(_mm256_mul_ps(p, scale), _mm256_cmp_ps(v, low, _CMP_NLT_UQ));
+}
+#endif
+
 /* exp(x) for x <= 0 over an array, branch-free so it vectorises; x < -87 gives exactly 0 */
 static void kve__exp_inplace(float *x, int32_t n)
 {
@@ -1044,6 +1075,8 @@ static void kve__exp_inplace(float *x, int32_t n)
         __mmask16 m = kve__lanes_before(i, n);
         _mm512_mask_storeu_ps(x + i, m, kve__exp16(_mm512_maskz_loadu_ps(m, x + i)));
     }
+#elif defined(KVE__EXP8)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, kve__exp8(_mm256_loadu_ps(x + i)));
 #endif
     for (; i < n; i++) {
         float v = x[i];
@@ -1089,6 +1122,8 @@ static void kve__scale_floats(float *x, int32_t n, float f)
     int32_t i = 0;
 #ifdef KVE__AVX512
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(f)));
+#elif defined(KVE__AVX256)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(f)));
 #endif
     for (; i < n; i++) x[i] *= f;
 }
@@ -2188,10 +2223,40 @@ static void kve__fold16(float P[16][16], int32_t nb, float *out)
 #endif
 }
 
+#ifdef KVE__AVX256
+/* one key's 16 lane sums (lanes 0-7 in lo, 8-15 in hi) folded as kve__fold16 folds them: the
+   fold never mixes two keys, so each key is these four adds */
+static float kve__fold_key(__m256 lo, __m256 hi)
+{
+    __m256 h = _mm256_add_ps(lo, hi);                                                  /* l, l + 8 */
+    __m128 g = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));     /* l, l + 4 */
+    g = _mm_add_ps(g, _mm_movehl_ps(g, g));                                            /* l, l + 2 */
+    return _mm_cvtss_f32(_mm_add_ss(g, _mm_shuffle_ps(g, g, 1)));                      /* 0 + 1 */
+}
+#endif
+
 static void kve__dot16(const float *q, const float *const *k, int32_t nb, int32_t d, float *out)
 {
     float P[16][16];
     int32_t j, l, i;
+#ifdef KVE__AVX256 /* the same sums in two registers per key (the loops below vectorise at -O3 only) */
+    for (j = 0; j < nb; j++) {
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+        for (i = 0; i + 16 <= d; i += 16) {
+            lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k[j] + i)));
+            hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k[j] + i + 8)));
+        }
+        if (i < d) { /* the tail */
+            _mm256_storeu_ps(P[0], lo);
+            _mm256_storeu_ps(P[0] + 8, hi);
+            for (l = 0; l < d - i; l++) P[0][l] += q[i + l] * k[j][i + l];
+            lo = _mm256_loadu_ps(P[0]);
+            hi = _mm256_loadu_ps(P[0] + 8);
+        }
+        out[j] = kve__fold_key(lo, hi);
+    }
+    return;
+#endif
     for (j = 0; j < nb; j++) {
         const float *kj = k[j];
         float a[16];
@@ -2228,8 +2293,8 @@ static void kve__dot16_f16(const float *q, const unsigned char *const *k, int32_
             memcpy(&hv, k[j] + 2 * (size_t)(i + l), 2);
             P[j][l] += q[i + l] * kve__f32_from_f16(hv);
         }
+        out[j] = kve__fold_key(_mm256_loadu_ps(P[j]), _mm256_loadu_ps(P[j] + 8));
     }
-    kve__fold16(P, nb, out);
 }
 
 /* y += (a0 x0 + a1 x1) + (a2 x2 + a3 x3) with the x rows f16, as kve__axpy4 after conversion */
@@ -2633,9 +2698,17 @@ static void kve__axpy(float *y, float a, const float *x, int32_t n)
 static void kve__axpy4(float *y, const float *a, const float *x0, const float *x1,
                        const float *x2, const float *x3, int32_t n)
 {
-    int32_t i;
+    int32_t i = 0;
     const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-    for (i = 0; i < n; i++) y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
+#ifdef KVE__AVX256 /* the same sums, 8 at a time */
+    __m256 b0 = _mm256_set1_ps(a0), b1 = _mm256_set1_ps(a1), b2 = _mm256_set1_ps(a2), b3 = _mm256_set1_ps(a3);
+    for (; i + 8 <= n; i += 8) {
+        __m256 s01 = _mm256_add_ps(_mm256_mul_ps(b0, _mm256_loadu_ps(x0 + i)), _mm256_mul_ps(b1, _mm256_loadu_ps(x1 + i)));
+        __m256 s23 = _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(x2 + i)), _mm256_mul_ps(b3, _mm256_loadu_ps(x3 + i)));
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_add_ps(s01, s23)));
+    }
+#endif
+    for (; i < n; i++) y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
 }
 
 /* The floats between consecutive rows of a kernel's block of converted or rotated rows: head_dim
@@ -2957,7 +3030,19 @@ static float kve__max_over(const float *x, int32_t n, float m)
     _mm512_storeu_ps(lane, v);
 #else
     for (l = 0; l < 16; l++) lane[l] = m;
-    for (i = 0; i + 16 <= n; i += 16)
+    i = 0;
+#ifdef KVE__AVX256 /* the 16 lanes in two registers */
+    {
+        __m256 lo = _mm256_set1_ps(m), hi = lo;
+        for (; i + 16 <= n; i += 16) { /* max(x, lane) is lane when x is a NaN */
+            lo = _mm256_max_ps(_mm256_loadu_ps(x + i), lo);
+            hi = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), hi);
+        }
+        _mm256_storeu_ps(lane, lo);
+        _mm256_storeu_ps(lane + 8, hi);
+    }
+#endif
+    for (; i + 16 <= n; i += 16)
         for (l = 0; l < 16; l++) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
     for (l = 0; i + l < n; l++) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
 #endif
@@ -2978,7 +3063,19 @@ static float kve__sum_lanes(const float *x, int32_t n)
     _mm512_storeu_ps(lane, v);
 #else
     for (l = 0; l < 16; l++) lane[l] = 0.0f;
-    for (i = 0; i + 16 <= n; i += 16)
+    i = 0;
+#ifdef KVE__AVX256 /* the 16 lanes in two registers */
+    {
+        __m256 lo = _mm256_setzero_ps(), hi = lo;
+        for (; i + 16 <= n; i += 16) {
+            lo = _mm256_add_ps(lo, _mm256_loadu_ps(x + i));
+            hi = _mm256_add_ps(hi, _mm256_loadu_ps(x + i + 8));
+        }
+        _mm256_storeu_ps(lane, lo);
+        _mm256_storeu_ps(lane + 8, hi);
+    }
+#endif
+    for (; i + 16 <= n; i += 16)
         for (l = 0; l < 16; l++) lane[l] += x[i + l];
     for (l = 0; i + l < n; l++) lane[l] += x[i + l];
 #endif

@@ -6,8 +6,8 @@ kvevict.h and what it becomes. For each mutant this script writes the mutated he
 copy of the project (the real kvevict.h is never touched), builds the test programs and runs them,
 stopping at the first failure, in this order:
 
-    test_core, test_kernels (portable, then native; only for mutants of the areas softmax and
-    attention), test_lifecycle, the golden cases (keys post- and pre-RoPE), test_policies,
+    test_core, test_kernels (portable, then native, then for AVX2; only for mutants of the areas
+    softmax and attention), test_lifecycle, the golden cases (keys post- and pre-RoPE), test_policies,
     test_properties, test_types (portable, then with this machine's vector instructions), the
     examples' own checks (minimal, custom_policy), test_reliability
 
@@ -168,6 +168,8 @@ def stages():
         Stage("test_types_native", ["tests/test_types.c"], [["build/test_types_native"]],
               extra_flags=["-march=native"], exe_suffix="_native"),
     ] + ([  # the kernels of x86 CPUs with AVX2 and F16C but not AVX-512
+        Stage("test_kernels_avx2", ["tests/test_kernels.c"], [["build/test_kernels_avx2"]],
+              extra_flags=["-march=haswell"], exe_suffix="_avx2", internal=True, areas=KERNEL_AREAS),
         Stage("test_types_avx2", ["tests/test_types.c"], [["build/test_types_avx2"]],
               extra_flags=["-march=haswell"], exe_suffix="_avx2"),
     ] if platform.machine() in ("x86_64", "AMD64", "i386", "i686") else []) + [

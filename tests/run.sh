@@ -15,7 +15,7 @@ count() { # adds the "N passed, M failed" of a program's last summary line
   passed=$((passed + $1)); failed=$((failed + $2))
 }
 
-for t in test_core test_kernels test_kernels_native test_policies test_properties test_types test_types_native test_types_avx2 test_lifecycle test_reliability; do
+for t in test_core test_kernels test_kernels_native test_kernels_avx2 test_policies test_properties test_types test_types_native test_types_avx2 test_lifecycle test_reliability; do
   echo "== $t"
   if "$B/$t" > "$tmp/$t.out" 2>&1; then :; else echo "  $t exited with status $?"; failed=$((failed + 1)); fi
   grep -E 'FAIL|passed' "$tmp/$t.out" | tail -n 20

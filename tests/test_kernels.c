@@ -1,7 +1,8 @@
 /* The helpers every attention kernel shares, against their formulas written out here one rounding
    per statement, as the header's comments give them: exp's polynomial, the fold of 16 lanes of 16
-   keys, the running maximum and the 16-lane sum. The build with this machine's vector
-   instructions must give the same bits as the portable build; both are checked here.
+   keys, the running maximum and the 16-lane sum. The builds with vector instructions (AVX-512:
+   test_kernels_native on this machine; AVX2: test_kernels_avx2) must give the portable build's
+   bits; each build runs this program.
    (This program reads the implementation's internals: it includes it.) */
 #define KVEVICT_IMPLEMENTATION
 #include "kvevict.h"
