@@ -38,6 +38,8 @@ for cc in gcc clang; do
       try "$cc -std=c11 $opt $omp" "$tmp/t.c"
     done
   done
+  try "$cc -std=c11 -O2 -march=haswell" "$tmp/t.c"   # the kernels of CPUs with AVX2, no AVX-512
+  try "$cc -std=c11 -O2 -march=ivybridge" "$tmp/t.c" # and with AVX and F16C only
   try "$cc -std=c99 -O2" "$tmp/t.c"
   try "$cc -std=c11 -O2 -DKVEVICT_NO_OPENMP -fopenmp" "$tmp/s.c"
 done
@@ -47,6 +49,7 @@ for cxx in g++ clang++; do
   done
   try "$cxx -x c++ -std=c++17 -O2 -fopenmp" "$tmp/t.c"
   try "$cxx -x c++ -std=c++17 -O2 -march=native" "$tmp/t.c" # the vector kernels as C++
+  try "$cxx -x c++ -std=c++17 -O2 -march=haswell" "$tmp/t.c"
 done
 echo "compile_check: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
