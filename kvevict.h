@@ -71,7 +71,7 @@
    Built with F16C, the f16 kernels convert rows inside their sums: the same bits as converting
    first and as the portable build, as long as the compiler does not fuse a * b + c into one
    rounding by itself (clang: never, the implementation turns it off; gcc: with -std=c11 or
-   -ffp-contract=off). Built with AVX-512, attention reads every type (f32 too) through kernels
+   -ffp-contract=off; g++ and gcc -std=gnu11 fuse unless given -ffp-contract=off). Built with AVX-512, attention reads every type (f32 too) through kernels
    that convert in registers and use fused multiply-adds: within such a build a typed cache still
    gives exactly what a float cache holding the type-rounded rows gives, and thread counts agree
    bit for bit, but its last bits differ from the portable build's (both stay within float
@@ -355,12 +355,15 @@
         key block's lane sums and a block's maximum and sum are written with AVX-512
         instructions instead of left to the compiler's vectoriser (which gcc runs fully at -O3
         only), and gcc unrolls the kernels' loops over query rows at every level. The same
-        operations in the same order: results are unchanged, bit for bit. Builds for CPUs with
-        AVX2 and FMA but not AVX-512 at -O3 now give the portable build's bits for pre-RoPE keys
-        too (gcc 12 fused the interleaved rotation into vfmaddsub despite -ffp-contract=off).
-        Such builds (AVX, F16C) also sum f32 keys and values, the exponential (with AVX2), a
-        block's maximum and sum and the fold of each key's lanes in 8-float registers instead
-        of leaving them to the vectoriser: at -O2 as fast as at -O3, with the portable bits.
+        operations in the same order: results are unchanged, bit for bit, except one fix: gcc 12
+        at -O3 with FMA fused the interleaved rotation's subtract/add pair into vfmaddsub despite
+        -ffp-contract=off, so pre-RoPE keys in the interleaved layout that are rotated outside
+        the AVX-512 key kernel gave other last bits at -O3 than at -O2 (AVX-512 and AVX2 builds
+        alike); now they give the -O2 bits, and builds with AVX2 but not AVX-512 the portable
+        ones. Builds with AVX and F16C but not AVX-512 also sum f32 keys and values, the
+        exponential (with AVX2), a block's maximum and sum and the fold of each key's lanes,
+        and convert bf16 and q8_0 rows (AVX2), in 8-float registers instead of leaving them to
+        the vectoriser: at -O2 as fast as at -O3, with the portable bits.
    0.5.1 With AVX-512: pre-RoPE keys rotated inside the key kernel from the angle table (whose
         rows now hold each position's cos and sin as the layout pairs the elements); one query
         head per KV head reads each key in one run with its query in registers and asks for no
@@ -909,10 +912,11 @@ KVE_API kve_result kve_check(kve_cache *cache); /* invariants; KVE_ERROR_CORRUPT
 #define KVE__INLINE static inline
 #endif
 
-/* Unrolls the loop that follows completely (its count is a constant once inlined): its arrays of
-   registers (one sum per query row, the query's pieces) then stay in registers. gcc does so by
-   itself only at -O3; clang does at -O2, and warns about the pragma where it cannot. */
-#if defined(__GNUC__) && !defined(__clang__)
+/* Unrolls the loop that follows, completely when its count is a constant up to 16 once inlined
+   (query rows, the pieces of head_dim 128 or 256): its arrays of registers (one sum per query
+   row, the query's pieces) then stay in registers. gcc does so by itself only at -O3 (and knows
+   the pragma from gcc 8); clang does at -O2, and warns about the pragma where it cannot. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define KVE__UNROLL _Pragma("GCC unroll 16")
 #else
 #define KVE__UNROLL
@@ -1016,8 +1020,9 @@ KVE__INLINE __mmask16 kve__lanes_before(int32_t i, int32_t d)
     return (__mmask16)(d - i >= 16 ? 0xFFFFu : d - i > 0 ? (1u << (d - i)) - 1u : 0u);
 }
 
-/* kve__exp_inplace's formula on 16 lanes: the same operations in the same order (no fused
-   multiply-add: the portable code has none either), so the same bits */
+/* kve__exp_inplace's formula on 16 lanes: the same operations in the same order, each rounded
+   (no fused multiply-add), so the portable code's bits where the compiler does not fuse it
+   (see STORAGE TYPES) */
 KVE__INLINE __m512 kve__exp16(__m512 v)
 {
     const __m512 magic = _mm512_set1_ps(12582912.0f), low = _mm512_set1_ps(-87.0f);

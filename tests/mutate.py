@@ -6,10 +6,11 @@ kvevict.h and what it becomes. For each mutant this script writes the mutated he
 copy of the project (the real kvevict.h is never touched), builds the test programs and runs them,
 stopping at the first failure, in this order:
 
-    test_core, test_kernels (portable, then native, then for AVX2; only for mutants of the areas
-    softmax and attention), test_lifecycle, the golden cases (keys post- and pre-RoPE), test_policies,
-    test_properties, test_types (portable, then with this machine's vector instructions), the
-    examples' own checks (minimal, custom_policy), test_reliability
+    test_core, test_kernels (portable, then native; only for mutants of the areas softmax and
+    attention), test_lifecycle, the golden cases (keys post- and pre-RoPE), test_policies,
+    test_properties, test_types (portable, then with this machine's vector instructions), on x86
+    test_kernels and test_types built for AVX2 CPUs, the examples' own checks (minimal,
+    custom_policy), test_reliability
 
 except that the programs which have killed mutants of the same area run first (most kills per
 second of their own run time first): whether a mutant is killed does not depend on the order, only

@@ -111,6 +111,95 @@ static void test_helpers_match_formulas(void)
     }
     CHECK(bad == 0, "fold of 16 keys: %d sums differ from the fixed order, or written past nb", bad);
 
+    /* one query row against nb keys (kve__dot16): lane l sums elements l, l + 16, ... (then the
+       tail), each product rounded, and each key's 16 lanes fold as above: (l, l + 8), (l, l + 4),
+       (l, l + 2), then lanes 0 and 1 */
+    {
+        static const int32_t dims[] = {16, 40, 72, 128};
+        static float q[128], rows[16][128];
+        const float *kp[16];
+        int di;
+        for (di = 0, bad = 0; di < 4; di++)
+            for (nb = 1; nb <= 16; nb++) {
+                int32_t d = dims[di];
+                for (i = 0; i < d; i++) q[i] = (float)(tu_uniform() - 0.5) * (i % 7 ? 1.0f : 300.0f);
+                for (j = 0; j < nb; j++) {
+                    for (i = 0; i < d; i++) rows[j][i] = (float)(tu_uniform() - 0.5) * (i % 5 ? 1.0f : 1e3f);
+                    kp[j] = rows[j];
+                }
+                for (l = 0; l < 16; l++) out[l] = 12345.0f;
+                kve__dot16(q, kp, nb, d, out);
+                for (j = 0; j < nb; j++) {
+                    float lane[16], prod;
+                    for (l = 0; l < 16; l++) lane[l] = 0.0f;
+                    for (i = 0; i < d; i++) {
+                        prod = q[i] * rows[j][i];
+                        lane[i % 16] = lane[i % 16] + prod;
+                    }
+                    for (l = 0; l < 8; l++) lane[l] = lane[l] + lane[l + 8];
+                    for (l = 0; l < 4; l++) lane[l] = lane[l] + lane[l + 4];
+                    for (l = 0; l < 2; l++) lane[l] = lane[l] + lane[l + 2];
+                    bad += !same_bits(out[j], lane[0] + lane[1]);
+                }
+                for (l = nb; l < 16; l++) bad += out[l] != 12345.0f;
+            }
+        CHECK(bad == 0, "dot products of 1..16 keys, head_dim 16/40/72/128: %d differ from the order", bad);
+    }
+
+    /* four value rows into a sum (kve__axpy4): y + ((a0 x0 + a1 x1) + (a2 x2 + a3 x3)) */
+    for (n = 0, bad = 0; n <= 37; n++) {
+        static float xs[4][48], y[48], yw[48];
+        float a[4], p0, p1, p2, p3;
+        for (j = 0; j < 4; j++) {
+            a[j] = (float)tu_uniform();
+            for (i = 0; i < 48; i++) xs[j][i] = (float)(tu_uniform() - 0.5) * (i % 3 ? 1.0f : 1e4f);
+        }
+        for (i = 0; i < 48; i++) y[i] = yw[i] = (float)tu_uniform();
+        for (i = 0; i < n; i++) {
+            p0 = a[0] * xs[0][i]; p1 = a[1] * xs[1][i]; p2 = a[2] * xs[2][i]; p3 = a[3] * xs[3][i];
+            p0 = p0 + p1; p2 = p2 + p3;
+            yw[i] = yw[i] + (p0 + p2);
+        }
+        kve__axpy4(y, a, xs[0], xs[1], xs[2], xs[3], n);
+        for (i = 0; i < 48; i++) bad += !same_bits(y[i], yw[i]);
+    }
+    CHECK(bad == 0, "four value rows summed into 0..37 outputs: %d wrong or written past the end", bad);
+
+    /* bf16 rows widened (a shift) and q8_0 blocks times their f16 scale, to floats */
+    {
+        static unsigned char raw[4 * 34];
+        static float got[128];
+        int32_t b;
+        for (i = 0, bad = 0; i < (int)sizeof raw; i++) raw[i] = (unsigned char)(tu_uniform() * 256.0);
+        for (n = 0; n <= 40; n++) {
+            for (i = 0; i < 48; i++) got[i] = -3.0f;
+            kve__decode(KVE_TYPE_BF16, raw, n, got);
+            for (i = 0; i < 48; i++) {
+                uint16_t h;
+                uint32_t w;
+                float f;
+                memcpy(&h, raw + 2 * i, 2);
+                w = (uint32_t)h << 16;
+                memcpy(&f, &w, 4);
+                bad += !same_bits(got[i], i < n ? f : -3.0f);
+            }
+        }
+        for (b = 0; b < 4; b++) { /* a finite, normal scale in each block */
+            raw[34 * b] = (unsigned char)(tu_uniform() * 256.0);
+            raw[34 * b + 1] = (unsigned char)(0x1c + b);
+        }
+        kve__decode(KVE_TYPE_Q8_0, raw, 128, got);
+        for (b = 0; b < 4; b++)
+            for (i = 0; i < 32; i++) {
+                uint16_t dh;
+                int8_t v;
+                memcpy(&dh, raw + 34 * b, 2);
+                memcpy(&v, raw + 34 * b + 2 + i, 1);
+                bad += !same_bits(got[32 * b + i], (float)v * kve__f32_from_f16(dh));
+            }
+        CHECK(bad == 0, "bf16 and q8_0 rows to floats: %d values differ", bad);
+    }
+
     /* the running maximum (a NaN is never taken) and the 16-lane sum folded in halves */
     for (n = 0, bad = 0; n <= 70; n++) {
         float mx = -INFINITY, lane[16], start = n % 3 ? -INFINITY : 0.25f, got;
