@@ -2050,6 +2050,10 @@ static const float *kve__f32_row(const unsigned char *row)
 {
     return KVE__CAST(const float *, KVE__CAST(const void *, row));
 }
+static float *kve__f32_row_w(unsigned char *row)
+{
+    return KVE__CAST(float *, KVE__CAST(void *, row));
+}
 static int64_t *kve__pos(const kve_cache *c, int32_t l, int32_t h)
 {
     return c->pos + ((size_t)l * (size_t)c->cfg.n_kv_heads + (size_t)h) * (size_t)c->cfg.capacity;
@@ -3525,28 +3529,53 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
 
 /* ---- storing tokens --------------------------------------------------------------------------- */
 /* StreamingLLM post-RoPE pos-shift: rewrite the sink keys from their pre-RoPE copies at the
-   positions right before the oldest recent token. Only S keys per head: the cost does not grow with the window. */
+   positions right before the oldest recent token. Only S keys per head: the cost does not grow
+   with the window. The heads are split over the threads as attention splits them, so that each
+   thread's attention reads the sink rows it wrote (from another core's cache they cost more than
+   rotating them). */
 static void kve__update_sinks(kve_cache *c, int32_t l)
 {
-    int32_t S = c->sinks, d = c->cfg.head_dim, h, s;
+    int32_t S = c->sinks, d = c->cfg.head_dim, Hk = c->cfg.n_kv_heads, h, s, n;
+    size_t half = (size_t)c->cfg.rope_dims / 2;
     int64_t anchor;
+    int nt;
     if (!kve__pos_shift(c) || c->cfg.key_storage != KVE_KEYS_POST_ROPE || S == 0) return;
     anchor = kve__sink_anchor(c, l);
     if (anchor == c->sink_anchor_done[l]) return;
-    for (s = 0; s < S && s < *kve__len(c, l, 0); s++) {
+    n = S < *kve__len(c, l, 0) ? S : *kve__len(c, l, 0);
+    for (s = 0; s < n; s++) {
         /* every head and layer moves its sinks to the same positions: angles once per step */
-        size_t half = (size_t)c->cfg.rope_dims / 2;
         float *cs = c->sink_cos + (size_t)s * half, *sn = c->sink_sin + (size_t)s * half;
         int64_t target = anchor >= 0 ? anchor - S + s : kve__pos(c, l, 0)[s];
+        int32_t j;
+        for (j = s + 1; j < S && c->sink_angle_pos[s] != target; j++)
+            if (c->sink_angle_pos[j] == target) { /* the anchor moved on: sink j sat there */
+                memcpy(cs, c->sink_cos + (size_t)j * half, half * sizeof(float));
+                memcpy(sn, c->sink_sin + (size_t)j * half, half * sizeof(float));
+                c->sink_angle_pos[s] = target;
+            }
         if (c->sink_angle_pos[s] != target) {
             kve__angles(&c->cfg, c->freq, target, cs, sn);
             c->sink_angle_pos[s] = target;
         }
-        for (h = 0; h < c->cfg.n_kv_heads; h++) {
+    }
+    nt = kve__threads(c, kve__work_is_large(c, l, 1));
+    (void)nt;
+    KVE__OMP("omp parallel for schedule(static) num_threads(nt) if(nt > 1)")
+    for (h = 0; h < Hk; h++) {
+        int32_t t;
+        for (t = 0; t < n; t++) {
+            const float *cs = c->sink_cos + (size_t)t * half, *sn = c->sink_sin + (size_t)t * half;
             float kr[KVE_MAX_HEAD_DIM];
-            memcpy(kr, kve__sink_key(c, l, h, s), (size_t)d * sizeof(float));
+            if (c->cfg.k_type == KVE_TYPE_F32) { /* rotated where it is stored */
+                float *row = kve__f32_row_w(kve__kptr(c, l, h, t));
+                memcpy(row, kve__sink_key(c, l, h, t), (size_t)d * sizeof(float));
+                kve__rotate_cs(&c->cfg, row, cs, sn);
+                continue;
+            }
+            memcpy(kr, kve__sink_key(c, l, h, t), (size_t)d * sizeof(float));
             kve__rotate_cs(&c->cfg, kr, cs, sn);
-            kve__encode(c->cfg.k_type, kr, d, kve__kptr(c, l, h, s));
+            kve__encode(c->cfg.k_type, kr, d, kve__kptr(c, l, h, t));
         }
     }
     c->sink_anchor_done[l] = anchor;
