@@ -351,6 +351,17 @@
 
    HISTORY
    -------
+   0.5.3 With AVX-512, pre-RoPE keys rotated by the key kernel no longer bring a row of the angle
+        table each (as many bytes as an f32 key): keys within a block's span of the first one a
+        call rotates, at p0, are rotated by the table's first rows against query rows rotated
+        back by p0 once, q . R(p0 + j) k = (R(p0)^T q) . (R(j) k). This runs when several query
+        heads share a KV head, or with one when the K/V rows come from memory
+        (KVEVICT_CACHED_BYTES, judged at float32 size); pre-RoPE results of such builds change
+        in the last bits there. Rotating kernels also take head_dim 128 as a constant.
+        StreamingLLM post-RoPE with pos-shift rewrites each step's sink keys with the heads
+        split over the threads as attention splits them (another core's freshly written rows
+        cost more than the rotation), reuses a sink's angles for the sink that takes its
+        position next, and rotates float32 rows where they are stored; same bits.
    0.5.2 With AVX-512, attention runs as fast at -O2 as at -O3: the exponential, the fold of a
         key block's lane sums and a block's maximum and sum are written with AVX-512
         instructions instead of left to the compiler's vectoriser (which gcc runs fully at -O3
@@ -411,7 +422,7 @@
 
 #define KVEVICT_VERSION_MAJOR 0
 #define KVEVICT_VERSION_MINOR 5
-#define KVEVICT_VERSION_PATCH 2
+#define KVEVICT_VERSION_PATCH 3
 
 #ifndef KVE_API
 #if defined(KVEVICT_STATIC) && defined(__GNUC__)
