@@ -22,7 +22,9 @@
        KVEVICT_CACHED_BYTES  K/V bytes (all layers) a last-level cache keeps between two decode
                            steps (default 64 MiB); past it, float rows are prefetched ahead
                            (with AVX-512, only by the kernels that sum several query heads or
-                           rotate keys: one head's keys stream better without)
+                           rotate keys: one head's keys stream better without), and with
+                           AVX-512 one query head per KV head rotates pre-RoPE keys by the
+                           angle table's first rows (see HISTORY 0.5.3; judged at f32 size)
 
    QUICK START: the calls an engine makes
    --------------------------------------
