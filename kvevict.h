@@ -358,8 +358,8 @@
         call rotates, at p0, are rotated by the table's first rows against query rows rotated
         back by p0 once, q . R(p0 + j) k = (R(p0)^T q) . (R(j) k). This runs when several query
         heads share a KV head, or with one when the K/V rows come from memory
-        (KVEVICT_CACHED_BYTES, judged at float32 size); pre-RoPE results of such builds change
-        in the last bits there. Rotating kernels also take head_dim 128 as a constant.
+        (KVEVICT_CACHED_BYTES, judged at float32 size), and n_heads / n_kv_heads * head_dim is
+        at most 4096; pre-RoPE results of such builds change in the last bits there. Rotating kernels also take head_dim 128 as a constant.
         StreamingLLM post-RoPE with pos-shift rewrites each step's sink keys with the heads
         split over the threads as attention splits them (another core's freshly written rows
         cost more than the rotation), reuses a sink's angles for the sink that takes its
@@ -2410,14 +2410,16 @@ typedef struct kve__ahead {
     size_t kstride, vstride, kbytes, vbytes;
 } kve__ahead;
 
+#define KVE__BACK_FLOATS (4 * KVE_MAX_HEAD_DIM) /* query rows rotated back (kve__logits_range) */
+
 /* Pre-RoPE keys rotated inside kve__dots, from the angle table: each key's cos and sin rows
    (rope_dims == head_dim; pairs: head_dim a multiple of 16, halves: of 32) */
-#define KVE__BACK_FLOATS (4 * KVE_MAX_HEAD_DIM) /* query rows rotated back (kve__logits_range) */
 #define KVE__ROT_PAIRS 1  /* KVE_ROPE_INTERLEAVED: pairs (2i, 2i+1) */
 #define KVE__ROT_HALVES 2 /* KVE_ROPE_HALF: pairs (i, i + head_dim/2) */
 typedef struct kve__key_angles {
     int32_t rot;
-    const float *row[16]; /* each key's row of the angle table */
+    const float *row[16]; /* the row each key is rotated by: its position's, or its offset's
+                             from p0 when the query rows were rotated back by p0 */
 } kve__key_angles;
 
 /* 16 values of a key from element i (a multiple of 16), any type */
@@ -2858,7 +2860,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
         int32_t nb = n - s < KVE__KEY_BLOCK ? n - s : KVE__KEY_BLOCK, visible = 0;
 #ifdef KVE__AVX512
         const kve__ahead *pa = NULL; /* this block's rows ahead, if any */
-        int near; /* the block's keys rotated by the table's first rows, against `back` */
+        int by_offset; /* the block's keys rotated by rows eff - p0, against `back` */
 #endif
         int in_table = 1, fused = 0; /* fused: the kernel rotates the keys */
         for (t = 0; t < nb; t++) visible |= pos[s + t] <= limit;
@@ -2891,18 +2893,19 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
         }
         fused = rot && in_table;
 #ifdef KVE__AVX512
-        near = 0;
+        by_offset = 0;
         if (fused && from_table_start) {
-            if (p0 < 0) {
-                p0 = eff[0];
+            int64_t base = p0 >= 0 ? p0 : eff[0]; /* the first block that qualifies sets p0 */
+            by_offset = 1;
+            for (t = 0; t < nb; t++) by_offset &= eff[t] >= base && eff[t] - base < KVE__ATTN_BLOCK;
+            if (by_offset && p0 < 0) {
+                p0 = base;
                 kve__rotate_back_rows(angles.rot, G, qr, d, c->rope_table + (size_t)p0 * (size_t)d, back);
             }
-            near = 1;
-            for (t = 0; t < nb; t++) near &= eff[t] >= p0 && eff[t] - p0 < KVE__ATTN_BLOCK;
         }
         if (fused)
             for (t = 0; t < nb; t++)
-                angles.row[t] = c->rope_table + (size_t)(near ? eff[t] - p0 : eff[t]) * (size_t)d;
+                angles.row[t] = c->rope_table + (size_t)(by_offset ? eff[t] - p0 : eff[t]) * (size_t)d;
 #endif
         if (pre && !fused) /* the block's keys rotated at their effective positions, packed */
             for (t = 0; t < nb; t++)
@@ -2912,7 +2915,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
             kve__dots(KVE_TYPE_F32, d, qr, G, KVE__CAST(const unsigned char *, kbuf),
                       kstride * sizeof(float), nb, pa, NULL, logits + (size_t)s, ld);
         } else {
-            kve__dots(c->cfg.k_type, d, near ? back : qr, G, kve__kptr(c, l, h, s), c->k_stride[2],
+            kve__dots(c->cfg.k_type, d, by_offset ? back : qr, G, kve__kptr(c, l, h, s), c->k_stride[2],
                       nb, pa, fused ? &angles : NULL, logits + (size_t)s, ld);
         }
         for (g = 0; g < G; g++)
@@ -3543,9 +3546,9 @@ KVE_API kve_result kve_prefill(kve_cache *cache, int32_t layer, int32_t nq, cons
 /* ---- storing tokens --------------------------------------------------------------------------- */
 /* StreamingLLM post-RoPE pos-shift: rewrite the sink keys from their pre-RoPE copies at the
    positions right before the oldest recent token. Only S keys per head: the cost does not grow
-   with the window. The heads are split over the threads as attention splits them, so that each
-   thread's attention reads the sink rows it wrote (from another core's cache they cost more than
-   rotating them). */
+   with the window. The heads are split over the threads as attention splits them (exactly while
+   a head is one chunk of KVE__SPLIT_TOKENS), so that each thread's attention reads the sink rows
+   it wrote (from another core's cache they cost more than rotating them). */
 static void kve__update_sinks(kve_cache *c, int32_t l)
 {
     int32_t S = c->sinks, d = c->cfg.head_dim, Hk = c->cfg.n_kv_heads, h, s, n;

@@ -222,20 +222,23 @@ static void test_helpers_match_formulas(void)
     CHECK(bad == 0, "maximum and 16-lane sum over 0..70 values: %d wrong", bad);
 }
 
-/* StreamingLLM with keys stored pre-RoPE, the ring turned over several times: each step's
-   attention against the reference, at the positions kve_attention_positions gives (with
+/* StreamingLLM with keys stored pre-RoPE (f32, f16, q8_0), the ring turned over several times:
+   each step's attention against the reference on the stored (rounded) rows, at the positions
+   kve_attention_positions gives (with
    pos-shift the keys sit at 0 .. len-1 and the AVX-512 kernel reads the rows of the table from
    the first on, the query rows rotated back; without, past the table, rotated key by key) */
 static void test_prerope_attention(void)
 {
     static const int32_t groups[3] = {1, 2, 4}, dims[3] = {64, 128, 96};
-    int32_t gi, di, li, ps, Hk = 2, cap = 70, steps = 200, s, h, g, j;
+    static const kve_type types[3] = {KVE_TYPE_F32, KVE_TYPE_F16, KVE_TYPE_Q8_0};
+    int32_t gi, di, li, ps, ti, Hk = 2, cap = 70, steps = 200, s, h, g, j;
     static float q[4 * 2 * 128], k[2 * 128], v[2 * 128], out[4 * 2 * 128], keys[70][128], vals[70][128];
     double worst = 0;
     for (gi = 0; gi < 3; gi++)
         for (di = 0; di < 3; di++)
             for (li = 0; li < 2; li++)
-                for (ps = 0; ps < 2; ps++) {
+                for (ps = 0; ps < 2; ps++)
+                for (ti = 0; ti < 3; ti++) {
                     int32_t G = groups[gi], d = dims[di], H = G * Hk;
                     kve_config cfg;
                     tu_cache t;
@@ -243,12 +246,13 @@ static void test_prerope_attention(void)
                     memset(&cfg, 0, sizeof cfg);
                     cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = Hk; cfg.head_dim = d;
                     cfg.capacity = cap; cfg.key_storage = KVE_KEYS_PRE_ROPE;
+                    cfg.k_type = cfg.v_type = types[ti];
                     cfg.rope_layout = li ? KVE_ROPE_HALF : KVE_ROPE_INTERLEAVED;
                     cfg.policy.kind = KVE_POLICY_STREAMINGLLM;
                     cfg.policy.sinks = 4;
                     cfg.policy.pos_shift = ps ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
                     CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
-                    tu_seed((unsigned long long)(gi * 100 + di * 10 + li * 2 + ps));
+                    tu_seed((unsigned long long)(ti * 1000 + gi * 100 + di * 10 + li * 2 + ps));
                     for (s = 0; s < steps; s++) {
                         tu_fill(q, (size_t)(H * d), 1.0f); tu_fill(k, (size_t)(Hk * d), 1.0f); tu_fill(v, (size_t)(Hk * d), 1.0f);
                         CHECK_RESULT(kve_store(&t.c, 0, s, k, v, NULL), KVE_OK);
@@ -272,8 +276,8 @@ static void test_prerope_attention(void)
                             }
                         }
                     }
-                    CHECK(e < 1e-5, "pre-RoPE attention G=%d d=%d layout=%d pos_shift=%d: %g from the reference",
-                          G, d, li, ps, e);
+                    CHECK(e < 1e-5, "pre-RoPE attention G=%d d=%d layout=%d pos_shift=%d type=%d: %g from the reference",
+                          G, d, li, ps, (int)types[ti], e);
                     worst = fmax(worst, e);
                     tu_close(&t);
                 }
