@@ -73,11 +73,12 @@
    Built with F16C, the f16 kernels convert rows inside their sums: the same bits as converting
    first and as the portable build, as long as the compiler does not fuse a * b + c into one
    rounding by itself (clang: never, the implementation turns it off; gcc: with -std=c11 or
-   -ffp-contract=off; g++ and gcc -std=gnu11 fuse unless given -ffp-contract=off). Built with AVX-512, attention reads every type (f32 too) through kernels
-   that convert in registers and use fused multiply-adds: within such a build a typed cache still
-   gives exactly what a float cache holding the type-rounded rows gives, and thread counts agree
-   bit for bit, but its last bits differ from the portable build's (both stay within float
-   rounding of a double-precision reference). KVEVICT_NO_SIMD builds the portable kernels only.
+   -ffp-contract=off; g++ and gcc -std=gnu11 fuse unless given -ffp-contract=off). Built with
+   AVX-512, attention reads every type (f32 too) through kernels that convert in registers and
+   use fused multiply-adds: within such a build a typed cache still gives exactly what a float
+   cache holding the type-rounded rows gives, and thread counts agree bit for bit, but its last
+   bits differ from the portable build's (both stay within float rounding of a double-precision
+   reference). KVEVICT_NO_SIMD builds the portable kernels only.
 
    Slots: each (layer, KV head) holds its tokens in slots 0 .. len-1, in no particular order (after
    eviction slot != position); every slot knows its position. KV heads of one layer may keep
@@ -359,7 +360,8 @@
         back by p0 once, q . R(p0 + j) k = (R(p0)^T q) . (R(j) k). This runs when several query
         heads share a KV head, or with one when the K/V rows come from memory
         (KVEVICT_CACHED_BYTES, judged at float32 size), and n_heads / n_kv_heads * head_dim is
-        at most 4096; pre-RoPE results of such builds change in the last bits there. Rotating kernels also take head_dim 128 as a constant.
+        at most 4096; pre-RoPE results of such builds change in the last bits there. Rotating
+        kernels also take head_dim 128 as a constant.
         StreamingLLM post-RoPE with pos-shift rewrites each step's sink keys with the heads
         split over the threads as attention splits them (another core's freshly written rows
         cost more than the rotation), reuses a sink's angles for the sink that takes its
@@ -2791,12 +2793,15 @@ static size_t kve__packed_stride(int32_t d) { return ((size_t)d + 15) & ~(size_t
 /* whether a decode step reads layer l's K/V rows from memory: every layer at l's length passes
    what a last-level cache holds (a layer read again at once, as in a benchmark, stays cached and
    asking for it would only cost instructions) */
+static int kve__rows_past_cache(const kve_cache *c, int32_t l, double kv_row_bytes)
+{
+    return (double)c->cfg.n_layers * (double)c->cfg.n_kv_heads * (double)*kve__len(c, l, 0) *
+               kv_row_bytes > KVEVICT_CACHED_BYTES;
+}
 static int kve__rows_from_memory(const kve_cache *c, int32_t l)
 {
-    double row = (double)kve__row_bytes(c->cfg.k_type, c->cfg.head_dim) +
-                 (double)kve__row_bytes(c->cfg.v_type, c->cfg.head_dim);
-    return (double)c->cfg.n_layers * (double)c->cfg.n_kv_heads * (double)*kve__len(c, l, 0) * row >
-           KVEVICT_CACHED_BYTES;
+    return kve__rows_past_cache(c, l, (double)kve__row_bytes(c->cfg.k_type, c->cfg.head_dim) +
+                                          (double)kve__row_bytes(c->cfg.v_type, c->cfg.head_dim));
 }
 
 /* a block's nb dot products made logits in place: scaled by 1/sqrt(d), or -inf for the keys
@@ -2838,9 +2843,7 @@ static void kve__logits_range(const kve_cache *c, int32_t l, int32_t h, const fl
     float back[KVE__BACK_FLOATS];
     int64_t p0 = -1; /* -1: no key rotated yet */
     int from_table_start = (size_t)G * (size_t)d <= KVE__BACK_FLOATS &&
-                           (G > 1 || (double)c->cfg.n_layers * (double)c->cfg.n_kv_heads *
-                                             (double)*kve__len(c, l, 0) * 8.0 * (double)d >
-                                         KVEVICT_CACHED_BYTES);
+                           (G > 1 || kve__rows_past_cache(c, l, 2.0 * sizeof(float) * (double)d));
     /* pre-RoPE keys the kernel rotates (blocks whose positions are all in the table) */
     int rot = pre && c->cfg.rope_dims == d &&
               (c->cfg.rope_layout == KVE_ROPE_INTERLEAVED ? d % 16 == 0 : d % 32 == 0);
@@ -3583,15 +3586,11 @@ static void kve__update_sinks(kve_cache *c, int32_t l)
         for (t = 0; t < n; t++) {
             const float *cs = c->sink_cos + (size_t)t * half, *sn = c->sink_sin + (size_t)t * half;
             float kr[KVE_MAX_HEAD_DIM];
-            if (c->cfg.k_type == KVE_TYPE_F32) { /* rotated where it is stored */
-                float *row = kve__f32_row_w(kve__kptr(c, l, h, t));
-                memcpy(row, kve__sink_key(c, l, h, t), (size_t)d * sizeof(float));
-                kve__rotate_cs(&c->cfg, row, cs, sn);
-                continue;
-            }
-            memcpy(kr, kve__sink_key(c, l, h, t), (size_t)d * sizeof(float));
-            kve__rotate_cs(&c->cfg, kr, cs, sn);
-            kve__encode(c->cfg.k_type, kr, d, kve__kptr(c, l, h, t));
+            unsigned char *row = kve__kptr(c, l, h, t);
+            float *x = c->cfg.k_type == KVE_TYPE_F32 ? kve__f32_row_w(row) : kr; /* f32: in place */
+            memcpy(x, kve__sink_key(c, l, h, t), (size_t)d * sizeof(float));
+            kve__rotate_cs(&c->cfg, x, cs, sn);
+            if (x == kr) kve__encode(c->cfg.k_type, kr, d, row);
         }
     }
     c->sink_anchor_done[l] = anchor;

@@ -222,65 +222,75 @@ static void test_helpers_match_formulas(void)
     CHECK(bad == 0, "maximum and 16-lane sum over 0..70 values: %d wrong", bad);
 }
 
-/* StreamingLLM with keys stored pre-RoPE (f32, f16, q8_0), the ring turned over several times:
-   each step's attention against the reference on the stored (rounded) rows, at the positions
-   kve_attention_positions gives (with
-   pos-shift the keys sit at 0 .. len-1 and the AVX-512 kernel reads the rows of the table from
-   the first on, the query rows rotated back; without, past the table, rotated key by key) */
+/* StreamingLLM with keys stored pre-RoPE, the ring turned over several times: the largest
+   relative error of the steps' attention against the reference on the stored (rounded) rows, at
+   the positions kve_attention_positions gives (with pos-shift the keys sit at 0 .. len-1 and the
+   AVX-512 kernel reads the rows of the table from the first on, the query rows rotated back;
+   without, past the table, rotated key by key) */
+static double prerope_attention_error(int32_t G, int32_t d, kve_rope_layout layout, int pos_shift,
+                                      kve_type type)
+{
+    enum { HK = 2, CAP = 70, STEPS = 200 };
+    static float q[4 * HK * 128], k[HK * 128], v[HK * 128], out[4 * HK * 128];
+    static float keys[CAP][128], vals[CAP][128];
+    int32_t H = G * HK, s, h, g, j;
+    kve_config cfg;
+    tu_cache t;
+    double e = 0;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = HK; cfg.head_dim = d;
+    cfg.capacity = CAP; cfg.key_storage = KVE_KEYS_PRE_ROPE;
+    cfg.k_type = cfg.v_type = type;
+    cfg.rope_layout = layout;
+    cfg.policy.kind = KVE_POLICY_STREAMINGLLM;
+    cfg.policy.sinks = 4;
+    cfg.policy.pos_shift = pos_shift ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
+    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+    tu_seed((unsigned long long)((int)type * 1000 + G * 100 + d * 10 + (int)layout * 2 + pos_shift));
+    for (s = 0; s < STEPS; s++) {
+        tu_fill(q, (size_t)(H * d), 1.0f); tu_fill(k, (size_t)(HK * d), 1.0f); tu_fill(v, (size_t)(HK * d), 1.0f);
+        CHECK_RESULT(kve_store(&t.c, 0, s, k, v, NULL), KVE_OK);
+        CHECK_RESULT(kve_attend(&t.c, 0, q, out), KVE_OK);
+        if (s % 7 && s != STEPS - 1) continue; /* the reference costs n*d per key */
+        for (h = 0; h < HK; h++) {
+            int32_t n = kve_length(&t.c, 0, h);
+            int64_t qpos, kpos[CAP];
+            double kp[CAP], ref[128];
+            const float *kr[CAP], *vr[CAP];
+            CHECK_RESULT(kve_attention_positions(&t.c, 0, h, &qpos, kpos), KVE_OK);
+            for (j = 0; j < n; j++) {
+                kve_read_key(&t.c, 0, h, j, keys[j]);
+                kve_read_value(&t.c, 0, h, j, vals[j]);
+                kr[j] = keys[j]; vr[j] = vals[j]; kp[j] = (double)kpos[j];
+            }
+            for (g = 0; g < G; g++) {
+                ref_attend(q + (size_t)((h * G + g) * d), (double)qpos, kr, vr, kp, n, d,
+                           layout == KVE_ROPE_HALF ? 2 : 1, 10000.0, ref, NULL);
+                e = fmax(e, rel_err_fd(out + (size_t)((h * G + g) * d), ref, (size_t)d));
+            }
+        }
+    }
+    tu_close(&t);
+    return e;
+}
+
 static void test_prerope_attention(void)
 {
     static const int32_t groups[3] = {1, 2, 4}, dims[3] = {64, 128, 96};
     static const kve_type types[3] = {KVE_TYPE_F32, KVE_TYPE_F16, KVE_TYPE_Q8_0};
-    int32_t gi, di, li, ps, ti, Hk = 2, cap = 70, steps = 200, s, h, g, j;
-    static float q[4 * 2 * 128], k[2 * 128], v[2 * 128], out[4 * 2 * 128], keys[70][128], vals[70][128];
+    int32_t gi, di, c;
     double worst = 0;
     for (gi = 0; gi < 3; gi++)
         for (di = 0; di < 3; di++)
-            for (li = 0; li < 2; li++)
-                for (ps = 0; ps < 2; ps++)
-                for (ti = 0; ti < 3; ti++) {
-                    int32_t G = groups[gi], d = dims[di], H = G * Hk;
-                    kve_config cfg;
-                    tu_cache t;
-                    double e = 0;
-                    memset(&cfg, 0, sizeof cfg);
-                    cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = Hk; cfg.head_dim = d;
-                    cfg.capacity = cap; cfg.key_storage = KVE_KEYS_PRE_ROPE;
-                    cfg.k_type = cfg.v_type = types[ti];
-                    cfg.rope_layout = li ? KVE_ROPE_HALF : KVE_ROPE_INTERLEAVED;
-                    cfg.policy.kind = KVE_POLICY_STREAMINGLLM;
-                    cfg.policy.sinks = 4;
-                    cfg.policy.pos_shift = ps ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
-                    CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
-                    tu_seed((unsigned long long)(ti * 1000 + gi * 100 + di * 10 + li * 2 + ps));
-                    for (s = 0; s < steps; s++) {
-                        tu_fill(q, (size_t)(H * d), 1.0f); tu_fill(k, (size_t)(Hk * d), 1.0f); tu_fill(v, (size_t)(Hk * d), 1.0f);
-                        CHECK_RESULT(kve_store(&t.c, 0, s, k, v, NULL), KVE_OK);
-                        CHECK_RESULT(kve_attend(&t.c, 0, q, out), KVE_OK);
-                        if (s % 7 && s != steps - 1) continue; /* the reference costs n*d per key */
-                        for (h = 0; h < Hk; h++) {
-                            int32_t n = kve_length(&t.c, 0, h);
-                            int64_t qpos, kpos[70];
-                            double kp[70], ref[128];
-                            const float *kr[70], *vr[70];
-                            CHECK_RESULT(kve_attention_positions(&t.c, 0, h, &qpos, kpos), KVE_OK);
-                            for (j = 0; j < n; j++) {
-                                kve_read_key(&t.c, 0, h, j, keys[j]);
-                                kve_read_value(&t.c, 0, h, j, vals[j]);
-                                kr[j] = keys[j]; vr[j] = vals[j]; kp[j] = (double)kpos[j];
-                            }
-                            for (g = 0; g < G; g++) {
-                                ref_attend(q + (size_t)((h * G + g) * d), (double)qpos, kr, vr, kp, n, d,
-                                           li ? 2 : 1, 10000.0, ref, NULL);
-                                e = fmax(e, rel_err_fd(out + (size_t)((h * G + g) * d), ref, (size_t)d));
-                            }
-                        }
-                    }
-                    CHECK(e < 1e-5, "pre-RoPE attention G=%d d=%d layout=%d pos_shift=%d type=%d: %g from the reference",
-                          G, d, li, ps, (int)types[ti], e);
-                    worst = fmax(worst, e);
-                    tu_close(&t);
-                }
+            for (c = 0; c < 12; c++) { /* layout, pos-shift, type */
+                kve_rope_layout layout = c & 1 ? KVE_ROPE_HALF : KVE_ROPE_INTERLEAVED;
+                int pos_shift = (c >> 1) & 1;
+                kve_type type = types[c >> 2];
+                double e = prerope_attention_error(groups[gi], dims[di], layout, pos_shift, type);
+                CHECK(e < 1e-5, "pre-RoPE attention G=%d d=%d layout=%d pos_shift=%d type=%d: %g from the reference",
+                      groups[gi], dims[di], (int)layout, pos_shift, (int)type, e);
+                worst = fmax(worst, e);
+            }
     printf("pre-RoPE attention: worst relative error %.3g\n", worst);
 }
 
