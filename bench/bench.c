@@ -1108,6 +1108,58 @@ static size_t measure_llc(void)
 
 static const char *const type_names[] = {"f32", "f32", "f16", "bf16", "q8_0"};
 
+/* The arithmetic of decode attention per token and KV head at type `type`, in seconds, with the
+   rows in cache: one KV head with the shape's group of query heads, one thread, the difference of
+   the best call at 768 and at 256 tokens over 512 (so the per-call work, the query's rotation and
+   the thread launch, drops out). Scaled to a layer, it bounds what overlapping memory and
+   arithmetic can give: a layer cannot take less than its arithmetic, whatever the memory does. */
+static double arith_per_token(const shape *s, kve_type type)
+{
+    enum { FEW = 256, MANY = 768 };
+    shape one = *s;
+    kve_config cfg;
+    kve_buffers buf;
+    kve_cache c;
+    size_t kb, vb, mb;
+    void *mem;
+    tokgen tg;
+    float *out;
+    double t_call[2];
+    int32_t i = 0, m;
+    one.kv_heads = 1;
+    one.heads = s->heads / s->kv_heads;
+    cfg = make_cfg(&one, 1, MANY, KVE_POLICY_FULL);
+    cfg.k_type = cfg.v_type = type;
+    check(kve_buffer_bytes(&cfg, KVE_LAYOUT_HEAD_MAJOR, &kb, &vb), "kve_buffer_bytes");
+    check(kve_cache_size(&cfg, &mb), "kve_cache_size");
+    memset(&buf, 0, sizeof buf);
+    buf.k = xalloc(kb); buf.v = xalloc(vb); buf.k_bytes = kb; buf.v_bytes = vb;
+    buf.layout = KVE_LAYOUT_HEAD_MAJOR;
+    mem = xalloc(mb);
+    out = (float *)xalloc((size_t)one.heads * (size_t)one.dim * sizeof(float));
+    check(kve_cache_init(&cfg, &buf, mem, mb, &c), "kve_cache_init");
+    tg_init(&tg, &one);
+    set_threads(1);
+    for (m = 0; m < 2; m++) {
+        int32_t n = m == 0 ? FEW : MANY, r;
+        double b = 1e30;
+        for (; i < n; i++) {
+            tg_next(&tg, &one);
+            check(kve_store(&c, 0, i, tg.k, tg.v, NULL), "kve_store");
+        }
+        for (r = 0; r < (quick ? 1000 : 4000); r++) {
+            double t0 = now_s();
+            kve_attend(&c, 0, tg.q, out);
+            t0 = now_s() - t0;
+            b = t0 < b ? t0 : b;
+        }
+        t_call[m] = b;
+    }
+    tg_free(&tg);
+    free(buf.k); free(buf.v); free(mem); free(out);
+    return (t_call[1] - t_call[0]) / (double)(MANY - FEW);
+}
+
 /* decode attention (FULL policy, n tokens, head-major) with K and V at each type: its speed as a
    ratio of the read bandwidth of the same bytes, measured in the same rounds */
 static void bench_types(const shape *s, int32_t n)
@@ -1117,6 +1169,7 @@ static void bench_types(const shape *s, int32_t n)
     int ti, t, h, Hk = s->kv_heads;
     memset(t_att, 0, sizeof t_att);
     for (ti = 0; ti < 4; ti++) {
+        double arith = arith_per_token(s, types[ti]) * (double)Hk * (double)n; /* one thread */
         kve_config cfg = make_cfg(s, 1, n, KVE_POLICY_FULL);
         kve_buffers buf;
         kve_cache c;
@@ -1150,7 +1203,7 @@ static void bench_types(const shape *s, int32_t n)
         }
         for (t = 1; t <= max_threads(); t++) {
             int rounds = quick ? 3 : 5, per, r, k, nt = 0;
-            double once, ts[8], *tl, bw, t_lib, bytes = (double)(kb + vb);
+            double once, ts[8], *tl, bw, t_lib, t_read, ceiling, bytes = (double)(kb + vb);
             set_threads(t);
             stream_heads(kh, vh, Hk, kb / (size_t)Hk, vb / (size_t)Hk);
             once = now_s();
@@ -1169,12 +1222,18 @@ static void bench_types(const shape *s, int32_t n)
             bw = bytes / best(ts, rounds) * 1e-9;
             t_lib = median(tl, nt);
             t_att[ti][t] = t_lib;
-            printf("%-7s %6d %2d %-5s %8.1f %-4s %9.1f %9.3f %8.1f %6.3f\n", s->name, n, t,
-                   type_names[types[ti]], bytes / (1 << 20), bytes <= (double)llc ? "yes" : "no", bw,
-                   t_lib * 1e3, bytes / t_lib * 1e-9, bytes / t_lib * 1e-9 / bw);
+            /* the best ratio with this arithmetic, split evenly over the threads and fully
+               overlapped with the reads */
+            t_read = bytes / (bw * 1e9);
+            ceiling = t_read >= arith / t ? 1.0 : t_read / (arith / t);
+            printf("%-7s %6d %2d %-5s %8.1f %-4s %9.1f %9.3f %8.1f %6.3f %8.3f %7.3f\n", s->name, n,
+                   t, type_names[types[ti]], bytes / (1 << 20), bytes <= (double)llc ? "yes" : "no",
+                   bw, t_lib * 1e3, bytes / t_lib * 1e-9, bytes / t_lib * 1e-9 / bw,
+                   arith / t * 1e3, ceiling);
             fflush(stdout);
             figure(bytes / t_lib * 1e-9 / bw, "attn_bw_ratio_%s_%s_%d_t%d", type_names[types[ti]],
                    s->name, n, t);
+            figure(ceiling, "attn_bw_ceiling_%s_%s_%d_t%d", type_names[types[ti]], s->name, n, t);
             free(tl);
         }
         free(kh); free(vh); free(kbuf); free(vbuf); free(mem); free(out);
@@ -1273,9 +1332,12 @@ int main(int argc, char **argv)
             bench_compress(prompts[i], t);
 
     printf("\n7. storage types: decode attention (kve_attend, FULL) with K and V at each type; bytes at\n"
-           "   the type; read bw: the same bytes as integers, same threads, best of the rounds\n");
-    printf("%-7s %6s %2s %-5s %8s %-4s %9s %9s %8s %6s\n", "config", "n", "t", "type", "K+V MiB",
-           "LLC", "read GB/s", "attend ms", "GB/s", "ratio");
+           "   the type; read bw: the same bytes as integers, same threads, best of the rounds;\n"
+           "   arith ms: the same attention's arithmetic, timed with the rows in cache (one KV head,\n"
+           "   768 minus 256 tokens) and split over the threads; ceiling: the ratio it leaves, read\n"
+           "   time over the larger of read time and arith ms (1: memory bound)\n");
+    printf("%-7s %6s %2s %-5s %8s %-4s %9s %9s %8s %6s %8s %7s\n", "config", "n", "t", "type",
+           "K+V MiB", "LLC", "read GB/s", "attend ms", "GB/s", "ratio", "arith ms", "ceiling");
     if (RUN("types")) {
         bench_types(&LLAMA2, 16384);
         bench_types(&LLAMA3, quick ? 16384 : 65536);
