@@ -259,9 +259,11 @@
        kve_remove(&cache, first_draft_pos + n - j, INT64_MAX);                  // reject j
    After kve_remove the cache is bit for bit the cache that never held the removed tokens when
    nothing was evicted since they were stored and they are the newest (a rejected draft), for every
-   policy but one detail of H2O: its scores keep the attention the removed tokens' queries gave to
-   kept ones. What cannot be undone: tokens evicted to make room for the removed ones stay evicted;
-   SnapKV/PyramidKV keep only `window` recorded queries, so removing recent ones leaves fewer until
+   policy but those that sum what queries saw: H2O, observed_attention, a vtable with wants_scores
+   keep the attention the removed tokens' queries gave to kept ones, and expected_attention keeps
+   those queries in its statistics, so their later evictions can differ. What cannot be undone:
+   tokens evicted to make room for the removed ones stay evicted; SnapKV/PyramidKV keep only
+   `window` recorded queries, so removing recent ones leaves fewer until
    new ones are recorded; a layer first attended by a removed token stays kept within its budget;
    after a removal in the middle, H2O's scores of later tokens came from softmaxes that included the
    removed ones; StreamingLLM's ring, when it had wrapped, is laid back in time order. Removing

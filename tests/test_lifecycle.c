@@ -327,6 +327,12 @@ static void test_remove(void)
             kve_config cfg = lc_config(&lc_cases[ci], 64, lc_storages[si], KVE_TYPE_F32, KVE_TYPE_F32);
             tu_cache a, b;
             int64_t p;
+            /* policies that sum what queries saw keep the removed queries' share (the manual says
+               so): for them the comparison stops before the first eviction; the others go on
+               well past their budgets */
+            kve_policy_kind kind = lc_cases[ci].policy.kind;
+            int64_t end = kind == KVE_POLICY_H2O || kind == KVE_POLICY_OBSERVED_ATTENTION ||
+                                  kind == KVE_POLICY_EXPECTED_ATTENTION ? 20 : 60;
             CHECK_RESULT(tu_open(&a, &cfg), KVE_OK);
             CHECK_RESULT(tu_open(&b, &cfg), KVE_OK);
             /* a rejected draft: 12 stored (no layer evicts yet), the last 4 removed, then others */
@@ -336,7 +342,7 @@ static void test_remove(void)
                   lc_cases[ci].name, (long long)kve_newest_position(&a.c, 1));
             CHECK_RESULT(kve_check(&a.c), KVE_OK);
             lc_store_range(&b.c, 0, 8, 4);
-            CHECK(lc_same_steps(&a.c, &b.c, 8, 20, 5, NULL),
+            CHECK(lc_same_steps(&a.c, &b.c, 8, end, 5, NULL),
                   "%s, %s: remove-then-store differs from storing directly", lc_cases[ci].name,
                   si ? "pre" : "post");
             tu_close(&a);
@@ -352,7 +358,7 @@ static void test_remove(void)
                 if (p >= 4 && p < 7) continue;
                 lc_step(&b.c, p, 4, out);
             }
-            CHECK(lc_same_steps(&a.c, &b.c, 12, 26, 6, NULL),
+            CHECK(lc_same_steps(&a.c, &b.c, 12, end + 6, 6, NULL),
                   "%s, %s: a middle removal differs from storing directly", lc_cases[ci].name,
                   si ? "pre" : "post");
             tu_close(&a);
