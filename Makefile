@@ -35,7 +35,7 @@ $(BUILD):
 # every program is one .c file that includes kvevict.h (and examples/engine.h for the model ones)
 $(BUILD)/%: tests/%.c kvevict.h tests/testutil.h tests/golden_case.h | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
-$(BUILD)/%: examples/%.c kvevict.h examples/engine.h | $(BUILD)
+$(BUILD)/%: examples/%.c kvevict.h examples/engine.h examples/needle.h | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 # the kernels' helpers, portable and with this machine's vector instructions: the same bits
 $(BUILD)/test_kernels_native: tests/test_kernels.c kvevict.h tests/testutil.h | $(BUILD)

@@ -995,8 +995,9 @@ static int needle_main(int argc, char **argv)
     if (2 * probe_exact < probe_tasks)
         fprintf(stderr, "compare: needle: warning: the full cache recalls the passkey in only %d "
                 "of %d tasks: model '%s' probably cannot retrieve (stories260K.bin instead of "
-                "stories260K-passkey.bin?); every policy will score near zero\n", probe_exact,
-                probe_tasks, model_name);
+                "stories260K-passkey.bin?), or the filler '%s' is unlike the stories it was "
+                "tuned on; every policy will score near zero\n", probe_exact, probe_tasks,
+                model_name, o.text);
 
     /* 4. the run */
     start = now_seconds();
@@ -1007,11 +1008,14 @@ static int needle_main(int argc, char **argv)
     if (full_index >= 0) {
         double exact, digits;
         needle_accuracy(&o, &pol[full_index], 0, o.n_depths, &exact, &digits);
-        if (exact < 0.5)
+        /* the passkey model recalls every task on TinyStories filler; well below that, the
+           model or the filler is the cause, not the policies */
+        if (exact < 0.95)
             printf("warning: the full cache recalls only %.1f%% of the passkeys: model '%s' "
                    "probably cannot retrieve (stories260K.bin instead of "
-                   "stories260K-passkey.bin?), so the policies' numbers say little\n",
-                   100.0 * exact, model_name);
+                   "stories260K-passkey.bin?), or the filler '%s' is unlike the stories it was "
+                   "tuned on, so the policies' numbers say little\n", 100.0 * exact, model_name,
+                   o.text);
     }
     if (csv && needle_write_csv(csv, &o, pol)) {
         fprintf(stderr, "error: cannot write --csv file '%s'\n", o.csv);

@@ -72,6 +72,8 @@ if [ -f "$D/stories260K.bin" ]; then
         fail "stories260K.bin run: $(cat "$tmp/err")"
     grep -q "probably cannot retrieve" "$tmp/err" ||
         fail "no warning for stories260K.bin: $(cat "$tmp/err")"
+    grep -q "or the filler '$T' is unlike" "$tmp/err" ||
+        fail "the warning does not name the filler as the other possible cause: $(cat "$tmp/err")"
     ok "stories260K.bin: $(grep "probably cannot retrieve" "$tmp/err" | head -n 1 | cut -c 1-90)..."
 fi
 echo "needle-check: all passed"
