@@ -1188,6 +1188,173 @@ static void test_positions_and_messages(void)
     }
 }
 
+/* two scorers and two vtables for the configurations that differ only in which one they name */
+static kve_result lc_score_up(const kve_cache *c, int32_t l, int32_t h, float *score, void *u)
+{
+    int32_t s, n = kve_length(c, l, h);
+    (void)u;
+    for (s = 0; s < n; s++) score[s] = (float)kve_slot_position(c, l, h, s);
+    return KVE_OK;
+}
+static kve_result lc_score_down(const kve_cache *c, int32_t l, int32_t h, float *score, void *u)
+{
+    int32_t s, n = kve_length(c, l, h);
+    (void)u;
+    for (s = 0; s < n; s++) score[s] = -(float)kve_slot_position(c, l, h, s);
+    return KVE_OK;
+}
+static const kve_policy_vtable lc_vt_one = {"one", 0, lc_never_room, NULL};
+static const kve_policy_vtable lc_vt_two = {"two", 0, lc_never_room, NULL};
+
+/* Variant v of a configuration: *a a valid configuration, *b the same with one field changed
+   (to a value that is not its default either). Returns the field's name, NULL past the last. */
+static const char *lc_variant(int v, kve_config *a, kve_config *b)
+{
+    static const char *names[] = {
+        "n_layers", "n_heads", "n_kv_heads", "head_dim", "capacity", "rope_layout", "rope_theta",
+        "rope_dims", "rope_linear_factor", "key_storage", "k_type", "v_type", "kind", "budget",
+        "window", "kernel", "pooling", "gqa", "beta", "sinks", "pos_shift", "decode",
+        "evict_batch", "allocation", "compression_ratio", "alpha_safeguard", "lag_size",
+        "chunk_length", "cross_scoring", "seed", "n_future_positions", "no_covariance",
+        "no_vnorm", "epsilon", "scorer", "custom"};
+    kve_policy_config *p = &a->policy, *q;
+    if (v >= (int)(sizeof names / sizeof names[0])) return NULL;
+    *a = lc_config(&lc_cases[3], 64, KVE_KEYS_POST_ROPE, KVE_TYPE_F32, KVE_TYPE_F32); /* SnapKV */
+    switch (v) { /* the kind whose parameter it is */
+    case 18: p->kind = KVE_POLICY_PYRAMIDKV; break;
+    case 19: case 20: p->kind = KVE_POLICY_STREAMINGLLM; p->decode = KVE_DECODE_GROW; break;
+    case 26: case 28: p->kind = KVE_POLICY_LAGKV; p->window = 0; break;
+    case 29: p->kind = KVE_POLICY_RANDOM; p->seed = 1; break;
+    case 30: case 31: case 32: case 33: p->kind = KVE_POLICY_EXPECTED_ATTENTION; p->window = 0; break;
+    case 34: p->kind = KVE_POLICY_SCORER; p->scorer = lc_score_up; break;
+    case 35: p->kind = KVE_POLICY_CUSTOM; p->custom = &lc_vt_one; break;
+    default: break;
+    }
+    *b = *a;
+    q = &b->policy;
+    switch (v) {
+    case 0: b->n_layers = 3; break;
+    case 1: b->n_heads = 2 * H; break;
+    case 2: b->n_kv_heads = 1; break;
+    case 3: b->head_dim = 8; break;
+    case 4: b->capacity = 80; break;
+    case 5: b->rope_layout = KVE_ROPE_HALF; break;
+    case 6: b->rope_theta = 500000.0; break;
+    case 7: b->rope_dims = 8; break;
+    case 8: b->rope_linear_factor = 2.0; break;
+    case 9: b->key_storage = KVE_KEYS_PRE_ROPE; break;
+    case 10: b->k_type = KVE_TYPE_F16; break;
+    case 11: b->v_type = KVE_TYPE_BF16; break;
+    case 12: q->kind = KVE_POLICY_H2O; q->kernel = 0; q->pooling = 0; q->decode = 0; q->evict_batch = 0; break;
+    case 13: q->budget = 20; break;
+    case 14: q->window = 6; break;
+    case 15: q->kernel = 3; break;
+    case 16: q->pooling = p->pooling == KVE_POOL_AVG ? KVE_POOL_MAX : KVE_POOL_AVG; break;
+    case 17: q->gqa = KVE_REDUCE_MAX; break;
+    case 18: q->beta = 5; break;
+    case 19: q->sinks = 2; break;
+    case 20: q->pos_shift = KVE_POS_SHIFT_OFF; break;
+    case 21: q->decode = KVE_DECODE_GROW; q->evict_batch = 0; break;
+    case 22: q->evict_batch = 2; break;
+    case 23: q->allocation = KVE_ALLOCATION_PYRAMID; break;
+    case 24: q->compression_ratio = 0.5; break;
+    case 25: q->allocation = p->allocation = KVE_ALLOCATION_ADAKV; p->decode = q->decode = KVE_DECODE_GROW;
+             p->evict_batch = q->evict_batch = 0; q->alpha_safeguard = 0.5; break;
+    case 26: q->lag_size = 8; break;
+    case 27: q->chunk_length = 4; break;
+    case 28: q->cross_scoring = 1; break;
+    case 29: q->seed = 2; break;
+    case 30: q->n_future_positions = 64; break;
+    case 31: q->no_covariance = 1; break;
+    case 32: q->no_vnorm = 1; break;
+    case 33: q->epsilon = 0.5; break;
+    case 34: q->scorer = lc_score_down; break;
+    case 35: q->custom = &lc_vt_two; break;
+    }
+    return names[v];
+}
+
+/* Every field of the configuration is part of what a copy and a saved state must match: changed
+   alone, it makes kve_cache_copy and kve_state_load refuse, and leaves the destination as it was */
+static void test_config_fields(void)
+{
+    kve_config a, b;
+    const char *name;
+    int v;
+    for (v = 0; (name = lc_variant(v, &a, &b)) != NULL; v++) {
+        tu_cache ca, cb;
+        unsigned char *blob, *before;
+        size_t n, m;
+        kve_result ra = tu_open(&ca, &a), rb = tu_open(&cb, &b);
+        CHECK(ra == KVE_OK && rb == KVE_OK, "%s: the configurations are refused: %s, %s", name,
+              kve_result_string(ra), kve_result_string(rb));
+        if (ra != KVE_OK || rb != KVE_OK) {
+            if (ra == KVE_OK) tu_close(&ca);
+            if (rb == KVE_OK) tu_close(&cb);
+            continue;
+        }
+        lc_store_range(&ca.c, 0, 3, 41);
+        lc_store_range(&cb.c, 0, 2, 42);
+        m = lc_save(&cb.c, &before);
+        CHECK(kve_cache_copy(&cb.c, &ca.c) == KVE_ERROR_STATE_CONFIG,
+              "%s changed: the copy was not refused", name);
+        n = lc_save(&ca.c, &blob);
+        /* a saved state holds no function pointers (the manual says so): those two load */
+        if (v < 34)
+            CHECK(kve_state_load(&cb.c, blob, n) == KVE_ERROR_STATE_CONFIG,
+                  "%s changed: the saved state was not refused", name);
+        CHECK(lc_state_is(&cb.c, before, m), "%s changed: a refused copy or load wrote", name);
+        /* and the other way round */
+        CHECK(kve_cache_copy(&ca.c, &cb.c) == KVE_ERROR_STATE_CONFIG,
+              "%s changed: the copy back was not refused", name);
+        free(blob);
+        free(before);
+        tu_close(&ca);
+        tu_close(&cb);
+    }
+    CHECK(v == 36, "%d configuration fields tried", v);
+}
+
+/* The checksum is the manual's rule (64-bit words, then the trailing bytes one by one), and a flip
+   of any bit of a small state is refused, trailing bytes included: states of a one-head f32 cache
+   whose length before the checksum is not a multiple of 8 */
+static void test_checksum_every_byte(void)
+{
+    int tokens;
+    for (tokens = 1; tokens <= 3; tokens++) {
+        kve_config c;
+        tu_cache t;
+        unsigned char *blob, *copy;
+        float k[5] = {1.0f, -2.0f, 0.5f, 3.0f, 0.25f}, v[5] = {0.125f, 4.0f, -1.0f, 2.5f, 1.5f};
+        size_t n, bit;
+        int refused = 0, tried = 0;
+        int64_t pos;
+        memset(&c, 0, sizeof c);
+        c.n_layers = 1; c.n_heads = 1; c.head_dim = 4 + (tokens == 3); c.capacity = 8;
+        c.rope_dims = 4;
+        c.policy.kind = KVE_POLICY_FULL;
+        CHECK_RESULT(tu_open(&t, &c), KVE_OK);
+        for (pos = 0; pos < tokens; pos++) CHECK_RESULT(kve_store(&t.c, 0, pos, k, v, NULL), KVE_OK);
+        n = lc_save(&t.c, &blob);
+        CHECK((n - 8) % 8 != 0, "%d tokens: %zu bytes before the checksum, a multiple of 8", tokens, n - 8);
+        copy = (unsigned char *)malloc(n);
+        memcpy(copy, blob, n);
+        lc_fix_checksum(copy, n);
+        CHECK(memcmp(copy, blob, n) == 0, "%d tokens: the checksum is not the manual's rule", tokens);
+        for (bit = 0; bit < 8 * n; bit++) {
+            memcpy(copy, blob, n);
+            copy[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+            tried++;
+            refused += kve_state_load(&t.c, copy, n) != KVE_OK;
+        }
+        CHECK(refused == tried, "%d tokens: %d of %d bit flips loaded", tokens, tried - refused, tried);
+        CHECK(lc_state_is(&t.c, blob, n), "%d tokens: a refused load changed the cache", tokens);
+        free(copy);
+        free(blob);
+        tu_close(&t);
+    }
+}
+
 int main(void)
 {
     test_engine_attention();
@@ -1201,6 +1368,8 @@ int main(void)
     test_shift();
     test_shift_errors();
     test_copy();
+    test_config_fields();
+    test_checksum_every_byte();
     test_state();
     test_state_content();
     test_state_invariants();

@@ -1353,6 +1353,23 @@ static void test_adakv_allocation(void)
     CHECK(kve_length(&u.c, 0, 0) == 20 && kve_length(&u.c, 0, 1) == 20, "AdaKV alpha 1: not uniform");
     tu_close(&t);
     tu_close(&u);
+    /* alpha_safeguard 0 is the manual's 0.20: the head whose every token scores below the other's
+       keeps exactly its int(20 * 0.20) = 4 best, the other head the remaining 36 */
+    cfg.policy.alpha_safeguard = 0.0;
+    CHECK_RESULT(tu_open(&u, &cfg), KVE_OK);
+    prompt_through(&u, 40, 13);
+    {
+        int s, i;
+        for (s = 0; s < 40; s++) {
+            float *k1 = (float *)kve_key(&u.c, 0, 1, s);
+            for (i = 0; i < 16; i++) k1[i] *= 100.0f;
+        }
+    }
+    CHECK_RESULT(kve_compress(&u.c, 0), KVE_OK);
+    CHECK(kve_length(&u.c, 0, 1) == 4 && kve_length(&u.c, 0, 0) == 36,
+          "AdaKV default safeguard: %d + %d tokens, not 36 + 4", kve_length(&u.c, 0, 0),
+          kve_length(&u.c, 0, 1));
+    tu_close(&u);
 }
 
 static void test_invalid_policy_params(void)

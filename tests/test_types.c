@@ -608,6 +608,49 @@ static void test_edges_of_range(void)
     }
 }
 
+/* An f16 post-RoPE key is accepted exactly when every rotated pair's norm (the largest value any
+   rotation can give either element) stays below f16's limit. The pairs are found here from the
+   layout's definition: (2i, 2i+1) interleaved, (i, i + rope_dims/2) half; partial rotary leaves
+   the tail unpaired. The large element is put on either side of its pair. */
+static void test_range_by_layout(void)
+{
+    static const kve_rope_layout layouts[2] = {KVE_ROPE_INTERLEAVED, KVE_ROPE_HALF};
+    int li, trial, wrong = 0, tried = 0;
+    tu_seed(21);
+    for (li = 0; li < 2; li++)
+        for (trial = 0; trial < 400; trial++) {
+            kve_config c;
+            tu_cache t;
+            float k[16], v[16];
+            int32_t d = 16, rd = trial % 2 ? 16 : 8, i, a, b, pair = (int32_t)(tu_uniform() * rd / 2);
+            double big = 40000.0 + 25000.0 * tu_uniform(), small = 65000.0 * tu_uniform();
+            int fits;
+            kve_result r;
+            memset(&c, 0, sizeof c);
+            c.n_layers = 1; c.n_heads = 1; c.head_dim = d; c.capacity = 4;
+            c.rope_dims = rd; c.rope_layout = layouts[li]; c.k_type = KVE_TYPE_F16;
+            if (layouts[li] == KVE_ROPE_HALF) { a = pair; b = pair + rd / 2; }
+            else { a = 2 * pair; b = 2 * pair + 1; }
+            if (trial % 4 >= 2) { int32_t x = a; a = b; b = x; }
+            for (i = 0; i < d; i++) k[i] = v[i] = 0.5f;
+            k[a] = (float)small;
+            k[b] = (float)big;
+            /* away from the limit by more than the rotation's rounding allowance */
+            if (fabs(sqrt((double)k[a] * k[a] + (double)k[b] * k[b]) - 65520.0) < 100.0) continue;
+            fits = sqrt((double)k[a] * k[a] + (double)k[b] * k[b]) < 65520.0;
+            CHECK_RESULT(tu_open(&t, &c), KVE_OK);
+            r = kve_store(&t.c, 0, 0, k, v, NULL);
+            tried++;
+            if (r != (fits ? KVE_OK : KVE_ERROR_OUT_OF_TYPE_RANGE)) {
+                if (wrong++ < 5)
+                    CHECK(0, "%s layout, rope_dims %d, pair (%d, %d) = (%g, %g): %s",
+                          li ? "half" : "interleaved", rd, a, b, k[a], k[b], kve_result_string(r));
+            }
+            tu_close(&t);
+        }
+    CHECK(wrong == 0 && tried > 600, "f16 range by pair: %d of %d wrong", wrong, tried);
+}
+
 int main(int argc, char **argv)
 {
 #if defined(__AVX2__) && defined(__F16C__) && (defined(__GNUC__) || defined(__clang__))
@@ -626,6 +669,7 @@ int main(int argc, char **argv)
     test_prerope_rotated_in_kernels();
     test_bytes_and_refusals();
     test_edges_of_range();
+    test_range_by_layout();
     (void)ref_attend; (void)rel_err_ff; /* shared helpers this file has no use for */
     return tu_summary("test_types");
 }
