@@ -98,8 +98,9 @@ demo: $(BUILD)/compare $(BUILD)/minimal
 	  echo "make demo needs stories260K.bin and tok512.bin (MODEL_DIR=dir, models/ or" \
 	       "../shared/models) and a text (TEXT=file, data/tinystories-valid-68.txt or" \
 	       "../shared/data/); models/README.md says where they come from." >&2; \
-	  echo "Running the model-free example instead:"; \
+	  echo "Running the model-free example instead, and failing:"; \
 	  $(BUILD)/minimal; \
+	  exit 1; \
 	fi
 
 model-check: $(BUILD)/compare $(BUILD)/generate
