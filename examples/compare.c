@@ -524,12 +524,15 @@ static void explain_stream(const model *m, const result *res, int n_pol, int n_t
         } else {
             after = range_mean(r, b[last], b[last + 1], &count);
             ratio = after / before;
-            printf("%s: next-token NLL %s %.2f before position %d to %.2f over positions "
-                   "[%d,%d)", r->spec.text, ratio >= 1.0 ? "rises from" : "falls from", before,
-                   b[1], after, b[last], b[last + 1]);
+            printf("%s: next-token NLL %s %.2f before position %d to ", r->spec.text,
+                   ratio >= 1.0 ? "rises from" : "falls from", before, b[1]);
+            if (last == 2) /* the range just past the training context too: how it gets there */
+                printf("%.2f over positions [%d,%d) and ", range_mean(r, b[1], b[2], &count),
+                       b[1], b[2]);
+            printf("%.2f over positions [%d,%d)", after, b[last], b[last + 1]);
             if (ratio > 2.0)
-                printf(": it more than doubles (x%.1f): the model was trained on %d tokens and "
-                       "breaks beyond", ratio, m->seq_len);
+                printf(": it more than doubles (x%.1f): this far past the %d-token training "
+                       "context it breaks down", ratio, m->seq_len);
             else if (ratio > 1.1)
                 printf(": up %.0f%%, the model degrades beyond its %d-token training context",
                        100.0 * (ratio - 1.0), m->seq_len);

@@ -87,8 +87,28 @@ static long long input_file_size(const char *what, const char *path)
 }
 
 /* ---- the checkpoint ------------------------------------------------------------------------- */
-/* The text file, or NULL after a message: a text, not a binary file, whose tokens would be
-   read as if they were one (a NUL byte, or more than 1% control characters, tells). */
+/* The length of the valid UTF-8 sequence at s (1 to 4 bytes), or 0 if none starts there */
+static int utf8_sequence(const unsigned char *s, long long left)
+{
+    int n, i;
+    if (s[0] < 0x80) return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) n = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef) n = 3;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4) n = 4;
+    else return 0; /* a continuation byte, an overlong 2-byte lead, or past U+10FFFF */
+    if (left < n) return 0;
+    for (i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    /* overlong 3/4-byte forms, UTF-16 surrogates, above U+10FFFF */
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
+/* The text file, or NULL after a message: UTF-8 text, not a binary file whose bytes would be
+   read as tokens (a NUL byte, more than 1% control characters or a byte that is not UTF-8
+   tells). */
 #if defined(__GNUC__)
 static char *read_text(const char *path) __attribute__((unused)); /* not every example reads one */
 #endif
@@ -127,6 +147,16 @@ static char *read_text(const char *path)
                 "control characters); give a UTF-8 text\n", path, control, size);
         free(s);
         return NULL;
+    }
+    for (i = 0; i < size;) {
+        int n = utf8_sequence((const unsigned char *)s + i, size - i);
+        if (n == 0) {
+            fprintf(stderr, "error: text '%s' is not UTF-8 (byte 0x%02x at offset %lld starts no "
+                    "valid sequence); give a UTF-8 text\n", path, (unsigned char)s[i], i);
+            free(s);
+            return NULL;
+        }
+        i += n;
     }
     return s;
 }
@@ -168,8 +198,9 @@ static int model_load(model *m, const char *path)
         m->dim % m->n_heads != 0 || (m->dim / m->n_heads) % 2 != 0 || m->vocab_size <= 0 ||
         m->vocab_size > (1 << 20) || m->seq_len <= 0 || m->seq_len > (1 << 24)) {
         fprintf(stderr,
-                "error: '%s' does not start with a valid llama2.c header (dim %d, hidden_dim %d, "
-                "n_layers %d, n_heads %d, n_kv_heads %d, vocab_size %d, seq_len %d)\n",
+                "error: model '%s' does not start with a valid llama2.c header (dim %d, "
+                "hidden_dim %d, n_layers %d, n_heads %d, n_kv_heads %d, vocab_size %d, "
+                "seq_len %d)\n",
                 path, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
         fclose(f);
         return 1;
