@@ -3,7 +3,7 @@
 # Skipped, with a message, when MODEL_DIR does not hold the model. Exits nonzero on a failure.
 #   1. greedy decoding from BOS prints "Once upon a time, there was a little girl named Lily"
 #   2. the loader rejects a truncated file, a wrong header and a missing tokenizer, with a message
-#   3. compare's stream-mode numbers of data/README.md come out within 0.01 (needs TEXT)
+#   3. compare's stream-mode numbers of docs/results.md come out within 0.01 (needs TEXT)
 #   4. SnapKV keeps the KL from the full cache below random selection in prompt mode (needs TEXT)
 #   5. generate runs a long stream in constant memory
 #   6. compare --attention engine (the engine's own attention, kvevict storing, scoring and
@@ -85,11 +85,11 @@ else
             d = m > want[p] ? m - want[p] : want[p] - m
             r = d <= 0.0100001 ? "ok" : "FAIL"
             if (r == "FAIL") bad = 1
-            printf "model-check: %s: %s NLL[2048,8000) %.4f, data/README.md %.2f\n",
+            printf "model-check: %s: %s NLL[2048,8000) %.4f, docs/results.md %.2f\n",
                 r, p, m, want[p]
         }
         exit bad
-    }' "$tmp/stream.csv" || fail "the stream-mode numbers differ from data/README.md"
+    }' "$tmp/stream.csv" || fail "the stream-mode numbers differ from docs/results.md"
 
     # 4. prompt mode: SnapKV below random selection
     "$B/compare" --model "$M" --tokenizer "$K" --text "$T" --tokens 3000 --mode prompt \
