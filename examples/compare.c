@@ -16,10 +16,13 @@
                   [,decode=grow|evict][,evict_batch=B]
          | pyramidkv:(as snapkv)[,beta=B] | h2o:capacity=C[,window=W][,gqa=..][,decode=..]
          | random:capacity=C[,window=W][,seed=S][,decode=..]
-                  (keeps the window and random older tokens)
+                  (the engine's own baseline, a kve_policy_vtable in engine.h: keeps the
+                  window and a random choice of the older tokens)
          | knorm | keydiff | tova | lagkv | observed_attention | expected_attention
+           | random_scorer
                   :capacity=C[,window=W][,...] (kvpress's scorers; lagkv also sinks, lag_size,
-                  cross_scoring; expected_attention sinks, n_future_positions)
+                  cross_scoring; expected_attention sinks, n_future_positions; random_scorer
+                  seed: the library's KVE_POLICY_RANDOM)
          and for every selecting method [,allocation=uniform|pyramid|adakv][,alpha_safeguard=A]
                   [,chunk_length=N] (compare --help lists every method's parameters)
    stream: teacher forcing one token at a time over the whole stream, each policy keeping the
@@ -817,7 +820,9 @@ static void usage(FILE *out)
                 policy_names[m].params[0] ? policy_names[m].params : "(none)");
     fprintf(out, "  allocation=uniform|pyramid|adakv, alpha_safeguard=0..1 (AdaKV), chunk_length=N\n"
                  "  (ChunkKV: whole chunks), decode=grow|evict; meanings and defaults: kvevict.h,\n"
-                 "  POLICIES and SCORERS AND ALLOCATIONS\n");
+                 "  POLICIES and SCORERS AND ALLOCATIONS. random is the engine's own baseline (a\n"
+                 "  kve_policy_vtable in examples/engine.h), random_scorer the library's seeded\n"
+                 "  scorer (KVE_POLICY_RANDOM).\n");
 }
 
 /* an integer in [min, max]; message and -1 otherwise */

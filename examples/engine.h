@@ -493,7 +493,7 @@ static const struct {
     {"pyramidkv", KVE_POLICY_PYRAMIDKV,
      "capacity window kernel pooling gqa decode evict_batch " SELECTING},
     {"h2o", KVE_POLICY_H2O, "capacity window gqa decode " SELECTING},
-    {"random", KVE_POLICY_CUSTOM, "capacity window seed decode"},
+    {"random", KVE_POLICY_CUSTOM, "capacity window seed decode"}, /* the engine's own, above */
     /* kvpress's scorers: window 0 (protect nothing) and no pooling by default */
     {"knorm", KVE_POLICY_KNORM, "capacity window kernel pooling decode evict_batch " SELECTING},
     {"keydiff", KVE_POLICY_KEYDIFF, "capacity window kernel pooling decode evict_batch " SELECTING},
@@ -504,6 +504,8 @@ static const struct {
      "capacity window gqa decode evict_batch " SELECTING},
     {"expected_attention", KVE_POLICY_EXPECTED_ATTENTION,
      "capacity window sinks n_future_positions decode evict_batch " SELECTING},
+    /* the library's seeded random scorer (kvpress RandomPress) */
+    {"random_scorer", KVE_POLICY_RANDOM, "capacity window seed decode evict_batch " SELECTING},
 #undef SELECTING
 };
 
@@ -543,7 +545,7 @@ static int spec_parse(const char *text, policy_spec *s)
     if (i == n_names) {
         fprintf(stderr, "error: unknown policy '%s' in '%s' (known: full, streamingllm, snapkv, "
                 "pyramidkv, h2o, random, knorm, keydiff, tova, lagkv, observed_attention, "
-                "expected_attention)\n",
+                "expected_attention, random_scorer)\n",
                 name, text);
         return 1;
     }
@@ -610,6 +612,7 @@ static int spec_parse(const char *text, policy_spec *s)
         else if (!strcmp(item, "sinks")) s->cfg.sinks = v == 0 ? KVE_NO_SINKS : (int32_t)v;
         else if (!strcmp(item, "pos_shift"))
             s->cfg.pos_shift = v ? KVE_POS_SHIFT_ON : KVE_POS_SHIFT_OFF;
+        else if (!strcmp(item, "seed") && s->cfg.kind == KVE_POLICY_RANDOM) s->cfg.seed = (uint64_t)v;
         else if (!strcmp(item, "seed")) s->seed = (uint64_t)v + 1;
         else if (!strcmp(item, "pooling")) s->cfg.pooling = (kve_pooling)(KVE_POOL_MAX + word);
         else if (!strcmp(item, "gqa")) s->cfg.gqa = (kve_reduce)(KVE_REDUCE_MEAN + word);
