@@ -118,6 +118,8 @@
                                accumulated attention + the window most recent tokens, evicting one
                                slot per token.
        KVE_POLICY_CUSTOM       your kve_policy_vtable (see examples/custom_policy.c).
+       KVE_POLICY_SIMLAYERKV   after prefill, kve_compress(): a lazy layer keeps its sinks and
+                               recent tokens, any other all of them (SCORERS AND ALLOCATIONS).
    decode: KVE_DECODE_GROW (SnapKV/PyramidKV default, as their references: compress the prompt, then
    the cache grows until capacity; StreamingLLM then keeps the whole prompt until kve_compress, which
    keeps the sinks and the newest budget - sinks tokens, a prompt compression like the others) or
@@ -191,6 +193,13 @@
    their original positions.
    Per-layer budgets (kvpress PerLayerCompressionPress): kve_compress_with(cache, l, &policy) with
    each layer's own compression_ratio (or budget), the cache's policy otherwise unchanged.
+   Lazy layers (kvpress SimLayerKVPress, KVE_POLICY_SIMLAYERKV): kve_compress of a layer holding
+   n > sinks + n_recent + window tokens averages the softmax weights of its last `window` (1)
+   recorded queries over them and over every query head, and sums them over the first `sinks`
+   (4) tokens and the n_recent (1024) tokens before the last `window`. Above lazy_threshold (0 =
+   1.0, which never compresses, as kvpress) the layer keeps its first `sinks` and its newest
+   n_recent - window tokens; otherwise all of them. Decode GROW only; the capacity must hold the
+   prompt. n_recent must exceed window (kvpress's slice then keeps every key). Golden cases 61-62.
    Chunked prompt compression (kvpress ChunkPress): store and prefill the prompt a chunk at a
    time and call kve_compress_chunk(cache, layer, first position of the chunk) after each; the
    chunk keeps max(1, int(m * (1 - compression_ratio))) of its m tokens, scored as if it were the
@@ -276,18 +285,18 @@
    bookkeeping. Moving it is fine, but once one copy changes the cache every other copy is stale and
    refused (KVE_ERROR_MOVED_CACHE) instead of silently sharing memory.
 
-   SAVED STATE FORMAT (version 2)
+   SAVED STATE FORMAT (version 3)
    ------------------------------
    All integers little-endian; floats IEEE binary32 little-endian; K/V rows at their type, each
    element little-endian (q8_0: its f16 scale, then 32 int8).
-       "KVEVICTS", u32 version = 2, u32 reserved = 0, u64 total bytes
-       34 x i64: n_layers, n_heads, n_kv_heads, head_dim, capacity, rope_layout, rope_theta (bits
+       "KVEVICTS", u32 version = 3, u32 reserved = 0, u64 total bytes
+       36 x i64: n_layers, n_heads, n_kv_heads, head_dim, capacity, rope_layout, rope_theta (bits
                  of the double), rope_dims, rope_linear_factor (bits), key_storage, k_type, v_type,
                  policy kind, budget, window, kernel, pooling, gqa, beta, sinks, pos_shift, decode,
                  evict_batch, allocation, compression_ratio (bits), alpha_safeguard (bits),
                  lag_size, chunk_length, cross_scoring, seed, n_future_positions, no_covariance,
-                 no_vnorm, epsilon (bits) (all resolved: n_threads, the custom policy and the
-                 scorer function are not saved)
+                 no_vnorm, epsilon (bits), lazy_threshold (bits), n_recent (all resolved:
+                 n_threads, the custom policy and the scorer function are not saved)
        per layer: i32 limit, i64 newest, i64 tokens stored, i32 ring_next
            per KV head: i32 len, len x i64 positions, len K rows, len V rows,
                [StreamingLLM post-RoPE pos-shift] min(sinks, len) x head_dim f32 pre-RoPE sinks,
@@ -356,6 +365,9 @@
 
    HISTORY
    -------
+   0.6.0 KVE_POLICY_SIMLAYERKV (kvpress SimLayerKVPress: lazy layers keep their sinks and recent
+        tokens), with lazy_threshold and n_recent in kve_policy_config; the saved state is version
+        3, its configuration 36 fields (version 2 states are refused, KVE_ERROR_STATE_FORMAT).
    0.5.3 With AVX-512, pre-RoPE keys rotated by the key kernel no longer bring a row of the angle
         table each (as many bytes as an f32 key): keys within a block's span of the first one a
         call rotates, at p0, are rotated by the table's first rows against query rows rotated
@@ -427,8 +439,8 @@
 #include <stdint.h>
 
 #define KVEVICT_VERSION_MAJOR 0
-#define KVEVICT_VERSION_MINOR 5
-#define KVEVICT_VERSION_PATCH 3
+#define KVEVICT_VERSION_MINOR 6
+#define KVEVICT_VERSION_PATCH 0
 
 #ifndef KVE_API
 #if defined(KVEVICT_STATIC) && defined(__GNUC__)
@@ -534,7 +546,8 @@ typedef enum kve_policy_kind {
     KVE_POLICY_LAGKV,              /* key/value spread relative to the next lag of tokens */
     KVE_POLICY_OBSERVED_ATTENTION, /* attention received, averaged over the queries that saw it */
     KVE_POLICY_SCORER,             /* your kve_scorer_fn */
-    KVE_POLICY_EXPECTED_ATTENTION  /* the attention future queries are expected to pay */
+    KVE_POLICY_EXPECTED_ATTENTION, /* the attention future queries are expected to pay */
+    KVE_POLICY_SIMLAYERKV          /* lazy layers keep sinks and recent tokens, the others all */
 } kve_policy_kind;
 
 /* how many tokens each layer and KV head keeps */
@@ -630,6 +643,12 @@ typedef struct kve_policy_config {
     int32_t n_future_positions;
     int32_t no_covariance, no_vnorm;
     double epsilon;
+    /* SimLayerKV: a layer is lazy when the attention of its last `window` (0 = 1) queries on the
+       first `sinks` (4) and the n_recent (0 = 1024) tokens before those queries sums above
+       lazy_threshold (0 = 1.0: no layer is lazy, kvpress's default; it suggests 0.65 for
+       Llama-2, 0.9 for Llama-3); a lazy layer keeps the sinks and its n_recent - window newest */
+    double lazy_threshold;
+    int32_t n_recent;
 } kve_policy_config;
 
 typedef struct kve_config {
@@ -1432,7 +1451,7 @@ static int kve__is_selecting(kve_policy_kind k)
 static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
 {
     int scorer_kind;
-    if ((int)p->kind < 0 || p->kind > KVE_POLICY_EXPECTED_ATTENTION) return KVE_ERROR_INVALID_ENUM;
+    if ((int)p->kind < 0 || p->kind > KVE_POLICY_SIMLAYERKV) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->pooling < 0 || p->pooling > KVE_POOL_NONE) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->gqa < 0 || p->gqa > KVE_REDUCE_SUM) return KVE_ERROR_INVALID_ENUM;
     if ((int)p->pos_shift < 0 || p->pos_shift > KVE_POS_SHIFT_OFF) return KVE_ERROR_INVALID_ENUM;
@@ -1442,8 +1461,9 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
     scorer_kind = kve__is_scorer_kind(p->kind);
     if (p->budget < 0 || p->window < 0 || p->kernel < 0 || p->beta < 0 || p->evict_batch < 0 ||
         p->sinks < KVE_NO_SINKS || p->lag_size < 0 || p->chunk_length < 0 ||
-        p->n_future_positions < 0)
+        p->n_future_positions < 0 || p->n_recent < 0)
         return KVE_ERROR_INVALID_PARAMETER;
+    if (!(p->lazy_threshold >= 0.0 && p->lazy_threshold <= 1.0)) return KVE_ERROR_INVALID_PARAMETER;
     /* written so that NaN fails too */
     if (!(p->compression_ratio >= 0.0 && p->compression_ratio < 1.0)) return KVE_ERROR_INVALID_PARAMETER;
     if (!(p->epsilon >= 0.0 && p->epsilon < 1e30)) return KVE_ERROR_INVALID_PARAMETER;
@@ -1451,6 +1471,7 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
           p->alpha_safeguard == KVE_NO_SAFEGUARD))
         return KVE_ERROR_INVALID_PARAMETER;
     if (p->budget == 0) p->budget = c->capacity;
+    if (p->window == 0 && p->kind == KVE_POLICY_SIMLAYERKV) p->window = 1; /* kvpress's n_last */
     if (p->window == 0 && !scorer_kind) p->window = 32;
     if (p->kernel == 0) p->kernel = scorer_kind ? 1 : 7;
     if (p->pooling == KVE_POOL_DEFAULT) p->pooling = scorer_kind ? KVE_POOL_NONE : KVE_POOL_MAX;
@@ -1474,6 +1495,8 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
     if (p->n_future_positions == 0) p->n_future_positions = 512;
     p->no_covariance = p->no_covariance != 0;
     p->no_vnorm = p->no_vnorm != 0;
+    if (p->lazy_threshold == 0.0) p->lazy_threshold = 1.0;
+    if (p->n_recent == 0) p->n_recent = 1024;
 
     if (p->budget > c->capacity) return KVE_ERROR_BUDGET_ABOVE_CAPACITY;
     if (!kve__is_selecting(p->kind) &&
@@ -1491,6 +1514,12 @@ static kve_result kve__resolve_policy(const kve_config *c, kve_policy_config *p)
     case KVE_POLICY_CUSTOM:
         if (!p->custom) return KVE_ERROR_NULL_ARGUMENT;
         if (!p->custom->make_room) return KVE_ERROR_NULL_ARGUMENT;
+        break;
+    case KVE_POLICY_SIMLAYERKV:
+        /* a prompt compression that keeps whole layers: nothing to evict while decoding */
+        if (p->decode == KVE_DECODE_EVICT) return KVE_ERROR_UNSUPPORTED;
+        /* kvpress keeps keys[-n_recent + n_last:], which is every key when they are equal */
+        if (p->n_recent <= p->window) return KVE_ERROR_INVALID_PARAMETER;
         break;
     default:
         if (p->kind == KVE_POLICY_SCORER && !p->scorer) return KVE_ERROR_NULL_ARGUMENT;
@@ -1652,7 +1681,8 @@ static kve_result kve__make_plan(const kve_config *c, kve__plan *p)
     memset(p, 0, sizeof *p);
     p->sinks = pc->kind == KVE_POLICY_STREAMINGLLM ? pc->sinks : 0;
     p->obs_window = (pc->kind == KVE_POLICY_SNAPKV || pc->kind == KVE_POLICY_PYRAMIDKV ||
-                     pc->kind == KVE_POLICY_CUSTOM || pc->kind == KVE_POLICY_SCORER) ? pc->window
+                     pc->kind == KVE_POLICY_CUSTOM || pc->kind == KVE_POLICY_SCORER ||
+                     pc->kind == KVE_POLICY_SIMLAYERKV) ? pc->window
                     : pc->kind == KVE_POLICY_TOVA ? 1 /* the newest query */
                                                  : 0;
     p->wants_scores = pc->kind == KVE_POLICY_H2O || pc->kind == KVE_POLICY_OBSERVED_ATTENTION ||
@@ -4717,7 +4747,49 @@ static kve_result kve__streaming_compress(kve_cache *c, int32_t l, void *u)
     return KVE_OK;
 }
 
+/* SimLayerKV (kvpress SimLayerKVPress) after a prompt. The layer's last `window` queries attend
+   over its tokens (softmax over all of them, causal); averaged over those queries and every query
+   head, the attention on the first `sinks` tokens and on the n_recent tokens before the queries'
+   own is summed. Above lazy_threshold the layer is lazy and keeps its first `sinks` and its
+   newest n_recent - window tokens; otherwise it keeps everything. Nothing happens while the
+   layer holds sinks + n_recent + window tokens or fewer, or with the threshold at 1. */
+static kve_result kve__simlayerkv_compress(kve_cache *c, int32_t l, void *u)
+{
+    const kve_policy_config *p = &c->cfg.policy;
+    int32_t Hk = c->cfg.n_kv_heads, S = p->sinks, w = p->window, n = *kve__len(c, l, 0), h, j;
+    int32_t keep_recent = p->n_recent - w;
+    size_t cap = (size_t)c->cfg.capacity;
+    double attention = 0.0;
+    kve_result r;
+    (void)u;
+    if (p->lazy_threshold == 1.0 || n <= S + p->n_recent + w) return KVE_OK;
+    for (h = 1; h < Hk; h++)
+        if (*kve__len(c, l, h) != n) return KVE_ERROR_UNSUPPORTED; /* heads evicted apart */
+    if (c->query_count[l] < (int64_t)w) return KVE_ERROR_NO_QUERIES;
+    for (h = 0; h < Hk; h++) {
+        float *weight = c->scratch_f3 + (size_t)h * 2 * cap; /* summed over queries and group */
+        int32_t *order = c->scratch_i1 + (size_t)h * cap, *tmp = c->scratch_i2 + (size_t)h * cap;
+        double head = 0.0;
+        if ((r = kve__window_scores(c, l, h, KVE_REDUCE_SUM, weight)) != KVE_OK) return r;
+        kve__order_by_position(c, l, h, order, tmp);
+        for (j = 0; j < S; j++) head += weight[order[j]];
+        for (j = n - w - p->n_recent; j < n - w; j++) head += weight[order[j]];
+        attention += head;
+    }
+    attention /= (double)c->cfg.n_heads * (double)w;
+    if (!(attention > p->lazy_threshold)) return KVE_OK;
+    for (h = 0; h < Hk; h++) {
+        const int32_t *order = c->scratch_i1 + (size_t)h * cap;
+        unsigned char *keep = c->scratch_u8 + (size_t)h * cap;
+        for (j = 0; j < n; j++) keep[order[j]] = j < S || j >= n - keep_recent;
+        kve__keep_slots(c, l, h, keep);
+    }
+    return KVE_OK;
+}
+
 static const kve_policy_vtable kve__vt_full = {"full", 0, kve__full_make_room, NULL};
+static const kve_policy_vtable kve__vt_simlayerkv = {"simlayerkv", 0, kve__full_make_room,
+                                                     kve__simlayerkv_compress};
 static const kve_policy_vtable kve__vt_streaming = {"streamingllm", 0, kve__streaming_make_room,
                                                     kve__streaming_compress};
 static const kve_policy_vtable kve__vt_snapkv = {"snapkv", 0, kve__scored_make_room,
@@ -4742,6 +4814,7 @@ static const kve_policy_vtable *kve__builtin_vtable(kve_policy_kind kind)
     case KVE_POLICY_SNAPKV: return &kve__vt_snapkv;
     case KVE_POLICY_PYRAMIDKV: return &kve__vt_pyramidkv;
     case KVE_POLICY_H2O: return &kve__vt_h2o;
+    case KVE_POLICY_SIMLAYERKV: return &kve__vt_simlayerkv;
     default:
         if (kve__is_scorer_kind(kind)) return &kve__vt_scorers[kind - KVE_POLICY_KNORM];
         return &kve__vt_full;
@@ -5165,7 +5238,8 @@ static int kve__same_config(const kve_config *a, const kve_config *b)
            p->seed == q->seed && p->scorer == q->scorer &&
            p->n_future_positions == q->n_future_positions &&
            p->no_covariance == q->no_covariance && p->no_vnorm == q->no_vnorm &&
-           p->epsilon == q->epsilon;
+           p->epsilon == q->epsilon && p->lazy_threshold == q->lazy_threshold &&
+           p->n_recent == q->n_recent;
 }
 
 static int kve__regions_overlap(const void *a, size_t an, const void *b, size_t bn)
@@ -5208,7 +5282,7 @@ KVE_API kve_result kve_cache_copy(kve_cache *dst, const kve_cache *src)
 /* One walk over the state describes the format for all four uses: counting its bytes, saving,
    checking a blob (reading only) and loading a checked blob. Every integer and float is little-
    endian; K/V rows are stored at their type, each element little-endian. */
-#define KVE__STATE_VERSION 2u
+#define KVE__STATE_VERSION 3u
 #define KVE__STATE_HEADER 24 /* magic (8), version (4), reserved (4), total bytes (8) */
 
 typedef enum kve__io_mode { KVE__IO_SIZE, KVE__IO_SAVE, KVE__IO_CHECK, KVE__IO_LOAD } kve__io_mode;
@@ -5308,17 +5382,18 @@ static void kve__io_row(kve__io *io, kve_type t, int32_t d, size_t bytes, unsign
     if (!kve__finite(x, (size_t)d)) io->bad = 1;
 }
 
-/* the configuration, as 34 integers (doubles by their bits); CHECK notes any difference */
+/* the configuration, as 36 integers (doubles by their bits); CHECK notes any difference */
 static void kve__io_config(kve__io *io, const kve_config *c)
 {
     const kve_policy_config *p = &c->policy;
-    uint64_t theta, factor, ratio, alpha, epsilon;
-    int64_t mine[34], i;
+    uint64_t theta, factor, ratio, alpha, epsilon, lazy;
+    int64_t mine[36], i;
     memcpy(&theta, &c->rope_theta, 8);
     memcpy(&factor, &c->rope_linear_factor, 8);
     memcpy(&ratio, &p->compression_ratio, 8);
     memcpy(&alpha, &p->alpha_safeguard, 8);
     memcpy(&epsilon, &p->epsilon, 8);
+    memcpy(&lazy, &p->lazy_threshold, 8);
     mine[0] = c->n_layers; mine[1] = c->n_heads; mine[2] = c->n_kv_heads; mine[3] = c->head_dim;
     mine[4] = c->capacity; mine[5] = c->rope_layout; mine[6] = (int64_t)theta;
     mine[7] = c->rope_dims; mine[8] = (int64_t)factor; mine[9] = c->key_storage;
@@ -5329,8 +5404,8 @@ static void kve__io_config(kve__io *io, const kve_config *c)
     mine[25] = (int64_t)alpha; mine[26] = p->lag_size; mine[27] = p->chunk_length;
     mine[28] = p->cross_scoring; mine[29] = (int64_t)p->seed;
     mine[30] = p->n_future_positions; mine[31] = p->no_covariance; mine[32] = p->no_vnorm;
-    mine[33] = (int64_t)epsilon;
-    for (i = 0; i < 34; i++)
+    mine[33] = (int64_t)epsilon; mine[34] = (int64_t)lazy; mine[35] = p->n_recent;
+    for (i = 0; i < 36; i++)
         if (kve__io_i64(io, mine[i]) != mine[i] && !io->bad) io->other_config = 1;
 }
 

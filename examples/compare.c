@@ -23,6 +23,9 @@
                   :capacity=C[,window=W][,...] (kvpress's scorers; lagkv also sinks, lag_size,
                   cross_scoring; expected_attention sinks, n_future_positions; random_scorer
                   seed: the library's KVE_POLICY_RANDOM)
+         | simlayerkv[:lazy_threshold=T][,n_recent=N][,window=W][,sinks=S]
+                  (kvpress SimLayerKV: lazy layers keep their sinks and newest N - W tokens,
+                  the others all; no capacity, prompt and needle modes only)
          and for every selecting method [,allocation=uniform|pyramid|adakv][,alpha_safeguard=A]
                   [,chunk_length=N] (compare --help lists every method's parameters)
    stream: teacher forcing one token at a time over the whole stream, each policy keeping the

@@ -506,6 +506,9 @@ static const struct {
      "capacity window sinks n_future_positions decode evict_batch " SELECTING},
     /* the library's seeded random scorer (kvpress RandomPress) */
     {"random_scorer", KVE_POLICY_RANDOM, "capacity window seed decode evict_batch " SELECTING},
+    /* lazy layers keep sinks and recent tokens, the others all (kvpress SimLayerKVPress): no
+       capacity, the cache holds the whole prompt */
+    {"simlayerkv", KVE_POLICY_SIMLAYERKV, "lazy_threshold n_recent window sinks"},
 #undef SELECTING
 };
 
@@ -545,7 +548,7 @@ static int spec_parse(const char *text, policy_spec *s)
     if (i == n_names) {
         fprintf(stderr, "error: unknown policy '%s' in '%s' (known: full, streamingllm, snapkv, "
                 "pyramidkv, h2o, random, knorm, keydiff, tova, lagkv, observed_attention, "
-                "expected_attention, random_scorer)\n",
+                "expected_attention, random_scorer, simlayerkv)\n",
                 name, text);
         return 1;
     }
@@ -575,7 +578,18 @@ static int spec_parse(const char *text, policy_spec *s)
         else if (!strcmp(item, "gqa")) word = spec_word(value, gqa, 3);
         else if (!strcmp(item, "decode")) word = spec_word(value, decode, 2);
         else if (!strcmp(item, "allocation")) word = spec_word(value, allocation, 3);
-        else if (!strcmp(item, "alpha_safeguard")) {
+        else if (!strcmp(item, "lazy_threshold")) {
+            double a;
+            errno = 0;
+            a = strtod(value, &end);
+            if (*end || errno || !(a > 0.0 && a <= 1.0)) {
+                fprintf(stderr, "error: bad value '%s' for lazy_threshold in policy '%s' (above 0, "
+                        "at most 1)\n", value, text);
+                return 1;
+            }
+            s->cfg.lazy_threshold = a;
+            continue;
+        } else if (!strcmp(item, "alpha_safeguard")) {
             double a;
             errno = 0;
             a = strtod(value, &end);
@@ -621,10 +635,11 @@ static int spec_parse(const char *text, policy_spec *s)
             s->cfg.allocation = (kve_allocation)(KVE_ALLOCATION_UNIFORM + word);
         else if (!strcmp(item, "lag_size")) s->cfg.lag_size = (int32_t)v;
         else if (!strcmp(item, "n_future_positions")) s->cfg.n_future_positions = (int32_t)v;
+        else if (!strcmp(item, "n_recent")) s->cfg.n_recent = (int32_t)v;
         else if (!strcmp(item, "chunk_length")) s->cfg.chunk_length = (int32_t)v;
         else if (!strcmp(item, "cross_scoring")) s->cfg.cross_scoring = v != 0;
     }
-    if (s->cfg.kind != KVE_POLICY_FULL && s->capacity <= 0) {
+    if (s->cfg.kind != KVE_POLICY_FULL && s->cfg.kind != KVE_POLICY_SIMLAYERKV && s->capacity <= 0) {
         fprintf(stderr, "error: policy '%s' needs capacity=N (N > 0)\n", text);
         return 1;
     }
@@ -632,7 +647,7 @@ static int spec_parse(const char *text, policy_spec *s)
         fprintf(stderr, "error: policy '%s': capacity must be larger than the window\n", text);
         return 1;
     }
-    if (s->cfg.kind != KVE_POLICY_FULL && !s->random) {
+    if (s->cfg.kind != KVE_POLICY_FULL && s->cfg.kind != KVE_POLICY_SIMLAYERKV && !s->random) {
         /* the library's checks of the parameters against each other, before any file is read and
            in the spec's words (its budget is the capacity); the model's shape is checked later */
         kve_config c, resolved;
@@ -693,6 +708,14 @@ static int spec_setup(const policy_spec *s, const model *m, int stream, int32_t 
     *slots = s->capacity;
     if (s->cfg.kind == KVE_POLICY_FULL) {
         *slots = full_slots;
+    } else if (s->cfg.kind == KVE_POLICY_SIMLAYERKV) {
+        if (stream) {
+            fprintf(stderr, "error: policy '%s': simlayerkv compresses a prompt and evicts "
+                    "nothing after (--mode prompt or needle)\n", s->text);
+            return 1;
+        }
+        *slots = full_slots; /* the whole prompt and what follows */
+        pc->budget = 0;
     } else if (s->random) {
         rnd->keep = s->capacity;
         rnd->window = s->cfg.window ? s->cfg.window : 32;

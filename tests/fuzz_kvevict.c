@@ -344,7 +344,7 @@ static int fz_open(fz_state *s, fz_in *f)
     c->rope_theta = thetas[(b >> 4) % 4];
     c->rope_linear_factor = factors[(b >> 6) % 4];
     b = fz_byte(f);
-    c->policy.kind = (kve_policy_kind)(b % 14);
+    c->policy.kind = (kve_policy_kind)(b % 15);
     c->policy.pooling = (kve_pooling)((b >> 3) % 4);
     c->policy.gqa = (kve_reduce)((b >> 5) % 4);
     c->policy.budget = (int32_t)(fz_byte(f) % (unsigned)(c->capacity + 2));
@@ -372,6 +372,8 @@ static int fz_open(fz_state *s, fz_in *f)
     c->policy.alpha_safeguard = (b >> 6) == 1 ? KVE_NO_SAFEGUARD : (b >> 6) == 2 ? 1.0 : 0.0;
     c->policy.cross_scoring = (int32_t)((b >> 5) & 1);
     c->policy.seed = b;
+    c->policy.n_recent = (int32_t)(b % 9); /* SimLayerKV: n_recent, and a threshold 0 (= 1), .1-.3 */
+    c->policy.lazy_threshold = 0.1 * (double)((b >> 3) % 4);
     layout = (kve_layout)((b >> 3) % 3);
     b = fz_byte(f);
     pad[0] = b % 3; pad[1] = (b >> 2) % 5; pad[2] = b >> 5;
@@ -713,7 +715,8 @@ static void op_compress(fz_state *s, fz_in *f)
         FZ_ASSERT(r == KVE_OK, "compress failed with %s", kve_result_string(r));
     else if (kind != KVE_POLICY_CUSTOM) /* ChunkKV: heads that kve_keep_slots made differ */
         FZ_ASSERT(r == KVE_OK || r == KVE_ERROR_NO_QUERIES ||
-                  (r == KVE_ERROR_UNSUPPORTED && s->rc.policy.chunk_length > 0),
+                  (r == KVE_ERROR_UNSUPPORTED &&
+                   (s->rc.policy.chunk_length > 0 || kind == KVE_POLICY_SIMLAYERKV)),
                   "compress failed with %s", kve_result_string(r));
 }
 

@@ -29,6 +29,8 @@ typedef struct gc_case {
                                                            absent (cross_scoring: 0) */
     long n_future_positions, use_covariance, use_vnorm; /* expected attention; -1 when absent */
     long rerotate; /* select: 1 = kvpress KeyRerotationPress (kept keys renumbered 0..n-1); 0 when absent */
+    long n_recent, n_last, n_initial; /* SimLayerKV; -1 when absent */
+    double lazy_threshold;            /* SimLayerKV; 0 when absent */
     double epsilon;                                      /* expected attention; 0 when absent */
     double rope_theta, compression_ratio, alpha_safeguard;
     double first_compression_ratio; /* composed: the first press's ratio (0 when absent) */
@@ -133,6 +135,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
     c->window = -1;
     c->lag_size = c->n_sink = c->chunk_length = -1;
     c->n_future_positions = c->use_covariance = c->use_vnorm = -1;
+    c->n_recent = c->n_last = c->n_initial = -1;
     c->cross_scoring = 0;
     c->alpha_safeguard = -1.0;
     gc_file = path;
@@ -167,6 +170,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         GC_STR(scorer) GC_STR(first) GC_STR(vectors)
         GC_LONG(lag_size) GC_LONG(cross_scoring) GC_LONG(n_sink) GC_LONG(chunk_length)
         GC_LONG(n_future_positions) GC_LONG(use_covariance) GC_LONG(use_vnorm) GC_LONG(rerotate)
+        GC_LONG(n_recent) GC_LONG(n_last) GC_LONG(n_initial)
         GC_LONG(n_layers) GC_LONG(layer) GC_LONG(n_heads) GC_LONG(n_kv_heads) GC_LONG(head_dim)
         GC_LONG(q_len) GC_LONG(window) GC_LONG(capacity) GC_LONG(kernel) GC_LONG(beta)
         GC_LONG(steps) GC_LONG(sinks) GC_LONG(recent) GC_LONG(pos_shift)
@@ -178,7 +182,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         continue;                              \
     }
         GC_DOUBLE(rope_theta) GC_DOUBLE(compression_ratio) GC_DOUBLE(alpha_safeguard)
-        GC_DOUBLE(first_compression_ratio) GC_DOUBLE(epsilon)
+        GC_DOUBLE(first_compression_ratio) GC_DOUBLE(epsilon) GC_DOUBLE(lazy_threshold)
         if (!strcmp(key, "q") || !strcmp(key, "k") || !strcmp(key, "v")) {
             long n = gc_long(&p, key);
             gc_need(n, 1, key);
@@ -270,9 +274,18 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         gc_fail("n_heads must be a multiple of n_kv_heads and at most 64", NULL);
     if (!strcmp(c->kind, "select")) {
         gc_need(c->q_len, 1, "q_len");
-        /* a budget: a capacity, or kvpress's compression ratio */
-        gc_need(c->window, c->compression_ratio > 0.0 ? 0 : 1, "window");
-        if (c->compression_ratio <= 0.0) gc_need(c->capacity, 1, "capacity");
+        /* a budget: a capacity, or kvpress's compression ratio; SimLayerKV keeps whole layers
+           or their sinks and recent tokens (lazy_threshold), its window is n_last */
+        if (!strcmp(c->policy, "simlayerkv")) {
+            gc_need(c->n_last, 1, "n_last");
+            gc_need(c->n_recent, 1, "n_recent");
+            gc_need(c->n_initial, 0, "n_initial");
+            if (!(c->lazy_threshold > 0.0 && c->lazy_threshold <= 1.0))
+                gc_fail("lazy_threshold must be in (0, 1]", NULL);
+        } else {
+            gc_need(c->window, c->compression_ratio > 0.0 ? 0 : 1, "window");
+            if (c->compression_ratio <= 0.0) gc_need(c->capacity, 1, "capacity");
+        }
         if (c->compression_ratio < 0.0 || c->compression_ratio >= 1.0)
             gc_fail("compression_ratio must be in [0, 1)", NULL);
         if (c->first_compression_ratio < 0.0 || c->first_compression_ratio >= 1.0)

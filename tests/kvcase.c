@@ -104,6 +104,7 @@ static int policy_kind(const char *name, kve_policy_kind *kind)
     else if (!strcmp(name, "observed_attention")) *kind = KVE_POLICY_OBSERVED_ATTENTION;
     else if (!strcmp(name, "streaming_llm")) *kind = KVE_POLICY_STREAMINGLLM;
     else if (!strcmp(name, "expected_attention")) *kind = KVE_POLICY_EXPECTED_ATTENTION;
+    else if (!strcmp(name, "simlayerkv")) *kind = KVE_POLICY_SIMLAYERKV;
     else return 0;
     return 1;
 }
@@ -177,6 +178,11 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     cfg.policy.no_covariance = gc->use_covariance == 0;
     cfg.policy.no_vnorm = gc->use_vnorm == 0;
     cfg.policy.epsilon = gc->epsilon;
+    /* SimLayerKV's parameters by kvpress's names: n_last is the window, n_initial the sinks */
+    cfg.policy.lazy_threshold = gc->lazy_threshold;
+    if (gc->n_recent > 0) cfg.policy.n_recent = (int32_t)gc->n_recent;
+    if (gc->n_last > 0) cfg.policy.window = (int32_t)gc->n_last;
+    if (gc->n_initial >= 0) cfg.policy.sinks = gc->n_initial == 0 ? KVE_NO_SINKS : (int32_t)gc->n_initial;
     if (!strcmp(name, "chunkkv")) { /* kvpress ChunkKVPress over the scorer named by `scorer` */
         if (gc->chunk_length < 1) gc_fail("a chunkkv case needs chunk_length", NULL);
         cfg.policy.chunk_length = (int32_t)gc->chunk_length;

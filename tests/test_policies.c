@@ -1427,6 +1427,197 @@ static void test_invalid_policy_params(void)
 #undef EXPECT_POLICY
 }
 
+/* ChunkKV keeps whole chunks, and at least one when int(chunks * (1 - ratio)) or the budget's
+   share rounds to 0 (the manual's "at least one"): 20 tokens in chunks of 8 (the last of 4) */
+static void test_chunkkv_at_least_one_chunk(void)
+{
+    int by_budget;
+    for (by_budget = 0; by_budget <= 1; by_budget++) {
+        kve_config cfg = scorer_config(KVE_POLICY_KNORM, KVE_KEYS_POST_ROPE);
+        tu_cache t;
+        int32_t h, s, n0 = -1;
+        int64_t first = -1;
+        cfg.policy.chunk_length = 8;
+        if (by_budget) cfg.policy.budget = 5; /* 3 chunks x 5 / 20 = 0.75 */
+        else { cfg.policy.budget = 0; cfg.policy.compression_ratio = 0.7; } /* 3 x 0.3 = 0.9 */
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        prompt_through(&t, 20, 77);
+        CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
+        for (h = 0; h < 2; h++) {
+            int32_t n = kve_length(&t.c, 0, h);
+            int64_t lo = INT64_MAX, hi = -1;
+            for (s = 0; s < n; s++) {
+                int64_t p = kve_slot_position(&t.c, 0, h, s);
+                lo = p < lo ? p : lo;
+                hi = p > hi ? p : hi;
+            }
+            CHECK(n > 0 && lo % 8 == 0 && hi - lo + 1 == n && (n == 8 || (n == 4 && lo == 16)),
+                  "ChunkKV (%s): head %d keeps %d tokens from %lld to %lld, not one whole chunk",
+                  by_budget ? "budget 5" : "ratio 0.7", h, n, (long long)lo, (long long)hi);
+            if (h == 0) { n0 = n; first = lo; }
+            else CHECK(n == n0 && lo == first, "ChunkKV: the heads keep different chunks");
+        }
+        tu_close(&t);
+    }
+}
+
+/* SimLayerKV against a double-precision reference of kvpress's rule, written from its definition:
+   the last w queries (rotated at their positions, keys at theirs) attend causally; their softmax
+   weights, averaged over the w queries and every query head, are summed over the first S keys and
+   the n_recent keys before the last w; above the threshold the layer keeps the first S and the
+   newest n_recent - w tokens, else all. The threshold is put 0.02 above or below the sum. */
+static void test_simlayerkv_reference(void)
+{
+    enum { H = 4, HK = 2, D = 8, LMAX = 40 };
+    static float q[LMAX][H * D], k[LMAX][HK * D], v[LMAX][HK * D], out[LMAX * H * D];
+    int trial, lazy_seen = 0, full_seen = 0;
+    tu_seed(4242);
+    for (trial = 0; trial < 48; trial++) {
+        kve_key_storage keys = trial % 2 ? KVE_KEYS_PRE_ROPE : KVE_KEYS_POST_ROPE;
+        int32_t w = 1 + trial % 3, S = (trial / 3) % 3 * 2, n_recent = w + 1 + (trial / 9) % 6;
+        int32_t L = S + n_recent + w + 1 + (int32_t)(tu_uniform() * 12), t, hq, j, i, h;
+        double a[LMAX] = {0}, sum = 0.0, threshold;
+        int lazy;
+        kve_config cfg;
+        tu_cache c;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.n_layers = 1; cfg.n_heads = H; cfg.n_kv_heads = HK; cfg.head_dim = D; cfg.capacity = LMAX;
+        cfg.rope_layout = KVE_ROPE_INTERLEAVED; cfg.key_storage = keys;
+        cfg.policy.kind = KVE_POLICY_SIMLAYERKV;
+        cfg.policy.window = w;
+        cfg.policy.sinks = S ? S : KVE_NO_SINKS;
+        cfg.policy.n_recent = n_recent;
+        for (t = 0; t < L; t++) {
+            tu_fill(q[t], H * D, 1.5f);
+            tu_fill(k[t], HK * D, 1.5f);
+            tu_fill(v[t], HK * D, 1.0f);
+        }
+        for (t = L - w; t < L; t++) /* the reference: rotated copies, softmax in double */
+            for (hq = 0; hq < H; hq++) {
+                float qr[D], kr[D];
+                double lg[LMAX], mx = -1e300, z = 0.0;
+                memcpy(qr, q[t] + hq * D, sizeof qr);
+                kve_rope_apply(&cfg, qr, t);
+                for (j = 0; j <= t; j++) {
+                    double dot = 0.0;
+                    memcpy(kr, k[j] + (hq / (H / HK)) * D, sizeof kr);
+                    kve_rope_apply(&cfg, kr, j);
+                    for (i = 0; i < D; i++) dot += (double)qr[i] * kr[i];
+                    lg[j] = dot / sqrt((double)D);
+                    if (lg[j] > mx) mx = lg[j];
+                }
+                for (j = 0; j <= t; j++) z += (lg[j] = exp(lg[j] - mx));
+                for (j = 0; j < L - w; j++) a[j] += lg[j] / z / (H * w);
+            }
+        for (j = 0; j < S; j++) sum += a[j];
+        for (j = L - w - n_recent; j < L - w; j++) sum += a[j];
+        threshold = sum + (trial % 4 < 2 ? -0.02 : 0.02);
+        if (!(threshold > 0.0 && threshold < 1.0)) continue;
+        lazy = sum > threshold;
+        cfg.policy.lazy_threshold = threshold;
+        CHECK_RESULT(tu_open(&c, &cfg), KVE_OK);
+        for (t = 0; t < L; t++) CHECK_RESULT(kve_store(&c.c, 0, t, k[t], v[t], NULL), KVE_OK);
+        CHECK_RESULT(kve_prefill(&c.c, 0, L, &q[0][0], NULL, out), KVE_OK);
+        CHECK_RESULT(kve_compress(&c.c, 0), KVE_OK);
+        for (h = 0; h < HK; h++) {
+            int32_t n = kve_length(&c.c, 0, h), want = lazy ? S + n_recent - w : L, s, wrong = 0;
+            for (s = 0; s < n; s++) {
+                int64_t p = kve_slot_position(&c.c, 0, h, s);
+                wrong += lazy && !(p < S || p >= L - (n_recent - w));
+            }
+            CHECK(n == want && wrong == 0, "SimLayerKV trial %d (L %d, w %d, S %d, n_recent %d, sum "
+                  "%.4f, threshold %.4f): head %d keeps %d tokens, %d of them wrong, not %d",
+                  trial, L, w, S, n_recent, sum, threshold, h, n, wrong, want);
+        }
+        lazy_seen += lazy;
+        full_seen += !lazy;
+        tu_close(&c);
+    }
+    CHECK(lazy_seen > 10 && full_seen > 10, "SimLayerKV: %d lazy and %d full layers tried", lazy_seen,
+          full_seen);
+}
+
+/* SimLayerKV's defaults as the manual gives them (window 1, sinks 4, n_recent 1024, threshold 1),
+   its limits and its errors */
+static void test_simlayerkv_defaults_and_errors(void)
+{
+    kve_config cfg;
+    tu_cache c;
+    float q[2 * 4], k[4], v[4], out[2 * 4];
+    int32_t t, n;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_layers = 1; cfg.n_heads = 2; cfg.n_kv_heads = 1; cfg.head_dim = 4; cfg.capacity = 1040;
+    cfg.policy.kind = KVE_POLICY_SIMLAYERKV;
+    for (n = 1029; n <= 1030; n++) {
+        int threshold_given;
+        for (threshold_given = 0; threshold_given <= 1; threshold_given++) {
+            /* a threshold of 1e-9: every layer long enough is lazy; none given: 1, none is */
+            cfg.policy.lazy_threshold = threshold_given ? 1e-9 : 0.0;
+            CHECK_RESULT(tu_open(&c, &cfg), KVE_OK);
+            tu_seed(5);
+            for (t = 0; t < n; t++) {
+                tu_fill(q, 8, 1.0f); tu_fill(k, 4, 1.0f); tu_fill(v, 4, 1.0f);
+                CHECK_RESULT(kve_store(&c.c, 0, t, k, v, NULL), KVE_OK);
+            }
+            CHECK_RESULT(kve_attend(&c.c, 0, q, out), KVE_OK); /* the last query only */
+            CHECK_RESULT(kve_compress(&c.c, 0), KVE_OK);
+            if (threshold_given && n == 1030) { /* > 4 + 1024 + 1: the first 4 and newest 1023 */
+                int32_t s, wrong = 0, len = kve_length(&c.c, 0, 0);
+                for (s = 0; s < len; s++) {
+                    int64_t p = kve_slot_position(&c.c, 0, 0, s);
+                    wrong += !(p < 4 || p >= 1030 - 1023);
+                }
+                CHECK(len == 1027 && wrong == 0, "SimLayerKV defaults: %d kept, %d wrong", len, wrong);
+            } else {
+                CHECK(kve_length(&c.c, 0, 0) == n, "SimLayerKV (n %d, threshold %s) compressed a "
+                      "layer: %d kept", n, threshold_given ? "1e-9" : "default", kve_length(&c.c, 0, 0));
+            }
+            tu_close(&c);
+        }
+    }
+    /* a layer long enough with no recorded query */
+    cfg.capacity = 64; cfg.policy.n_recent = 8; cfg.policy.lazy_threshold = 0.5;
+    CHECK_RESULT(tu_open(&c, &cfg), KVE_OK);
+    for (t = 0; t < 20; t++) CHECK_RESULT(kve_store(&c.c, 0, t, k, v, NULL), KVE_OK);
+    CHECK_RESULT(kve_compress(&c.c, 0), KVE_ERROR_NO_QUERIES);
+    /* the capacity must hold the prompt: nothing is evicted while storing */
+    for (t = 20; t < 64; t++) CHECK_RESULT(kve_store(&c.c, 0, t, k, v, NULL), KVE_OK);
+    CHECK_RESULT(kve_store(&c.c, 0, 64, k, v, NULL), KVE_ERROR_CACHE_FULL);
+    tu_close(&c);
+    /* fewer recorded queries than the window: refused too, until the window is full */
+    cfg.policy.window = 3;
+    CHECK_RESULT(tu_open(&c, &cfg), KVE_OK);
+    for (t = 0; t < 20; t++) CHECK_RESULT(kve_store(&c.c, 0, t, k, v, NULL), KVE_OK);
+    for (t = 0; t < 3; t++) {
+        CHECK_RESULT(kve_compress(&c.c, 0), KVE_ERROR_NO_QUERIES);
+        CHECK(kve_length(&c.c, 0, 0) == 20, "SimLayerKV without its window of queries changed the layer");
+        CHECK_RESULT(kve_attend(&c.c, 0, q, out), KVE_OK);
+    }
+    CHECK_RESULT(kve_compress(&c.c, 0), KVE_OK);
+    tu_close(&c);
+    cfg.policy.window = 0;
+    {
+        size_t bytes;
+        kve_config x = cfg;
+        x.policy.lazy_threshold = NAN;
+        CHECK_RESULT(kve_cache_size(&x, &bytes), KVE_ERROR_INVALID_PARAMETER);
+        x.policy.lazy_threshold = 1.5;
+        CHECK_RESULT(kve_cache_size(&x, &bytes), KVE_ERROR_INVALID_PARAMETER);
+        x.policy.lazy_threshold = -0.1;
+        CHECK_RESULT(kve_cache_size(&x, &bytes), KVE_ERROR_INVALID_PARAMETER);
+        x.policy.lazy_threshold = 1.0;
+        CHECK_RESULT(kve_cache_size(&x, &bytes), KVE_OK);
+        x.policy.n_recent = -1;
+        CHECK_RESULT(kve_cache_size(&x, &bytes), KVE_ERROR_INVALID_PARAMETER);
+        x.policy.n_recent = 3; x.policy.window = 3; /* n_recent must exceed the window */
+        CHECK_RESULT(kve_cache_size(&x, &bytes), KVE_ERROR_INVALID_PARAMETER);
+        x.policy.n_recent = 4;
+        CHECK_RESULT(kve_cache_size(&x, &bytes), KVE_OK);
+        x.policy.decode = KVE_DECODE_EVICT;
+        CHECK_RESULT(kve_cache_size(&x, &bytes), KVE_ERROR_UNSUPPORTED);
+    }
+}
+
 int main(void)
 {
     test_selections();
@@ -1442,6 +1633,9 @@ int main(void)
     test_random_and_knorm();
     test_user_scorer_and_decode();
     test_adakv_allocation();
+    test_chunkkv_at_least_one_chunk();
+    test_simlayerkv_reference();
+    test_simlayerkv_defaults_and_errors();
     test_tova_keeps_own_token();
     test_lagkv_scored_at_boundary();
     test_lagkv_reference();

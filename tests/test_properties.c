@@ -1349,7 +1349,7 @@ static void test_enums_and_edges(void)
     CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_ERROR_INVALID_ENUM);
     c = base; c.key_storage = (kve_key_storage)(KVE_KEYS_PRE_ROPE + 1);
     CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_ERROR_INVALID_ENUM);
-    c = base; c.policy.kind = (kve_policy_kind)(KVE_POLICY_EXPECTED_ATTENTION + 1);
+    c = base; c.policy.kind = (kve_policy_kind)(KVE_POLICY_SIMLAYERKV + 1);
     CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_ERROR_INVALID_ENUM);
     c = base; c.policy.allocation = (kve_allocation)(KVE_ALLOCATION_ADAKV + 1);
     CHECK_RESULT(kve_cache_size(&c, &bytes), KVE_ERROR_INVALID_ENUM);
