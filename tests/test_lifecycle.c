@@ -130,6 +130,10 @@ static lc_case lc_cases[] = {
                      .decode = KVE_DECODE_EVICT, .evict_batch = 4, .lag_size = 4}},
     {"streaming no sinks", {.kind = KVE_POLICY_STREAMINGLLM, .budget = 20, .sinks = KVE_NO_SINKS,
                             .pos_shift = KVE_POS_SHIFT_ON}},
+    {"keydiff evict", {.kind = KVE_POLICY_KEYDIFF, .budget = 24, .window = 3,
+                       .decode = KVE_DECODE_EVICT, .evict_batch = 2}},
+    {"random evict", {.kind = KVE_POLICY_RANDOM, .budget = 24, .window = 2, .seed = 9,
+                      .decode = KVE_DECODE_EVICT, .evict_batch = 5}},
 };
 #define N_CASES ((int)(sizeof lc_cases / sizeof lc_cases[0]))
 
@@ -137,6 +141,40 @@ static const kve_key_storage lc_storages[2] = {KVE_KEYS_POST_ROPE, KVE_KEYS_PRE_
 
 static size_t lc_save(const kve_cache *c, unsigned char **blob);
 static int lc_state_is(const kve_cache *c, const unsigned char *blob, size_t n);
+
+/* 1b. SimLayerKV evicts only when a prompt is compressed: after a lazy layer's compression the
+   engine's attention still equals kve_attend, both key storages */
+static void test_engine_attention_simlayerkv(void)
+{
+    static const lc_case slk = {"simlayerkv", {.kind = KVE_POLICY_SIMLAYERKV, .window = 2,
+                                               .sinks = 2, .n_recent = 6, .lazy_threshold = 1e-6}};
+    int si, l;
+    for (si = 0; si < 2; si++) {
+        kve_config cfg = lc_config(&slk, 48, lc_storages[si], KVE_TYPE_F32, KVE_TYPE_F32);
+        tu_cache t;
+        int64_t pos;
+        double worst = 0.0;
+        CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
+        for (pos = 0; pos < 40; pos++) {
+            float k[HK * D], v[HK * D], q[H * D], lib[H * D], eng[H * D];
+            if (pos == 30) { /* the prompt: compressed to 2 sinks + 4 recent tokens */
+                CHECK_RESULT(kve_compress_all(&t.c), KVE_OK);
+                CHECK(kve_length(&t.c, 0, 0) == 6 && kve_length(&t.c, 1, 1) == 6,
+                      "SimLayerKV: %d tokens after a lazy compression", kve_length(&t.c, 0, 0));
+            }
+            for (l = 0; l < L; l++) {
+                lc_token(l, pos, 1, k, v, q);
+                CHECK_RESULT(kve_store(&t.c, l, pos, k, v, NULL), KVE_OK);
+                engine_attend(&t.c, l, q, eng, NULL);
+                CHECK_RESULT(kve_attend(&t.c, l, q, lib), KVE_OK);
+                worst = fmax(worst, rel_err_ff(eng, lib, H * D));
+            }
+        }
+        CHECK(worst < 1e-5, "SimLayerKV, %s keys: engine attention differs by %.3g",
+              si ? "pre-RoPE" : "post-RoPE", worst);
+        tu_close(&t);
+    }
+}
 
 /* 1. the engine's attention equals kve_attend for every policy, storage, type, after evictions */
 static void test_engine_attention(void)
@@ -1367,6 +1405,7 @@ static void test_checksum_every_byte(void)
 int main(void)
 {
     test_engine_attention();
+    test_engine_attention_simlayerkv();
     test_observe_compress();
     test_accumulate();
     test_remove();
