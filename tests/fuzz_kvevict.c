@@ -344,7 +344,7 @@ static int fz_open(fz_state *s, fz_in *f)
     c->rope_theta = thetas[(b >> 4) % 4];
     c->rope_linear_factor = factors[(b >> 6) % 4];
     b = fz_byte(f);
-    c->policy.kind = (kve_policy_kind)(b % 15);
+    c->policy.kind = (kve_policy_kind)(b % 16); /* every kind, KVE_POLICY_SIMLAYERKV the last */
     c->policy.pooling = (kve_pooling)((b >> 3) % 4);
     c->policy.gqa = (kve_reduce)((b >> 5) % 4);
     c->policy.budget = (int32_t)(fz_byte(f) % (unsigned)(c->capacity + 2));
@@ -533,7 +533,8 @@ static void op_store(fz_state *s, fz_in *f)
                       (kind == KVE_POLICY_H2O && s->rc.policy.decode != KVE_DECODE_EVICT),
                       "CACHE_FULL from an evicting policy");
             FZ_ASSERT(r != KVE_ERROR_NO_QUERIES || kind == KVE_POLICY_SNAPKV || kind == KVE_POLICY_PYRAMIDKV ||
-                      kind == KVE_POLICY_CUSTOM || kind == KVE_POLICY_TOVA,
+                      kind == KVE_POLICY_CUSTOM || kind == KVE_POLICY_TOVA ||
+                      kind == KVE_POLICY_EXPECTED_ATTENTION,
                       "NO_QUERIES from a policy that does not score windows");
             FZ_ASSERT(kind == KVE_POLICY_CUSTOM || kind == KVE_POLICY_H2O || r == KVE_ERROR_CACHE_FULL ||
                       r == KVE_ERROR_NO_QUERIES, "store failed with %s", kve_result_string(r));
