@@ -199,7 +199,9 @@
    (4) tokens and the n_recent (1024) tokens before the last `window`. Above lazy_threshold (0 =
    1.0, which never compresses, as kvpress) the layer keeps its first `sinks` and its newest
    n_recent - window tokens; otherwise all of them. Decode GROW only; the capacity must hold the
-   prompt. n_recent must exceed window (kvpress's slice then keeps every key). Golden cases 61-62.
+   prompt. n_recent must exceed window (at n_recent = window kvpress keeps every key and the sinks
+   twice). A threshold of 0 means the default 1; for a layer lazy at any attention give a tiny one
+   (1e-9). Golden cases 61-63.
    Chunked prompt compression (kvpress ChunkPress): store and prefill the prompt a chunk at a
    time and call kve_compress_chunk(cache, layer, first position of the chunk) after each; the
    chunk keeps max(1, int(m * (1 - compression_ratio))) of its m tokens, scored as if it were the
@@ -300,9 +302,11 @@
        per layer: i32 limit, i64 newest, i64 tokens stored, i32 ring_next
            per KV head: i32 len, len x i64 positions, len K rows, len V rows,
                [StreamingLLM post-RoPE pos-shift] min(sinks, len) x head_dim f32 pre-RoPE sinks,
-               [H2O, custom with scores] for each of its query heads len f32 accumulated scores
-           [SnapKV, PyramidKV, custom] i32 nq <= window, nq x (i64 position, n_heads*head_dim f32)
-               recorded queries, oldest first
+               [policies with scores: H2O, observed_attention, scorer, custom with scores] for
+               each of its query heads len f32 accumulated scores
+           [policies that record queries: SnapKV, PyramidKV, SimLayerKV, custom and scorer
+               (`window` of them), TOVA (1)] i32 nq <= that count, nq x (i64 position,
+               n_heads*head_dim f32) recorded queries, oldest first
            [H2O] window x i64 recent positions (ring)
            [expected attention] i64 queries counted, n_heads*head_dim f64 their sum, and (with
                the covariance) n_heads*head_dim*head_dim f64 the sum of their outer products
@@ -614,12 +618,14 @@ typedef struct kve_policy_config {
     kve_policy_kind kind;
     int32_t budget;           /* tokens per (layer, KV head) incl. window/sinks; 0 = capacity;
                                  PyramidKV: the mean budget C */
-    int32_t window;           /* SnapKV/PyramidKV observation window, H2O recent window; 0 = 32 */
+    int32_t window;           /* SnapKV/PyramidKV observation window, H2O recent window; 0 = 32
+                                 (kvpress's scorers: 0 = none; SimLayerKV: n_last, 0 = 1) */
     int32_t kernel;           /* pooling kernel, odd; 0 = 7; 1 = no pooling */
     kve_pooling pooling;      /* 0 = max */
     kve_reduce gqa;           /* reduction over the query heads of a KV head; 0 = mean */
     int32_t beta;             /* PyramidKV; 0 = 20 */
-    int32_t sinks;            /* StreamingLLM; 0 = 4, KVE_NO_SINKS = none */
+    int32_t sinks;            /* StreamingLLM (LagKV, expected attention, SimLayerKV too); 0 = 4,
+                                 KVE_NO_SINKS = none */
     kve_pos_shift pos_shift;  /* StreamingLLM; 0 = on */
     kve_decode_mode decode;
     int32_t evict_batch;      /* KVE_DECODE_EVICT for SnapKV/PyramidKV: tokens freed per re-score;

@@ -1004,7 +1004,8 @@ int main(int argc, char **argv)
         policy_spec *s = &res[i].spec;
         if (!prompt && spec_check_stream(s)) return 2;
         /* prompt mode: every policy grows or evicts alike, unless it says which itself */
-        if (prompt && s->cfg.kind != KVE_POLICY_FULL && s->cfg.decode == KVE_DECODE_DEFAULT)
+        if (prompt && s->cfg.kind != KVE_POLICY_FULL && s->cfg.kind != KVE_POLICY_SIMLAYERKV &&
+            s->cfg.decode == KVE_DECODE_DEFAULT)
             s->cfg.decode = decode;
     }
     if (prompt && (long long)P + G > MAX_TOKENS) {
@@ -1024,6 +1025,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "error: --equal-memory needs a policy other than full\n");
             return 2;
         }
+        for (i = 0; i < n_pol; i++)
+            if (res[i].spec.cfg.kind == KVE_POLICY_SIMLAYERKV) {
+                fprintf(stderr, "error: --equal-memory: policy '%s' has no capacity to set (what a "
+                        "SimLayerKV layer keeps depends on the text)\n", res[i].spec.text);
+                return 2;
+            }
     }
     if (csv && svg && !strcmp(csv, svg)) {
         fprintf(stderr, "error: --csv and --svg are the same file '%s'\n", csv);

@@ -677,6 +677,14 @@ static int spec_parse(const char *text, policy_spec *s)
             return 1;
         }
     }
+    if (s->cfg.kind == KVE_POLICY_SIMLAYERKV) { /* its defaults: window 1, n_recent 1024 */
+        int32_t w = s->cfg.window ? s->cfg.window : 1, recent = s->cfg.n_recent ? s->cfg.n_recent : 1024;
+        if (recent <= w) {
+            fprintf(stderr, "error: policy '%s': n_recent=%d must be larger than window=%d (a lazy "
+                    "layer keeps its newest n_recent - window tokens)\n", text, recent, w);
+            return 1;
+        }
+    }
     return 0;
 }
 
@@ -684,6 +692,11 @@ static int spec_parse(const char *text, policy_spec *s)
    by token: one that grows (decode=grow). Checked before any file is read. */
 static int spec_check_stream(const policy_spec *s)
 {
+    if (s->cfg.kind == KVE_POLICY_SIMLAYERKV) {
+        fprintf(stderr, "error: policy '%s': simlayerkv compresses a prompt and evicts nothing "
+                "after (--mode prompt or needle)\n", s->text);
+        return 1;
+    }
     if (s->cfg.kind != KVE_POLICY_FULL && s->cfg.decode == KVE_DECODE_GROW) {
         fprintf(stderr, "error: policy '%s': decode=grow cannot keep a stream within its "
                 "capacity (use decode=evict)\n", s->text);
@@ -709,11 +722,7 @@ static int spec_setup(const policy_spec *s, const model *m, int stream, int32_t 
     if (s->cfg.kind == KVE_POLICY_FULL) {
         *slots = full_slots;
     } else if (s->cfg.kind == KVE_POLICY_SIMLAYERKV) {
-        if (stream) {
-            fprintf(stderr, "error: policy '%s': simlayerkv compresses a prompt and evicts "
-                    "nothing after (--mode prompt or needle)\n", s->text);
-            return 1;
-        }
+        if (stream && spec_check_stream(s)) return 1;
         *slots = full_slots; /* the whole prompt and what follows */
         pc->budget = 0;
     } else if (s->random) {

@@ -95,6 +95,11 @@ row 2 "bad value 'fair' for allocation" compare $C --policy knorm:capacity=64,al
 row 2 "bad value '1.5' for alpha_safeguard" compare $C --policy snapkv:capacity=64,alpha_safeguard=1.5
 row 2 "policy tova has no parameter 'lag_size'" compare $C --policy tova:capacity=64,lag_size=4
 row 2 "AdaKV allocation compresses the prompt only" compare $C --policy knorm:capacity=64,allocation=adakv,decode=evict
+row 2 "simlayerkv compresses a prompt and evicts nothing after" compare $C --policy simlayerkv
+row 2 "n_recent=1 must be larger than window=1" compare $C --mode prompt --policy simlayerkv:n_recent=1
+row 2 "bad value '0' for lazy_threshold" compare $C --mode prompt --policy simlayerkv:lazy_threshold=0
+row 2 "--equal-memory: policy 'simlayerkv' has no capacity" compare $C --mode prompt --equal-memory \
+    --policy snapkv:capacity=64 --policy simlayerkv
 row 2 "unknown policy 'expected'" compare $C --policy expected:capacity=64
 row 2 "unknown option '--bogus'" compare $C --bogus --policy full
 row 2 "--policy needs a value" compare $C --policy
