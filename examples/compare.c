@@ -490,7 +490,9 @@ static void print_stream_table(const model *m, const result *res, int n_pol, int
     int b[4], p, k;
     char head[3][32];
     stream_bounds(m, n_tokens, b);
-    for (k = 0; k < 3; k++) snprintf(head[k], sizeof head[k], "[%d,%d)", b[k], b[k + 1]);
+    for (k = 0; k < 3; k++) /* a stream too short to reach a range: no positions to name */
+        if (b[k] < b[k + 1]) snprintf(head[k], sizeof head[k], "[%d,%d)", b[k], b[k + 1]);
+        else snprintf(head[k], sizeof head[k], "(none)");
     printf("stream mode, %d tokens, training context %d, %s attention: mean NLL (perplexity) of "
            "the next token\n", n_tokens, m->seq_len, g_own_attention ? "engine" : "library");
     printf("%-*s  %-16s %-16s %-16s %12s %9s\n", w, "policy", head[0], head[1], head[2], "peak KV",

@@ -182,6 +182,8 @@ run_model() { # program args...: runs it with the model, into $tmp/out and $tmp/
 row 1 "text '$tmp/binary' is a binary file" compare --model "$M" --tokenizer "$K" \
     --text "$tmp/binary" --policy full
 row 1 "text '$M' is a binary file" compare --model "$M" --tokenizer "$K" --text "$M" --policy full
+row 0 "stdout:policy  [0,99)           (none)           (none)" compare --model "$M" --tokenizer "$K" \
+    --text "$T" --tokens 100 --policy full --progress 0
 row 1 "model '$K' does not start with a valid llama2.c header" compare --model "$K" \
     --tokenizer "$K" --text "$T" --policy full
 row 1 "text '$tmp/latin' is not UTF-8 (byte 0xff at offset 17" compare --model "$M" \
