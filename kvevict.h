@@ -202,6 +202,13 @@
    prompt. n_recent must exceed window (at n_recent = window kvpress keeps every key and the sinks
    twice). A threshold of 0 means the default 1; for a layer lazy at any attention give a tiny one
    (1e-9). Golden cases 61-63.
+   Block-wise prompt compression (kvpress BlockPress; with KVE_POLICY_KEYDIFF, the KeyDiff
+   paper's method): a cache of n_kept + block slots, budget the same, decode KVE_DECODE_EVICT and
+   evict_batch = block. Storing the prompt token by token, each time the layer is full it is
+   re-scored and block tokens go, as BlockPress scores its n_kept kept tokens together with each
+   next block; after the last token, kve_compress_with(cache, l, &policy with budget n_kept)
+   scores what is left. The cache never holds more than n_kept + block tokens (kvpress computes
+   the whole prompt first). Golden cases 64-65 (KeyDiff, a last block cut short).
    Chunked prompt compression (kvpress ChunkPress): store and prefill the prompt a chunk at a
    time and call kve_compress_chunk(cache, layer, first position of the chunk) after each; the
    chunk keeps max(1, int(m * (1 - compression_ratio))) of its m tokens, scored as if it were the

@@ -30,6 +30,7 @@ typedef struct gc_case {
     long n_future_positions, use_covariance, use_vnorm; /* expected attention; -1 when absent */
     long rerotate; /* select: 1 = kvpress KeyRerotationPress (kept keys renumbered 0..n-1); 0 when absent */
     long n_recent, n_last, n_initial; /* SimLayerKV; -1 when absent */
+    long block_size;                  /* blockpress; -1 when absent */
     double lazy_threshold;            /* SimLayerKV; 0 when absent */
     double epsilon;                                      /* expected attention; 0 when absent */
     double rope_theta, compression_ratio, alpha_safeguard;
@@ -135,7 +136,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
     c->window = -1;
     c->lag_size = c->n_sink = c->chunk_length = -1;
     c->n_future_positions = c->use_covariance = c->use_vnorm = -1;
-    c->n_recent = c->n_last = c->n_initial = -1;
+    c->n_recent = c->n_last = c->n_initial = c->block_size = -1;
     c->cross_scoring = 0;
     c->alpha_safeguard = -1.0;
     gc_file = path;
@@ -170,7 +171,7 @@ static void gc_read(const char *path, gc_case *c, int expectations)
         GC_STR(scorer) GC_STR(first) GC_STR(vectors)
         GC_LONG(lag_size) GC_LONG(cross_scoring) GC_LONG(n_sink) GC_LONG(chunk_length)
         GC_LONG(n_future_positions) GC_LONG(use_covariance) GC_LONG(use_vnorm) GC_LONG(rerotate)
-        GC_LONG(n_recent) GC_LONG(n_last) GC_LONG(n_initial)
+        GC_LONG(n_recent) GC_LONG(n_last) GC_LONG(n_initial) GC_LONG(block_size)
         GC_LONG(n_layers) GC_LONG(layer) GC_LONG(n_heads) GC_LONG(n_kv_heads) GC_LONG(head_dim)
         GC_LONG(q_len) GC_LONG(window) GC_LONG(capacity) GC_LONG(kernel) GC_LONG(beta)
         GC_LONG(steps) GC_LONG(sinks) GC_LONG(recent) GC_LONG(pos_shift)
@@ -282,6 +283,10 @@ static void gc_read(const char *path, gc_case *c, int expectations)
             gc_need(c->n_initial, 0, "n_initial");
             if (!(c->lazy_threshold > 0.0 && c->lazy_threshold <= 1.0))
                 gc_fail("lazy_threshold must be in (0, 1]", NULL);
+        } else if (!strcmp(c->policy, "blockpress")) {
+            gc_need(c->block_size, 1, "block_size");
+            if (!(c->compression_ratio > 0.0 && c->compression_ratio < 1.0))
+                gc_fail("a blockpress case needs compression_ratio", NULL);
         } else {
             gc_need(c->window, c->compression_ratio > 0.0 ? 0 : 1, "window");
             if (c->compression_ratio <= 0.0) gc_need(c->capacity, 1, "capacity");

@@ -134,6 +134,61 @@ static void print_rekeys(kve_cache *c, int32_t layer, long Hk, long d)
     free(x);
 }
 
+/* kvpress BlockPress(press=scorer) by the manual's recipe: a cache of n_kept + block_size slots
+   that evicts block_size tokens whenever it is full (KVE_DECODE_EVICT), storing the prompt token
+   by token, then a compression of what is left to n_kept (kve_compress_with) */
+static void run_blockpress(const gc_case *gc, kve_key_storage keys)
+{
+    kve_config cfg;
+    kve_cache c;
+    kve_policy_config last;
+    float *kb, *vb, *kt, *vt;
+    void *mem;
+    long Hk = gc->n_kv_heads, d = gc->head_dim, L = gc->q_len, t, h, i;
+    int32_t n_kept = (int32_t)((double)L * (1.0 - gc->compression_ratio)), layer = (int32_t)gc->layer;
+    memset(&cfg, 0, sizeof cfg);
+    memset(&last, 0, sizeof last);
+    cfg.n_layers = (int32_t)gc->n_layers;
+    cfg.n_heads = (int32_t)gc->n_heads;
+    cfg.n_kv_heads = (int32_t)Hk;
+    cfg.head_dim = (int32_t)d;
+    cfg.rope_layout = KVE_ROPE_NONE; /* the keys are already rotated */
+    cfg.key_storage = keys;
+    if (!policy_kind(gc->scorer, &cfg.policy.kind)) gc_fail("unknown scorer for blockpress", gc->scorer);
+    cfg.capacity = n_kept + (int32_t)gc->block_size;
+    cfg.policy.budget = cfg.capacity;
+    cfg.policy.evict_batch = (int32_t)gc->block_size;
+    cfg.policy.decode = KVE_DECODE_EVICT;
+    last = cfg.policy;
+    last.budget = n_kept;
+    last.evict_batch = 0;
+    last.decode = KVE_DECODE_GROW;
+    c = open_cache(&cfg, &kb, &vb, &mem);
+    kt = (float *)xalloc((size_t)(Hk * d) * sizeof(float));
+    vt = (float *)xalloc((size_t)(Hk * d) * sizeof(float));
+    for (t = 0; t < L; t++) {
+        for (h = 0; h < Hk; h++) {
+            memcpy(kt + h * d, gc->k + (h * L + t) * d, (size_t)d * sizeof(float));
+            if (gc->v) memcpy(vt + h * d, gc->v + (h * L + t) * d, (size_t)d * sizeof(float));
+            else memset(vt + h * d, 0, (size_t)d * sizeof(float));
+        }
+        check(kve_store(&c, layer, t, kt, vt, NULL), "store");
+    }
+    check(kve_compress_with(&c, layer, &last), "compress the last block");
+    check(kve_check(&c), "check");
+    for (h = 0; h < Hk; h++) {
+        int32_t n = kve_length(&c, layer, (int32_t)h);
+        int64_t *pos = (int64_t *)xalloc((size_t)n * sizeof(int64_t));
+        for (i = 0; i < n; i++) pos[i] = kve_slot_position(&c, layer, (int32_t)h, (int32_t)i);
+        qsort(pos, (size_t)n, sizeof *pos, cmp_i64);
+        printf("keep %ld %d", h, n);
+        for (i = 0; i < n; i++) printf(" %lld", (long long)pos[i]);
+        printf("\n");
+        free(pos);
+    }
+    free(kt); free(vt); free(kb); free(vb); free(mem);
+}
+
 static void run_select(const gc_case *gc, kve_key_storage keys)
 {
     kve_config cfg;
@@ -311,7 +366,8 @@ int main(int argc, char **argv)
         return 3;
     }
     if (round_to != KVE_TYPE_F32) round_case(&gc, round_to);
-    if (!strcmp(gc.kind, "select")) run_select(&gc, keys);
+    if (!strcmp(gc.kind, "select") && !strcmp(gc.policy, "blockpress")) run_blockpress(&gc, keys);
+    else if (!strcmp(gc.kind, "select")) run_select(&gc, keys);
     else run_stream(&gc, keys);
     gc_free(&gc);
     return 0;
