@@ -1006,9 +1006,7 @@ int main(int argc, char **argv)
         policy_spec *s = &res[i].spec;
         if (!prompt && spec_check_stream(s)) return 2;
         /* prompt mode: every policy grows or evicts alike, unless it says which itself */
-        if (prompt && s->cfg.kind != KVE_POLICY_FULL && s->cfg.kind != KVE_POLICY_SIMLAYERKV &&
-            s->cfg.decode == KVE_DECODE_DEFAULT)
-            s->cfg.decode = decode;
+        if (prompt) spec_take_decode(s, decode);
     }
     if (prompt && (long long)P + G > MAX_TOKENS) {
         fprintf(stderr, "error: --prompt-tokens + --continuation is at most %d, not %lld\n",

@@ -688,6 +688,18 @@ static int spec_parse(const char *text, policy_spec *s)
     return 0;
 }
 
+/* --decode for a policy that does not say decode= itself; full and SimLayerKV keep theirs (they
+   never evict after the prompt) */
+#if defined(__GNUC__)
+static void spec_take_decode(policy_spec *s, kve_decode_mode decode) __attribute__((unused));
+#endif
+static void spec_take_decode(policy_spec *s, kve_decode_mode decode)
+{
+    if (s->cfg.kind != KVE_POLICY_FULL && s->cfg.kind != KVE_POLICY_SIMLAYERKV &&
+        s->cfg.decode == KVE_DECODE_DEFAULT)
+        s->cfg.decode = decode;
+}
+
 /* A policy that cannot run through a stream, which keeps every cache within its capacity token
    by token: one that grows (decode=grow). Checked before any file is read. */
 static int spec_check_stream(const policy_spec *s)

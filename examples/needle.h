@@ -311,9 +311,7 @@ static int needle_parse_args(int argc, char **argv, needle_options *o, needle_po
     for (i = 0; i < o->n_policies; i++) {
         policy_spec *s = &pol[i].spec;
         /* every policy grows or evicts alike, unless it says which itself (as in prompt mode) */
-        if (s->cfg.kind != KVE_POLICY_FULL && s->cfg.kind != KVE_POLICY_SIMLAYERKV &&
-            s->cfg.decode == KVE_DECODE_DEFAULT)
-            s->cfg.decode = o->decode;
+        spec_take_decode(s, o->decode);
     }
     return 0;
 }

@@ -109,6 +109,23 @@ static int policy_kind(const char *name, kve_policy_kind *kind)
     return 1;
 }
 
+/* each KV head's kept positions, ascending: the "keep" lines a select case is judged by */
+static void print_keeps(const kve_cache *c, int32_t layer, long Hk)
+{
+    long h;
+    int32_t i;
+    for (h = 0; h < Hk; h++) {
+        int32_t n = kve_length(c, layer, (int32_t)h);
+        int64_t *pos = (int64_t *)xalloc((size_t)n * sizeof(int64_t));
+        for (i = 0; i < n; i++) pos[i] = kve_slot_position(c, layer, (int32_t)h, i);
+        qsort(pos, (size_t)n, sizeof *pos, cmp_i64);
+        printf("keep %ld %d", h, n);
+        for (i = 0; i < n; i++) printf(" %lld", (long long)pos[i]);
+        printf("\n");
+        free(pos);
+    }
+}
+
 /* kvpress KeyRerotationPress: renumber the kept tokens 0..n-1 and print each head's keys in that
    order, as attention sees them at their new positions (whatever the key storage) */
 static void print_rekeys(kve_cache *c, int32_t layer, long Hk, long d)
@@ -144,7 +161,7 @@ static void run_blockpress(const gc_case *gc, kve_key_storage keys)
     kve_policy_config last;
     float *kb, *vb, *kt, *vt;
     void *mem;
-    long Hk = gc->n_kv_heads, d = gc->head_dim, L = gc->q_len, t, h, i;
+    long Hk = gc->n_kv_heads, d = gc->head_dim, L = gc->q_len, t, h;
     int32_t n_kept = (int32_t)((double)L * (1.0 - gc->compression_ratio)), layer = (int32_t)gc->layer;
     memset(&cfg, 0, sizeof cfg);
     memset(&last, 0, sizeof last);
@@ -176,16 +193,7 @@ static void run_blockpress(const gc_case *gc, kve_key_storage keys)
     }
     check(kve_compress_with(&c, layer, &last), "compress the last block");
     check(kve_check(&c), "check");
-    for (h = 0; h < Hk; h++) {
-        int32_t n = kve_length(&c, layer, (int32_t)h);
-        int64_t *pos = (int64_t *)xalloc((size_t)n * sizeof(int64_t));
-        for (i = 0; i < n; i++) pos[i] = kve_slot_position(&c, layer, (int32_t)h, (int32_t)i);
-        qsort(pos, (size_t)n, sizeof *pos, cmp_i64);
-        printf("keep %ld %d", h, n);
-        for (i = 0; i < n; i++) printf(" %lld", (long long)pos[i]);
-        printf("\n");
-        free(pos);
-    }
+    print_keeps(&c, layer, Hk);
     free(kt); free(vt); free(kb); free(vb); free(mem);
 }
 
@@ -196,7 +204,7 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     kve_policy_config first;
     float *kb, *vb, *q, *out, *kt, *vt;
     void *mem;
-    long H = gc->n_heads, Hk = gc->n_kv_heads, d = gc->head_dim, L = gc->q_len, t, h, i, a, b;
+    long H = gc->n_heads, Hk = gc->n_kv_heads, d = gc->head_dim, L = gc->q_len, t, h, a, b;
     long chunk = L; /* chunkpress: the prompt is stored, prefilled and compressed a chunk at a time */
     int32_t layer = (int32_t)gc->layer;
     const char *name = gc->policy;
@@ -292,16 +300,7 @@ static void run_select(const gc_case *gc, kve_key_storage keys)
     if (composed) check(kve_compress_with(&c, layer, &first), "compress with the first policy");
     if (!chunked) check(kve_compress(&c, layer), "compress");
     check(kve_check(&c), "check");
-    for (h = 0; h < Hk; h++) {
-        int32_t n = kve_length(&c, layer, (int32_t)h);
-        int64_t *pos = (int64_t *)xalloc((size_t)n * sizeof(int64_t));
-        for (i = 0; i < n; i++) pos[i] = kve_slot_position(&c, layer, (int32_t)h, (int32_t)i);
-        qsort(pos, (size_t)n, sizeof *pos, cmp_i64);
-        printf("keep %ld %d", h, n);
-        for (i = 0; i < n; i++) printf(" %lld", (long long)pos[i]);
-        printf("\n");
-        free(pos);
-    }
+    print_keeps(&c, layer, Hk);
     if (gc->rerotate) print_rekeys(&c, layer, Hk, d);
     free(kt); free(vt); free(q); free(out); free(kb); free(vb); free(mem);
 }

@@ -1320,6 +1320,16 @@ static void test_dropped_newest(void)
     }
 }
 
+/* multiplies every stored key of layer 0, KV head `head` (f32, head_dim 16) by `factor` */
+static void scale_head_keys(tu_cache *t, int32_t head, float factor)
+{
+    int32_t s, i;
+    for (s = 0; s < kve_length(&t->c, 0, head); s++) {
+        float *k = (float *)kve_key(&t->c, 0, head, s);
+        for (i = 0; i < 16; i++) k[i] *= factor;
+    }
+}
+
 /* AdaKV: heads keep different counts summing to the layer's total; memory in use shrinks by
    exactly the dropped rows; alpha 1 is uniform */
 static void test_adakv_allocation(void)
@@ -1332,14 +1342,7 @@ static void test_adakv_allocation(void)
     cfg.policy.alpha_safeguard = KVE_NO_SAFEGUARD;
     CHECK_RESULT(tu_open(&t, &cfg), KVE_OK);
     prompt_through(&t, 40, 13);
-    /* scale head 1's keys: knorm then prefers head 0's tokens */
-    {
-        int s, i;
-        for (s = 0; s < 40; s++) {
-            float *k1 = (float *)kve_key(&t.c, 0, 1, s);
-            for (i = 0; i < 16; i++) k1[i] *= 3.0f;
-        }
-    }
+    scale_head_keys(&t, 1, 3.0f); /* knorm then prefers head 0's tokens */
     CHECK_RESULT(kve_compress(&t.c, 0), KVE_OK);
     for (h = 0; h < 2; h++) total += kve_length(&t.c, 0, h);
     differ = kve_length(&t.c, 0, 0) > kve_length(&t.c, 0, 1);
@@ -1358,13 +1361,7 @@ static void test_adakv_allocation(void)
     cfg.policy.alpha_safeguard = 0.0;
     CHECK_RESULT(tu_open(&u, &cfg), KVE_OK);
     prompt_through(&u, 40, 13);
-    {
-        int s, i;
-        for (s = 0; s < 40; s++) {
-            float *k1 = (float *)kve_key(&u.c, 0, 1, s);
-            for (i = 0; i < 16; i++) k1[i] *= 100.0f;
-        }
-    }
+    scale_head_keys(&u, 1, 100.0f);
     CHECK_RESULT(kve_compress(&u.c, 0), KVE_OK);
     CHECK(kve_length(&u.c, 0, 1) == 4 && kve_length(&u.c, 0, 0) == 36,
           "AdaKV default safeguard: %d + %d tokens, not 36 + 4", kve_length(&u.c, 0, 0),

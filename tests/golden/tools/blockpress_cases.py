@@ -127,21 +127,9 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     P = K.load_kvpress(args.kvpress_dir)
-    os.makedirs(args.out_dir, exist_ok=True)
-    for i, c in enumerate(CASES):
-        number = FIRST_NUMBER + i
-        seed = 9500 + number
-        for _ in range(50):
-            r = run(P, c, seed)
-            if r is not None:
-                break
-            seed += 100
-        else:
-            raise SystemExit("%s: no usable draw in 50 attempts" % c["what"])
-        name = "%02d-kvpress-%s.case" % (number, c["what"])
-        path = os.path.join(args.out_dir, name)
-        write_case(path, c, seed, r)
-        verify_file(path, c, r)
+    for name, seed, c, r, _ in K.generate(args.out_dir, CASES, FIRST_NUMBER, 9500,
+                                          lambda c, seed: run(P, c, seed), write_case, verify_file,
+                                          "no usable draw"):
         print("%-44s seed %-5d kept %d of %d per KV head, blocks of %d"
               % (name, seed, r["n_kept"], c["q_len"], c["block_size"]))
     print("%d cases written to %s and re-read" % (len(CASES), args.out_dir))

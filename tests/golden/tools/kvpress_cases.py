@@ -1240,6 +1240,28 @@ def verify_file(path, c, r):
 
 # ---------------------------------------------------------------------------------------
 
+def generate(out_dir, cases, first_number, seed_base, run, write, verify, unusable="no tie-free draw"):
+    """For each case, numbered from first_number: draws from seed seed_base + number, redrawn with
+    seed + 100 while run(case, seed) returns None (at most 50 times), writes NN-kvpress-<what>.case
+    into out_dir and reads it back. Yields (file name, seed, case, result, what verify returned).
+    The other generators in this folder use it too."""
+    os.makedirs(out_dir, exist_ok=True)
+    for i, c in enumerate(cases):
+        number = first_number + i
+        seed = seed_base + number
+        for _ in range(50):
+            r = run(c, seed)
+            if r is not None:
+                break
+            seed += 100
+        else:
+            raise SystemExit("%s: %s in 50 attempts" % (c["what"], unusable))
+        name = "%02d-kvpress-%s.case" % (number, c["what"])
+        path = os.path.join(out_dir, name)
+        write(path, c, seed, r)
+        yield name, seed, c, r, verify(path, c, r)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("kvpress_dir", help="checkout of NVIDIA/kvpress@%s (contains kvpress/)" % COMMIT[:7])
@@ -1247,21 +1269,9 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     P = load_kvpress(args.kvpress_dir)
-    os.makedirs(args.out_dir, exist_ok=True)
-    for i, c in enumerate(CASES):
-        number = FIRST_NUMBER + i
-        seed = 7000 + number
-        for attempt in range(50):
-            r = run_case(P, c, seed)
-            if r is not None:
-                break
-            seed += 100
-        else:
-            raise SystemExit("%s: no tie-free draw in 50 attempts" % c["what"])
-        name = "%02d-kvpress-%s.case" % (number, c["what"])
-        path = os.path.join(args.out_dir, name)
-        write_case(path, c, seed, r)
-        counts = verify_file(path, c, r)
+    for name, seed, c, r, counts in generate(args.out_dir, CASES, FIRST_NUMBER, 7000,
+                                             lambda c, seed: run_case(P, c, seed), write_case,
+                                             verify_file):
         groups = [tie_groups(r["scores"][h], exclude={p for p, x in enumerate(r["scores"][h]) if x == DROPPED})
                   for h in range(c["n_kv_heads"])]
         tie_desc = ", ".join("h%d:%s" % (h, "+".join(str(len(g)) for g in gs) if gs else "-")

@@ -141,21 +141,9 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     P = K.load_kvpress(args.kvpress_dir)
-    os.makedirs(args.out_dir, exist_ok=True)
-    for i, c in enumerate(CASES):
-        number = FIRST_NUMBER + i
-        seed = 9000 + number
-        for _ in range(50):
-            r = run(P, c, seed)
-            if r is not None:
-                break
-            seed += 100
-        else:
-            raise SystemExit("%s: no draw away from the threshold in 50 attempts" % c["what"])
-        name = "%02d-kvpress-%s.case" % (number, c["what"])
-        path = os.path.join(args.out_dir, name)
-        write_case(path, c, seed, r)
-        verify_file(path, c, r)
+    for name, seed, c, r, _ in K.generate(args.out_dir, CASES, FIRST_NUMBER, 9000,
+                                          lambda c, seed: run(P, c, seed), write_case, verify_file,
+                                          "no draw away from the threshold"):
         print("%-36s seed %-5d sum %.6f threshold %.4f %s, kept %s per KV head"
               % (name, seed, r["total"], r["threshold"], "lazy" if r["lazy"] else "not lazy",
                  ",".join(str(len(kp)) for kp in r["keep"])))
